@@ -1,0 +1,9 @@
+"""Best-fit Packing (Ding et al., 2024): split only over-long documents, then pack the chunks with
+Best-Fit-Decreasing. Pure numpy: no I/O, no engines (OR-Tools is imported only for
+``algorithm="optimal"``)."""
+from packing.api import ALGORITHMS, pack
+from packing.result import PackResult, PackStats, lower_bound
+from packing.split import ChunkTable, split_documents
+
+__all__ = ["ALGORITHMS", "pack", "PackResult", "PackStats", "lower_bound", "ChunkTable",
+           "split_documents"]

@@ -1,0 +1,59 @@
+"""The ``fewtrunc`` command line: one sub-command per module, each with its own ``--help``.
+
+A command module exposes ``HELP`` (one line), ``DESCRIPTION`` (what it teaches in ``--help``),
+``add_arguments(parser)`` and ``main(args) -> int``; heavy imports live inside ``main`` so that
+``fewtrunc --help`` stays instant.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from pipelines.errors import FewtruncError
+
+# name -> module; the order is the order shown in --help.
+COMMANDS = {
+    "pack-demo": "pipelines.commands.pack_demo",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fewtrunc",
+        description="Tokenize corpora, Best-fit Pack documents into training sequences without "
+        "needless truncation, and write Arrow shards; plus the training-side tools (EL2N pruning, "
+        "Error Norm Truncation, loss truncation). Run `fewtrunc COMMAND --help` for each command.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, module_name in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        p = sub.add_parser(
+            name,
+            help=module.HELP,
+            description=getattr(module, "DESCRIPTION", module.HELP),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        module.add_arguments(p)
+        p.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_module", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args._module.main(args) or 0)
+    except FewtruncError as exc:
+        print(f"fewtrunc {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"fewtrunc {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

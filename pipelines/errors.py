@@ -1,0 +1,33 @@
+"""The small error hierarchy that decides what stops a run and what is retried (as dolma does).
+
+- ``ConfigError``: the configuration is wrong; raised before any work starts.
+- ``InputError``: one input record or file is bad; names the file and line/row. Under
+  ``input.on_error=skip`` it becomes a line of ``rejects.jsonl``; under ``fail`` it stops the run.
+- ``RetryableError``: a transient failure (a worker lost, a busy file system); engines retry it.
+- ``FatalError``: an invariant is broken (token conservation, a checksum); never retried.
+"""
+
+
+class FewtruncError(Exception):
+    """Base of every error fewtrunc raises on purpose."""
+
+
+class ConfigError(FewtruncError, ValueError):
+    """A configuration key, value or file is wrong."""
+
+
+class InputError(FewtruncError):
+    """A bad input record or file. ``where`` is ``file`` or ``file:line``."""
+
+    def __init__(self, where: str, reason: str):
+        super().__init__(f"{where}: {reason}")
+        self.where = where
+        self.reason = reason
+
+
+class RetryableError(FewtruncError):
+    """A transient failure that an engine may retry."""
+
+
+class FatalError(FewtruncError):
+    """A broken invariant: the run stops and nothing is published."""

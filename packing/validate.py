@@ -23,10 +23,11 @@ def as_lengths(lengths, capacity: int, *, name: str = "lengths") -> np.ndarray:
         if np.issubdtype(arr.dtype, np.floating):
             bad = np.flatnonzero(~np.isfinite(arr) | (arr != np.round(arr)))
             idx = int(bad[0]) if bad.size else 0
-            raise ValueError(
-                f"{name}[{idx}] = {arr[idx]!r}: lengths must be integers (got dtype {arr.dtype})"
-            )
-        raise ValueError(f"{name}[0] = {arr[0]!r}: lengths must be integers (got dtype {arr.dtype})")
+        else:
+            idx = 0
+        raise ValueError(
+            f"{name}[{idx}] = {arr[idx].item()!r}: lengths must be integers (got dtype {arr.dtype})"
+        )
     bad = np.flatnonzero((arr < 1) | (arr > capacity))
     if bad.size:
         idx = int(bad[0])

@@ -15,6 +15,8 @@ from pipelines.errors import FewtruncError
 # name -> module; the order is the order shown in --help.
 COMMANDS = {
     "pack-demo": "pipelines.commands.pack_demo",
+    "train": "training.commands.train",
+    "score": "training.commands.score",
 }
 
 

@@ -1,0 +1,193 @@
+"""A torch ``Dataset`` over a directory of fewtrunc shards, and the document-aware collator.
+
+The dataset memory-maps each shard and decodes one record batch at a time (a small LRU cache),
+so the corpus is never held in memory: uncompressed shards are read zero-copy; zstd/lz4 shards
+are decompressed per record batch when a row of it is asked for. For random access over
+compressed shards, keep record batches small or write training shards with ``compression: none``.
+
+Label convention: labels are *already shifted*: ``logits[:, t]`` predicts ``labels[:, t]`` =
+``input_ids[:, t + 1]``. A label is ``IGNORE_INDEX`` where the next token belongs to another
+document (or to no document: the end of a row, padding), so no loss ever crosses a boundary.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.ipc as ipc
+import torch
+from torch.utils.data import Dataset
+
+from pipelines.errors import ConfigError
+from pipelines.shard_format import list_shards
+
+IGNORE_INDEX = -100
+COLUMNS = ("input_ids", "doc_lens", "doc_ids", "chunk_index")
+
+
+class ShardDataset(Dataset):
+    """Row ``i`` of the concatenation of ``shard-*.arrow`` files (sorted by name).
+
+    ``dataset[i]`` is a dict of numpy arrays: ``input_ids`` (int64), ``doc_lens``, ``doc_ids``,
+    ``chunk_index`` and ``index`` (= i). ``token_map`` (optional int64 array) remaps token ids,
+    e.g. to a reduced vocabulary (see ``vocab_map``).
+    """
+
+    def __init__(self, directory: str | Path, token_map: np.ndarray | None = None, cache_batches: int = 8):
+        self.directory = Path(directory)
+        self.shards = list_shards(self.directory)
+        if not self.shards:
+            raise ConfigError(
+                f"no shards (shard-*.arrow) in {str(self.directory)!r}: build them first, e.g. "
+                "`fewtrunc run configs/demo.yaml`, and point data.dir at its output")
+        self.token_map = token_map
+        self._readers: dict[int, ipc.RecordBatchFileReader] = {}
+        self._cache: OrderedDict = OrderedDict()
+        self._cache_size = max(1, cache_batches)
+        locs, counts = [], []
+        for s, path in enumerate(self.shards):
+            reader = self._reader(s)
+            for b in range(reader.num_record_batches):
+                n = reader.get_batch(b).num_rows
+                if n:
+                    locs.append((s, b))
+                    counts.append(n)
+        self._locs = locs
+        self._starts = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)])
+
+    def __len__(self) -> int:
+        return int(self._starts[-1])
+
+    def _reader(self, s: int) -> ipc.RecordBatchFileReader:
+        if s not in self._readers:
+            self._readers[s] = ipc.open_file(pa.memory_map(str(self.shards[s]), "r"))
+        return self._readers[s]
+
+    def _batch(self, k: int) -> dict:
+        if k in self._cache:
+            self._cache.move_to_end(k)
+            return self._cache[k]
+        s, b = self._locs[k]
+        rb = self._reader(s).get_batch(b)
+        cols = {}
+        for name in COLUMNS:
+            arr = rb.column(name)
+            offsets = arr.offsets.to_numpy()
+            values = arr.values.to_numpy(zero_copy_only=False)
+            cols[name] = (offsets - offsets[0], values[offsets[0]:offsets[-1]])
+        self._cache[k] = cols
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return cols
+
+    def __getitem__(self, index: int) -> dict:
+        index = int(index)
+        if not 0 <= index < len(self):
+            raise IndexError(f"row {index} out of range (dataset has {len(self)} rows)")
+        k = int(np.searchsorted(self._starts, index, side="right") - 1)
+        r = index - int(self._starts[k])
+        out = {"index": index}
+        for name, (offsets, values) in self._batch(k).items():
+            out[name] = values[offsets[r]:offsets[r + 1]]
+        ids = out["input_ids"].astype(np.int64)
+        out["input_ids"] = self.token_map[ids] if self.token_map is not None else ids
+        if int(out["doc_lens"].sum()) != ids.size:
+            raise ValueError(f"row {index}: doc_lens sum {int(out['doc_lens'].sum())} != {ids.size} tokens")
+        return out
+
+    def iter_token_counts(self, n_tokens: int) -> np.ndarray:
+        """Token frequencies over the whole directory, read one record batch at a time."""
+        counts = np.zeros(n_tokens, dtype=np.int64)
+        for s, b in self._locs:
+            values = self._reader(s).get_batch(b).column("input_ids").values.to_numpy(zero_copy_only=False)
+            counts += np.bincount(values.astype(np.int64), minlength=n_tokens)[:n_tokens]
+        return counts
+
+
+def vocab_map(dataset: ShardDataset, tokenizer_vocab: int, limit: int) -> np.ndarray:
+    """Map the ``limit - 1`` most frequent token ids to 1..limit-1 and everything else to 0 (UNK).
+
+    Ties in frequency go to the lower id, so the map is a pure function of the data.
+    """
+    counts = dataset.iter_token_counts(tokenizer_vocab)
+    order = np.argsort(-counts, kind="stable")[: limit - 1]
+    mapping = np.zeros(tokenizer_vocab, dtype=np.int64)
+    mapping[order] = np.arange(1, order.size + 1)
+    return mapping
+
+
+class DocumentCollator:
+    """Pad a list of rows into a batch that carries its document structure.
+
+    Returns a dict of tensors, all ``[B, T]`` with T the longest row (rounded up to
+    ``pad_to_multiple``) unless noted:
+      input_ids    token ids, ``pad_id`` after the row's end;
+      labels       next token inside the same document, ``IGNORE_INDEX`` elsewhere;
+      position_ids restart at 0 in each document (``reset_position_ids``) or 0..len-1 per row;
+                   padding continues the row's last counter;
+      segment_ids  0, 1, ... per document within the row; padding is its own segment (-1 for
+                   attention, never attending to or attended by a document);
+      cu_seqlens   [n_segments + 1] int32 offsets into the flattened ``input_ids.view(-1)``,
+                   every document one segment and each row's padding one more (varlen kernels);
+      doc_lens, doc_ids, chunk_index: lists (one tensor per row) of the true documents;
+      index        [B] dataset row indices.
+    """
+
+    def __init__(self, reset_position_ids: bool = True, pad_id: int = 0, pad_to_multiple: int = 1):
+        self.reset_position_ids = reset_position_ids
+        self.pad_id = pad_id
+        self.pad_to_multiple = max(1, pad_to_multiple)
+
+    def __call__(self, rows: list[dict]) -> dict:
+        if not rows:
+            raise ValueError("cannot collate an empty batch")
+        longest = max(len(r["input_ids"]) for r in rows)
+        T = -(-longest // self.pad_to_multiple) * self.pad_to_multiple
+        B = len(rows)
+        input_ids = np.full((B, T), self.pad_id, dtype=np.int64)
+        labels = np.full((B, T), IGNORE_INDEX, dtype=np.int64)
+        positions = np.zeros((B, T), dtype=np.int64)
+        segments = np.full((B, T), -1, dtype=np.int64)
+        seg_lens = []
+        for b, row in enumerate(rows):
+            ids, lens = row["input_ids"], np.asarray(row["doc_lens"], dtype=np.int64)
+            n = ids.size
+            input_ids[b, :n] = ids
+            starts = np.cumsum(lens) - lens
+            seg = np.repeat(np.arange(lens.size), lens)
+            segments[b, :n] = seg
+            same_doc_next = seg[:-1] == seg[1:]
+            labels[b, : n - 1] = np.where(same_doc_next, ids[1:], IGNORE_INDEX)
+            if self.reset_position_ids:
+                positions[b, :n] = np.arange(n) - np.repeat(starts, lens)
+            else:
+                positions[b, :n] = np.arange(n)
+            if T > n:
+                last = positions[b, n - 1] if n else -1
+                positions[b, n:] = last + 1 + np.arange(T - n)
+            seg_lens.extend(lens.tolist() + ([T - n] if T > n else []))
+        cu = np.concatenate([[0], np.cumsum(seg_lens)]).astype(np.int32)
+        return {
+            "input_ids": torch.from_numpy(input_ids),
+            "labels": torch.from_numpy(labels),
+            "position_ids": torch.from_numpy(positions),
+            "segment_ids": torch.from_numpy(segments),
+            "cu_seqlens": torch.from_numpy(cu),
+            "max_seqlen": int(max(seg_lens)),
+            "doc_lens": [torch.tensor(np.asarray(r["doc_lens"], dtype=np.int64)) for r in rows],
+            "doc_ids": [torch.tensor(np.asarray(r["doc_ids"], dtype=np.int64)) for r in rows],
+            "chunk_index": [torch.tensor(np.asarray(r["chunk_index"], dtype=np.int64)) for r in rows],
+            "index": torch.tensor([int(r["index"]) for r in rows], dtype=torch.int64),
+        }
+
+
+def mask_documents(batch: dict, keep: list[np.ndarray]) -> dict:
+    """Ignore the labels of document segments with ``keep[b][k] == False`` (per-document pruning)."""
+    labels = batch["labels"].clone()
+    for b, (lens, keep_row) in enumerate(zip(batch["doc_lens"], keep)):
+        drop = np.repeat(~np.asarray(keep_row, dtype=bool), lens.numpy())
+        if drop.any():
+            labels[b, : drop.size][torch.from_numpy(drop)] = IGNORE_INDEX
+    return {**batch, "labels": labels}

@@ -2,8 +2,9 @@
 Best-Fit-Decreasing. Pure numpy: no I/O, no engines (OR-Tools is imported only for
 ``algorithm="optimal"``)."""
 from packing.api import ALGORITHMS, pack
+from packing.online import BufferedPacker, OnlinePacker, PackedRow
 from packing.result import PackResult, PackStats, lower_bound
 from packing.split import ChunkTable, split_documents
 
 __all__ = ["ALGORITHMS", "pack", "PackResult", "PackStats", "lower_bound", "ChunkTable",
-           "split_documents"]
+           "split_documents", "BufferedPacker", "OnlinePacker", "PackedRow"]

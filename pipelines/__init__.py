@@ -1,1 +1,10 @@
-"""Engine-agnostic steps of the fewtrunc pipeline, the engines that run them, and the CLI."""
+"""Engine-agnostic steps of the fewtrunc pipeline, the engines that run them, and the CLI.
+
+``pipelines.run(config, overrides)`` runs a job from Python (see ``pipelines.api``).
+"""
+
+
+def run(config=None, overrides=(), *, progress: bool = False) -> dict:
+    from pipelines.api import run as _run
+
+    return _run(config, overrides, progress=progress)

@@ -15,6 +15,10 @@ from pipelines.errors import FewtruncError
 # name -> module; the order is the order shown in --help.
 COMMANDS = {
     "pack-demo": "pipelines.commands.pack_demo",
+    "run": "pipelines.commands.run",
+    "verify": "pipelines.commands.verify",
+    "inspect": "pipelines.commands.inspect",
+    "report": "pipelines.commands.report",
     "train": "training.commands.train",
     "score": "training.commands.score",
 }

@@ -1,0 +1,179 @@
+"""Online Best-fit Packing for streams: exact BFD over a bounded buffer, leftovers carried over.
+
+``BufferedPacker`` works on lengths only. Items enter a buffer; once it holds ``buffer_tokens``
+tokens, the buffer is packed with ``packing.pack`` (exact BFD by default). Bins filled to at least
+``min_fill`` are emitted; the least-filled bins, up to half of ``buffer_tokens``, are *carried*:
+their items go back into the buffer to meet the next items, instead of being emitted half empty
+or dropped. ``flush`` packs and emits everything left. Nothing is ever dropped or cut.
+
+Memory bound: the buffer never holds more than ``buffer_tokens + capacity`` tokens (at most half
+of it carried), so memory is O(buffer_tokens) whatever the stream length. Items wait at most until
+the flush; the order of emitted bins is deterministic.
+
+Quality against one global BFD (bins over the global bins, minus one), CPython stdlib source
+lengths in GPT-2 tokens (bytes/4), L = 2048, 4 copies (~23k chunks), ``min_fill=0.99``:
+
+| buffer_tokens | 32 L | 256 L | 2048 L |
+|---------------|------|-------|--------|
+| extra bins    | +0.117% | +0.032% | +0.006% |
+
+(global BFD: 15,394 bins.) The default buffer is 256 L (2 MB of int32 ids at L = 2048).
+
+(measured by ``python -m packing.online``). ``OnlinePacker`` wraps it for token sequences inside
+a training script: documents in, packed rows with ``doc_lens`` out.
+"""
+from __future__ import annotations
+
+from typing import Iterable, Iterator, NamedTuple
+
+import numpy as np
+
+from packing.api import pack
+from packing.validate import as_lengths, check_capacity
+
+
+class Bins(NamedTuple):
+    """CSR: bin ``b`` holds item ids ``items[offsets[b]:offsets[b+1]]`` (increasing ids)."""
+
+    items: np.ndarray
+    offsets: np.ndarray
+
+    @property
+    def n_bins(self) -> int:
+        return int(self.offsets.size - 1)
+
+
+def _concat_bins(parts: list[Bins]) -> Bins:
+    if not parts:
+        return Bins(np.zeros(0, np.int64), np.zeros(1, np.int64))
+    items = np.concatenate([p.items for p in parts])
+    offs, base = [np.zeros(1, np.int64)], 0
+    for p in parts:
+        offs.append(p.offsets[1:] + base)
+        base += int(p.offsets[-1])
+    return Bins(items, np.concatenate(offs))
+
+
+class BufferedPacker:
+    def __init__(self, capacity: int, buffer_tokens: int, algorithm: str = "bfd",
+                 min_fill: float = 0.99, **options):
+        self.capacity = check_capacity(capacity)
+        if buffer_tokens < 2 * self.capacity:
+            raise ValueError(f"buffer_tokens={buffer_tokens} must be at least 2 * capacity")
+        if not 0.0 <= min_fill <= 1.0:
+            raise ValueError(f"min_fill={min_fill} must be in [0, 1]")
+        self.buffer_tokens, self.algorithm, self.min_fill = buffer_tokens, algorithm, min_fill
+        self.options = options
+        self.ids = np.zeros(0, np.int64)
+        self.lens = np.zeros(0, np.int64)
+        self.next_id = 0
+        self.rounds = 0
+
+    @property
+    def buffered_tokens(self) -> int:
+        return int(self.lens.sum())
+
+    def push(self, lengths) -> Bins:
+        """Add items (ids continue from the previous push); return the bins emitted meanwhile."""
+        new = as_lengths(lengths, self.capacity)
+        new_ids = np.arange(self.next_id, self.next_id + new.size, dtype=np.int64)
+        self.next_id += new.size
+        out: list[Bins] = []
+        while new.size:
+            room = self.buffer_tokens - self.buffered_tokens
+            k = int(np.searchsorted(np.cumsum(new), room, side="left")) + 1  # fills the buffer
+            self.ids = np.concatenate([self.ids, new_ids[:k]])
+            self.lens = np.concatenate([self.lens, new[:k]])
+            new, new_ids = new[k:], new_ids[k:]
+            if self.buffered_tokens >= self.buffer_tokens:
+                out.append(self._round(final=False))
+        return _concat_bins(out)
+
+    def flush(self) -> Bins:
+        """Pack and emit everything still buffered."""
+        return self._round(final=True) if self.ids.size else _concat_bins([])
+
+    def _round(self, final: bool) -> Bins:
+        self.rounds += 1
+        res = pack(self.lens, self.capacity, self.algorithm, **self.options)
+        keep = np.ones(res.n_bins, dtype=bool)
+        if not final:
+            fills = res.fills
+            low = np.flatnonzero(fills < self.min_fill * self.capacity)
+            low = low[np.argsort(fills[low], kind="stable")]
+            carried = low[np.cumsum(fills[low]) <= self.buffer_tokens // 2]
+            keep[carried] = False
+        emit = np.flatnonzero(keep)
+        sizes = np.diff(res.bin_offsets)[emit]
+        order = res.bin_items  # items grouped by bin, bins in order
+        take = order[keep[res.assignment[order]]]
+        item_kept = np.zeros(self.ids.size, dtype=bool)
+        item_kept[take] = True
+        bins = Bins(self.ids[take], np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64))
+        self.ids, self.lens = self.ids[~item_kept], self.lens[~item_kept]
+        return bins
+
+
+class PackedRow(NamedTuple):
+    input_ids: np.ndarray  # int32, at most seq_len
+    doc_lens: np.ndarray  # int32, segment lengths, sum = len(input_ids)
+    doc_index: np.ndarray  # int64, position of each segment's document in the input stream
+    chunk_index: np.ndarray  # int32, which seq_len-chunk of that document
+
+
+class OnlinePacker:
+    """Pack a stream of token sequences into rows of at most ``seq_len`` tokens.
+
+    Documents longer than ``seq_len`` are split into seq_len chunks (the paper's only cut); every
+    chunk is packed with BFD over a buffer of ``buffer_tokens``; leftovers are carried, and
+    everything is flushed when the stream ends.
+    """
+
+    def __init__(self, seq_len: int, buffer_tokens: int | None = None, algorithm: str = "bfd",
+                 min_fill: float = 0.99):
+        self.seq_len = check_capacity(seq_len)
+        self.packer = BufferedPacker(self.seq_len, buffer_tokens or 256 * self.seq_len,
+                                     algorithm, min_fill)
+
+    def pack(self, sequences: Iterable) -> Iterator[PackedRow]:
+        pending: dict[int, tuple[np.ndarray, int, int]] = {}  # item id -> (tokens, doc, chunk)
+        L = self.seq_len
+        for doc, seq in enumerate(sequences):
+            arr = np.asarray(seq, dtype=np.int32).ravel()
+            if arr.size == 0:
+                continue
+            pieces = [arr[o : o + L] for o in range(0, arr.size, L)]
+            first = self.packer.next_id
+            for c, piece in enumerate(pieces):
+                pending[first + c] = (piece, doc, c)
+            yield from self._rows(self.packer.push([p.size for p in pieces]), pending)
+        yield from self._rows(self.packer.flush(), pending)
+
+    @staticmethod
+    def _rows(bins: Bins, pending: dict) -> Iterator[PackedRow]:
+        for b in range(bins.n_bins):
+            ids = bins.items[bins.offsets[b] : bins.offsets[b + 1]].tolist()
+            parts = [pending.pop(i) for i in ids]
+            yield PackedRow(
+                np.concatenate([p[0] for p in parts]),
+                np.array([p[0].size for p in parts], dtype=np.int32),
+                np.array([p[1] for p in parts], dtype=np.int64),
+                np.array([p[2] for p in parts], dtype=np.int32),
+            )
+
+
+def _measure() -> None:  # pragma: no cover - prints the table in the module docstring
+    from packing.split import split_documents
+    from pipelines.commands.pack_demo import stdlib_lengths
+
+    L = 2048
+    chunks = split_documents(np.tile(stdlib_lengths(), 4), L).length
+    global_bins = pack(chunks, L).n_bins
+    for mult in (32, 256, 2048):
+        p = BufferedPacker(L, mult * L)
+        n = p.push(chunks).n_bins + p.flush().n_bins
+        print(f"buffer {mult:5d} L: {n} bins vs global {global_bins}: {n / global_bins - 1:+.3%}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    _measure()

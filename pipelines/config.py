@@ -1,0 +1,110 @@
+"""The one config model of a pipeline run: frozen dataclasses, pure data, no runtime objects.
+
+YAML files and dotted ``key=value`` overrides are both validated against it by
+``pipelines.configio.load_config``. An engine section (``ray:``, ``beam:``) is added as one more
+field of ``RunConfig`` next to ``engine``; the steps never read engine sections.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from pipelines.errors import ConfigError
+
+FORMATS = ("auto", "jsonl", "parquet", "files", "hf")
+ALGORITHMS = ("bfd", "obfd", "ffd", "optimal", "concat")
+ENGINES = ("local",)
+
+
+def _positive(key: str, value: int, minimum: int = 1) -> None:
+    if value < minimum:
+        raise ConfigError(f"{key} must be at least {minimum}, got {value}")
+
+
+@dataclass(frozen=True)
+class InputConfig:
+    paths: tuple[str, ...] = ()  # files, directories or globs; {stdlib} and {assets} expand
+    format: Literal["auto", "jsonl", "parquet", "files", "hf"] = "auto"
+    text_field: str = "text"
+    id_field: str = ""  # optional: ids from this field (ints kept, strings hashed)
+    include: tuple[str, ...] = ()  # file trees: globs on the path relative to the tree root
+    exclude: tuple[str, ...] = ()
+    on_error: Literal["skip", "fail"] = "skip"
+    max_document_bytes: int = 8_000_000  # larger documents are rejected ("huge document")
+    max_documents: int = 0  # 0 = all; otherwise the first N records in input order
+    unit_bytes: int = 64_000_000  # consecutive small files group into units of about this size
+    hf_name: str = ""  # load_dataset config name
+    hf_split: str = "train"
+    hf_data_files: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        _positive("input.max_document_bytes", self.max_document_bytes)
+        _positive("input.max_documents", self.max_documents, 0)
+        _positive("input.unit_bytes", self.unit_bytes)
+
+
+@dataclass(frozen=True)
+class TokenizerConfig:
+    path: str = ""  # a tokenizer.json; empty = GPT-2 BPE, offline
+    add_bos: bool = False
+    add_eos: bool = True
+    bos_token: str = "<|endoftext|>"
+    eos_token: str = "<|endoftext|>"
+    batch_bytes: int = 2_000_000  # text per encode_batch call
+
+
+@dataclass(frozen=True)
+class PackConfig:
+    seq_len: int = 2048
+    algorithm: Literal["bfd", "obfd", "ffd", "optimal", "concat"] = "bfd"
+    window_tokens: int = 0  # 0 = one global pack; else windows of about this many tokens
+    optimal_time_limit: float = 10.0  # per window, for algorithm=optimal
+
+    def __post_init__(self):
+        _positive("pack.seq_len", self.seq_len)
+        _positive("pack.window_tokens", self.window_tokens, 0)
+        if self.window_tokens and self.window_tokens < 2 * self.seq_len:
+            raise ConfigError(
+                f"pack.window_tokens={self.window_tokens} must be 0 (global) or at least "
+                f"2 * pack.seq_len = {2 * self.seq_len}"
+            )
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    dir: str = "fewtrunc-out"
+    rows_per_shard: int = 4096
+    compression: Literal["zstd", "lz4", "none"] = "zstd"
+    report: bool = True  # stats.json is always written; report.html + PNGs when true
+    keep_work: bool = False  # keep the spilled token files after a successful run
+
+    def __post_init__(self):
+        if not self.dir:
+            raise ConfigError("output.dir must not be empty")
+        _positive("output.rows_per_shard", self.rows_per_shard)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    input: InputConfig = field(default_factory=InputConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    pack: PackConfig = field(default_factory=PackConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    engine: str = "local"
+
+    def __post_init__(self):
+        if self.engine not in ENGINES:
+            raise ConfigError(f"engine {self.engine!r} is not available; choose one of {ENGINES}")
+
+
+def load_run_config(config=None, overrides=()) -> RunConfig:
+    """A ``RunConfig`` from a RunConfig, a dict, a YAML path or None, plus dotted overrides."""
+    from pipelines.configio import deep_merge, from_dict, load_config, parse_overrides, to_dict
+
+    if isinstance(config, RunConfig):
+        if not overrides:
+            return config
+        config = to_dict(config)
+    if isinstance(config, dict):
+        return from_dict(RunConfig, deep_merge(config, parse_overrides(overrides)))
+    return load_config(RunConfig, config, overrides)

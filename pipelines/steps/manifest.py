@@ -1,0 +1,52 @@
+"""Manifest step: the record of a finished run, written last (it is the run's completion marker).
+
+Everything in it is deterministic for the same input, config and installed packages; timings go to
+``timings.json`` instead.
+"""
+from __future__ import annotations
+
+import importlib.metadata
+import platform
+
+from pipelines.shard_format import SCHEMA_VERSION
+
+PACKAGES = ("fewtrunc", "numpy", "pyarrow", "tokenizers", "zstandard")
+
+
+def package_versions() -> dict:
+    out = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def build_manifest(*, config: dict, fingerprint: str, tokenizer: dict, inputs: dict,
+                   shards: list, markers: list, stats: dict) -> dict:
+    tokens_in = sum(m["tokens"] for m in markers)
+    tokens_out = sum(s["tokens"] for s in shards)
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "run_fingerprint": fingerprint,
+        "config": config,
+        "tokenizer": tokenizer,
+        "packages": package_versions(),
+        "inputs": inputs,
+        "shards": shards,
+        "totals": {
+            "documents_read": sum(m["records"] for m in markers),
+            "documents_accepted": sum(m["accepted"] for m in markers),
+            "documents_rejected": sum(m["rejected"] for m in markers),
+            "documents_truncated": stats["documents_truncated"],
+            "chunks": stats["segments"],
+            "tokens_in": tokens_in,
+            "tokens_out": tokens_out,
+            "sequences": sum(s["rows"] for s in shards),
+            "lower_bound": stats["lower_bound"],
+            "overhead": stats["overhead"],
+            "input_bytes": sum(m["bytes"] for m in markers),
+        },
+        "checks": {"token_conservation": tokens_in == tokens_out},
+    }

@@ -1,0 +1,161 @@
+"""Resolve ``input.paths`` into sources and group them into units, before any work starts.
+
+A *unit* is the engine's task: consecutive sources in input order whose sizes add up to about
+``input.unit_bytes`` (a bigger file is a unit of its own). Unit boundaries depend only on the data,
+so every engine, at any worker count, produces the same units, the same ids and the same bytes.
+"""
+from __future__ import annotations
+
+import fnmatch
+import glob
+import hashlib
+import os
+import sysconfig
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipelines.errors import ConfigError
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+_GLOB_CHARS = set("*?[")
+_JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
+_COMPRESSED = (".gz", ".zst", ".zstd")
+
+
+@dataclass(frozen=True)
+class Source:
+    path: str  # where it is on this machine (used in error messages)
+    key: str  # stable name, as written in the config + relative path: seeds document ids
+    format: str  # jsonl | parquet | files | hf
+    size: int  # bytes on disk (0 for hf)
+
+
+@dataclass(frozen=True)
+class Unit:
+    index: int
+    sources: tuple[Source, ...]
+
+
+def expand_placeholders(path: str) -> str:
+    """``{stdlib}``: this Python's standard library; ``{assets}``: fewtrunc's shipped data."""
+    return path.replace("{stdlib}", sysconfig.get_paths()["stdlib"]).replace(
+        "{assets}", str(ASSETS)
+    )
+
+
+def format_of(path: str, configured: str) -> str:
+    if configured not in ("auto", "files"):
+        return configured
+    if configured == "files":
+        return "files"
+    name = path.lower()
+    for suffix in _COMPRESSED:
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+    if name.endswith(_JSONL_SUFFIXES):
+        return "jsonl"
+    if name.endswith(".parquet"):
+        return "parquet"
+    return "files"
+
+
+def _is_hf_saved(directory: Path) -> bool:
+    return (directory / "state.json").is_file() and (directory / "dataset_info.json").is_file()
+
+
+def _split_glob(pattern: str) -> tuple[str, str]:
+    """``a/b/*.py`` -> (``a/b``, ``*.py``): the literal prefix and the glob part."""
+    parts = pattern.split("/")
+    for i, part in enumerate(parts):
+        if _GLOB_CHARS & set(part):
+            return "/".join(parts[:i]) or ".", "/".join(parts[i:])
+    return pattern, ""
+
+
+def _tree_files(root: Path, include, exclude, limit: int) -> list[Path]:
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames):
+            rel = os.path.relpath(os.path.join(dirpath, name), root).replace(os.sep, "/")
+            if include and not any(fnmatch.fnmatchcase(rel, g) for g in include):
+                continue
+            if any(fnmatch.fnmatchcase(rel, g) for g in exclude):
+                continue
+            out.append(Path(dirpath) / name)
+            if limit and len(out) >= limit:
+                return out
+    return out
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0  # an unreadable file: the reader reports it under input.on_error
+
+
+def resolve_sources(cfg) -> list[Source]:
+    """Every source of ``cfg`` (an ``InputConfig``) in input order; a missing path is an error."""
+    if not cfg.paths:
+        raise ConfigError("input.paths is empty: give at least one file, directory or glob")
+    sources: list[Source] = []
+    for i, written in enumerate(cfg.paths):
+        resolved = expand_placeholders(written)
+        if cfg.format == "hf" and not os.path.exists(resolved):
+            sources.append(Source(resolved, written, "hf", 0))  # a load_dataset name
+            continue
+        prefix_w, pattern = _split_glob(written)
+        if pattern:
+            base = expand_placeholders(prefix_w)
+            matches = sorted(glob.glob(resolved, recursive=True))
+            if not matches:
+                raise ConfigError(f"input.paths[{i}] {written!r} matches nothing")
+        else:
+            base, matches = resolved, [resolved]
+            if not os.path.exists(resolved):
+                raise ConfigError(f"input.paths[{i}] {written!r}: no such file or directory")
+        for match in matches:
+            p = Path(match)
+            rel = os.path.relpath(match, base).replace(os.sep, "/")
+            key = written if rel == "." else f"{prefix_w}/{rel}"
+            if p.is_dir() and (cfg.format == "hf" or (cfg.format == "auto" and _is_hf_saved(p))):
+                sources.append(Source(match, key, "hf", 0))
+            elif p.is_dir():
+                for f in _tree_files(p, cfg.include, cfg.exclude, cfg.max_documents):
+                    frel = os.path.relpath(f, p).replace(os.sep, "/")
+                    sources.append(Source(str(f), f"{key}/{frel}", "files", _size(f)))
+            else:
+                sources.append(Source(match, key, format_of(match, cfg.format), _size(p)))
+    if not sources:
+        raise ConfigError("input.paths match no files (check input.include / input.exclude)")
+    return sources
+
+
+def group_units(sources: list[Source], unit_bytes: int) -> list[Unit]:
+    units, current, size = [], [], 0
+    for src in sources:
+        if current and (src.format == "hf" or size + src.size > unit_bytes):
+            units.append(Unit(len(units), tuple(current)))
+            current, size = [], 0
+        current.append(src)
+        size += src.size
+        if src.format == "hf":
+            units.append(Unit(len(units), tuple(current)))
+            current, size = [], 0
+    if current:
+        units.append(Unit(len(units), tuple(current)))
+    return units
+
+
+def plan_units(cfg) -> list[Unit]:
+    return group_units(resolve_sources(cfg), cfg.unit_bytes)
+
+
+def inputs_digest(units: list[Unit]) -> str:
+    """Names and sizes of every source: a resumed run must see the same input."""
+    h = hashlib.sha256()
+    for unit in units:
+        for s in unit.sources:
+            h.update(f"{unit.index}\0{s.key}\0{s.format}\0{s.size}\n".encode())
+    return h.hexdigest()

@@ -1,0 +1,138 @@
+"""Read step: a unit's sources -> batches of (document id, text), with rejects on the side.
+
+Each source format lives in its own module and yields ``Record``s; this step validates them the
+same way for every format (missing/non-string/empty/huge text), applies ``input.on_error`` and
+cuts batches by text size. Document ids are a hash of the source's stable key and the record's
+line/row (or of ``input.id_field``), so any engine derives the same id for the same record.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Iterator, NamedTuple
+
+from pipelines.errors import InputError
+from pipelines.steps.plan import Source, Unit
+
+_MASK63 = (1 << 63) - 1
+
+
+class Record(NamedTuple):
+    index: int  # 1-based line (jsonl) or 0-based row (parquet, hf); 0 for a whole file
+    text: object  # the text field's value (validated here), or None when ``reason`` is set
+    doc_key: object  # the id field's value, or None
+    nbytes: int  # input bytes this record took (for throughput)
+    reason: str | None = None  # a record-level error found by the format reader
+
+
+@dataclass
+class TextBatch:
+    doc_ids: list = field(default_factory=list)
+    texts: list = field(default_factory=list)
+    rejects: list = field(default_factory=list)  # {"file", "line"|"row", "reason"}
+    records: int = 0  # records read, accepted or not
+    bytes: int = 0
+
+
+def stable_id(*parts) -> int:
+    """A non-negative int64 from blake2b of the parts: the same on every machine and engine."""
+    digest = hashlib.blake2b("\0".join(map(str, parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & _MASK63
+
+
+def _where(source: Source, index: int) -> tuple[str, dict]:
+    unit = "row" if source.format in ("parquet", "hf") else "line"
+    if source.format == "files" or index is None:
+        return source.path, {"file": source.path}
+    return f"{source.path}:{unit} {index}", {"file": source.path, unit: index}
+
+
+def _records(source: Source, cfg) -> Iterator[Record]:
+    if source.format == "jsonl":
+        from pipelines.steps.read_jsonl import records
+    elif source.format == "parquet":
+        from pipelines.steps.read_parquet import records
+    elif source.format == "hf":
+        from pipelines.steps.read_hf import records
+    else:
+        from pipelines.steps.read_files import records
+    return records(source, cfg)
+
+
+def check_text(text, cfg, nbytes: int) -> str | None:
+    """Why a record's text is unusable, or None."""
+    if text is None:
+        return f"missing text field {cfg.text_field!r}"
+    if not isinstance(text, str):
+        return f"text field {cfg.text_field!r} is {type(text).__name__}, not a string"
+    if not text:
+        return "empty document"
+    if len(text) > cfg.max_document_bytes or nbytes > cfg.max_document_bytes:
+        size = len(text.encode("utf-8", "surrogatepass"))
+        if size > cfg.max_document_bytes:
+            return f"document of {size:,} bytes exceeds input.max_document_bytes"
+    return None
+
+
+def doc_id_of(source: Source, rec: Record, cfg) -> int:
+    if cfg.id_field and rec.doc_key is not None:
+        key = rec.doc_key
+        if isinstance(key, int) and not isinstance(key, bool) and 0 <= key <= _MASK63:
+            return key
+        return stable_id("id", key)
+    return stable_id(source.key, rec.index)
+
+
+class Reader:
+    """``Reader(input_cfg, batch_bytes)(unit)`` yields ``TextBatch``es in input order."""
+
+    def __init__(self, cfg, batch_bytes: int = 2_000_000):
+        self.cfg = cfg
+        self.batch_bytes = batch_bytes
+
+    def __call__(self, unit: Unit) -> Iterator[TextBatch]:
+        batch, size = TextBatch(), 0
+        for source in unit.sources:
+            for rec in self._checked(source, batch):
+                if rec is not None:
+                    batch.doc_ids.append(doc_id_of(source, rec, self.cfg))
+                    batch.texts.append(rec.text)
+                    size += len(rec.text)
+                if size >= self.batch_bytes:
+                    yield batch
+                    batch, size = TextBatch(), 0
+        if batch.records or batch.rejects:
+            yield batch
+
+    def _checked(self, source: Source, batch: TextBatch) -> Iterator[Record | None]:
+        """Accepted records; rejects go into ``batch`` (skip) or raise (fail)."""
+        limit = self.cfg.max_documents if source.format != "files" else 0
+        try:
+            for n, rec in enumerate(_records(source, self.cfg)):
+                if limit and n >= limit:
+                    break
+                batch.records += 1
+                batch.bytes += rec.nbytes
+                reason = rec.reason or check_text(rec.text, self.cfg, rec.nbytes)
+                if reason is None:
+                    yield rec
+                    continue
+                where, info = _where(source, rec.index)
+                self._reject(batch, where, info, reason)
+                yield None
+        except InputError as exc:
+            self._reject(batch, exc.where, {"file": source.path, **_tail(exc)}, exc.reason)
+        except OSError as exc:
+            self._reject(batch, source.path, {"file": source.path}, f"cannot read: {exc}")
+
+    def _reject(self, batch: TextBatch, where: str, info: dict, reason: str) -> None:
+        if self.cfg.on_error == "fail":
+            raise InputError(where, reason)
+        batch.rejects.append({**info, "reason": reason})
+
+
+def _tail(exc: InputError) -> dict:
+    """``path:line 12`` -> {"line": 12} for a file-level error raised mid-stream."""
+    _, _, loc = exc.where.rpartition(":")
+    unit, _, num = loc.partition(" ")
+    return {unit: int(num)} if unit in ("line", "row") and num.isdigit() else {}

@@ -1,0 +1,23 @@
+"""File trees: each file is one document (a code corpus). Size is checked before reading."""
+from __future__ import annotations
+
+import os
+from typing import Iterator
+
+from pipelines.steps.read import Record
+
+
+def records(source, cfg) -> Iterator[Record]:
+    size = os.stat(source.path).st_size
+    if size > cfg.max_document_bytes:
+        yield Record(0, None, None, size, f"document of {size:,} bytes exceeds "
+                     "input.max_document_bytes")
+        return
+    with open(source.path, "rb") as f:
+        data = f.read()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        yield Record(0, None, None, len(data), f"invalid UTF-8 at byte {exc.start}")
+        return
+    yield Record(0, text, None, len(data))

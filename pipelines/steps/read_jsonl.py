@@ -1,0 +1,119 @@
+"""JSON lines, plain, gzip or zstandard (detected from the first bytes), streamed in chunks.
+
+A line longer than ``input.max_document_bytes`` is rejected without being held in memory. A
+truncated or corrupt compressed stream raises ``InputError`` naming the line where it broke; the
+records before it are kept.
+"""
+from __future__ import annotations
+
+import json
+import zlib
+from typing import Iterator
+
+from pipelines.errors import InputError
+from pipelines.steps.read import Record
+
+CHUNK = 1 << 20
+
+
+def _raw_chunks(f) -> Iterator[bytes]:
+    while chunk := f.read(CHUNK):
+        yield chunk
+
+
+def _gzip_chunks(f) -> Iterator[bytes]:
+    data = f.read(CHUNK)
+    while data:
+        d = zlib.decompressobj(wbits=31)
+        while True:
+            yield d.decompress(data)
+            if d.eof:
+                data = d.unused_data or f.read(CHUNK)  # another gzip member may follow
+                break
+            data = f.read(CHUNK)
+            if not data:
+                raise EOFError("gzip stream ends before its end-of-stream marker (truncated)")
+
+
+def _zstd_chunks(f) -> Iterator[bytes]:
+    import zstandard
+
+    data = f.read(CHUNK)
+    while data:
+        d = zstandard.ZstdDecompressor().decompressobj()
+        while True:
+            yield d.decompress(data)
+            if d.eof:
+                data = d.unused_data or f.read(CHUNK)
+                break
+            data = f.read(CHUNK)
+            if not data:
+                raise EOFError("zstd stream ends inside a frame (truncated)")
+
+
+def _chunks(f) -> Iterator[bytes]:
+    head = f.peek(4)[:4] if hasattr(f, "peek") else b""
+    if head[:2] == b"\x1f\x8b":
+        return _gzip_chunks(f)
+    if head == b"\x28\xb5\x2f\xfd":
+        return _zstd_chunks(f)
+    return _raw_chunks(f)
+
+
+def lines(chunks: Iterator[bytes], max_bytes: int) -> Iterator[tuple[int, bytes | None, int]]:
+    """(line number, line or None when longer than max_bytes, its size) for every line."""
+    pending: list[bytes] = []
+    pending_size, too_long, number = 0, False, 0
+    for chunk in chunks:
+        parts = chunk.split(b"\n")
+        for part in parts[:-1]:
+            number += 1
+            size = pending_size + len(part)
+            if too_long or size > max_bytes:
+                yield number, None, size
+            else:
+                yield number, b"".join(pending) + part if pending else part, size
+            pending, pending_size, too_long = [], 0, False
+        tail = parts[-1]
+        pending_size += len(tail)
+        if pending_size > max_bytes:
+            pending, too_long = [], True
+        elif tail:
+            pending.append(tail)
+    if pending_size:
+        number += 1
+        yield number, None if too_long else b"".join(pending), pending_size
+
+
+def records(source, cfg) -> Iterator[Record]:
+    limit = cfg.max_document_bytes * 2 + 1024  # JSON escapes can double a text's size
+    number = 0
+    with open(source.path, "rb") as f:
+        try:
+            for number, line, size in lines(_chunks(f), limit):
+                yield _parse(number, line, size, cfg)
+        except (EOFError, OSError, zlib.error, ValueError) as exc:
+            raise InputError(f"{source.path}:line {number + 1}", f"corrupt or truncated: {exc}")
+        except Exception as exc:  # zstandard.ZstdError
+            if type(exc).__name__ != "ZstdError":
+                raise
+            raise InputError(f"{source.path}:line {number + 1}", f"corrupt zstd stream: {exc}")
+
+
+def _parse(number: int, line: bytes | None, size: int, cfg) -> Record:
+    if line is None:
+        return Record(number, None, None, size, f"line of {size:,} bytes exceeds the size limit")
+    if not line.strip():
+        return Record(number, None, None, size + 1, "empty line")
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return Record(number, None, None, size + 1, f"invalid UTF-8 at byte {exc.start}")
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return Record(number, None, None, size + 1, f"malformed JSON: {exc.msg} (col {exc.colno})")
+    if not isinstance(obj, dict):
+        return Record(number, None, None, size + 1, "JSON value is not an object")
+    key = obj.get(cfg.id_field) if cfg.id_field else None
+    return Record(number, obj.get(cfg.text_field), key, size + 1)

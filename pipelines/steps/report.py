@@ -1,0 +1,107 @@
+"""Report step: ``stats.json`` (+ manifest totals) -> PNG plots and ``report.html``.
+
+Figures: document length histogram; truncated documents by length, chosen algorithm vs concat
+(the paper's Figure 4); fill distribution of the rows; rows over the lower bound. Rebuilt from the
+files alone by ``fewtrunc report DIR``.
+"""
+from __future__ import annotations
+
+import html
+import os
+from pathlib import Path
+
+PLOTS = ("lengths.png", "truncation.png", "fill.png", "overhead.png")
+
+
+def _labels(edges: list) -> list[str]:
+    return [f"{a:,}–{b - 1:,}" if b - a > 1 else f"{a:,}" for a, b in zip(edges, edges[1:])]
+
+
+def _save(fig, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
+    fig.savefig(tmp, dpi=110, metadata={"Software": None})
+    os.replace(tmp, path)
+
+
+def _plots(out: Path, stats: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    algo, L = stats["algorithm"], stats["seq_len"]
+    h = stats["length_histogram"]
+    x = np.arange(len(h["counts"]))
+    fig, ax = plt.subplots(figsize=(8, 3.6), layout="constrained")
+    ax.bar(x, h["counts"], color="#4c72b0")
+    ax.set_xticks(x, _labels(h["edges"]), rotation=60, fontsize=7)
+    ax.set(xlabel="document length (tokens)", ylabel="documents", title="Document lengths")
+    _save(fig, out / PLOTS[0])
+    plt.close(fig)
+
+    t = stats["truncation_by_length"]
+    docs = np.maximum(np.asarray(t["documents"], float), 1)
+    fig, ax = plt.subplots(figsize=(8, 3.6), layout="constrained")
+    ax.bar(x - 0.2, 100 * np.asarray(t["truncated_concat"]) / docs, 0.4, label="concat",
+           color="#c44e52")
+    ax.bar(x + 0.2, 100 * np.asarray(t["truncated"]) / docs, 0.4, label=algo, color="#55a868")
+    ax.set_xticks(x, _labels(t["edges"]), rotation=60, fontsize=7)
+    ax.set(xlabel="document length (tokens)", ylabel="% of documents truncated",
+           title=f"Truncated documents by length, L={L}: {algo} vs concat")
+    ax.legend()
+    _save(fig, out / PLOTS[1])
+    plt.close(fig)
+
+    f = stats["fill_histogram"]
+    fig, ax = plt.subplots(figsize=(6, 3.4), layout="constrained")
+    ax.bar(np.asarray(f["edges"][:-1]) * 100, f["counts"], width=4.5, align="edge",
+           color="#8172b2")
+    ax.set(xlabel="row fill (% of seq_len)", ylabel="rows", yscale="log",
+           title="Fill distribution of the rows")
+    _save(fig, out / PLOTS[2])
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 3.4), layout="constrained")
+    names = ["lower bound", algo, "concat"] if algo != "concat" else ["lower bound", "concat"]
+    values = [stats["lower_bound"], stats["rows"], stats["concat"]["rows"]][: len(names)]
+    ax.bar(names, values, color=["#999999", "#55a868", "#c44e52"][: len(names)])
+    for i, v in enumerate(values):
+        extra = v / stats["lower_bound"] - 1 if stats["lower_bound"] else 0.0
+        ax.annotate(f"{v:,}\n(+{extra:.4%})", (i, v), ha="center", va="bottom", fontsize=8)
+    ax.set(ylabel="rows", title="Rows over the lower bound ceil(tokens/L)")
+    ax.margins(y=0.2)
+    _save(fig, out / PLOTS[3])
+    plt.close(fig)
+
+
+def render_html(stats: dict, manifest: dict | None) -> str:
+    totals = (manifest or {}).get("totals", {})
+    rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{v:,}</td></tr>" if isinstance(v, int)
+                   else f"<tr><td>{html.escape(k)}</td><td>{v:.6g}</td></tr>"
+                   for k, v in totals.items())
+    c = stats["concat"]
+    summary = (f"{stats['documents']:,} documents, {stats['tokens']:,} tokens, L = "
+               f"{stats['seq_len']:,}. <b>{stats['algorithm']}</b>: {stats['rows']:,} rows "
+               f"(overhead {stats['overhead']:.4%} over the lower bound "
+               f"{stats['lower_bound']:,}), {stats['documents_truncated']:,} documents "
+               f"truncated. concat: {c['rows']:,} rows, {c['documents_truncated']:,} documents "
+               f"truncated.")
+    imgs = "".join(f'<p><img src="{p}" alt="{p}"></p>' for p in PLOTS)
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>fewtrunc report</title>"
+        "<style>body{font-family:sans-serif;max-width:900px;margin:2em auto}"
+        "td{padding:2px 12px;border-bottom:1px solid #ddd}</style></head><body>"
+        f"<h1>fewtrunc run report</h1><p>{summary}</p><h2>Totals</h2><table>{rows}</table>"
+        f"<h2>Figures</h2>{imgs}</body></html>\n"
+    )
+
+
+def write_report(out, stats: dict, manifest: dict | None = None) -> Path:
+    out = Path(out)
+    _plots(out, stats)
+    path = out / "report.html"
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(render_html(stats, manifest), encoding="utf-8")
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,77 @@
+"""Tokenize step: ``TextBatch`` -> ``TokenBatch`` (flat int32 ids + per-document lengths).
+
+``encode`` is the expensive, GIL-free part (the Rust tokenizer's own threads use every core); an
+engine may run it for batch k+1 while ``assemble`` (which holds the GIL) turns batch k into numpy.
+BOS/EOS are inserted with one vectorized ``np.insert``, never a loop over tokens.
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipelines.errors import ConfigError
+
+
+@dataclass
+class TokenBatch:
+    doc_ids: np.ndarray  # int64
+    lengths: np.ndarray  # int64 tokens per document, BOS/EOS included
+    tokens: np.ndarray  # int32, every document's ids back to back
+    rejects: list
+    records: int
+    bytes: int
+
+
+class Tokenize:
+    """Holds the tokenizer (load once per worker, as a Ray callable class or a Beam DoFn does)."""
+
+    def __init__(self, cfg):
+        from pipelines.tokenizer import load_tokenizer
+
+        self.cfg = cfg
+        self.tokenizer = load_tokenizer(cfg.path or None)
+        self.bos = self._special(cfg.bos_token, "bos") if cfg.add_bos else None
+        self.eos = self._special(cfg.eos_token, "eos") if cfg.add_eos else None
+        self._encode = getattr(self.tokenizer, "encode_batch_fast", self.tokenizer.encode_batch)
+
+    def _special(self, token: str, which: str) -> int:
+        tid = self.tokenizer.token_to_id(token)
+        if tid is None:
+            raise ConfigError(f"tokenizer.{which}_token {token!r} is not in the tokenizer's vocab")
+        return int(tid)
+
+    def encode(self, texts: list) -> list:
+        return self._encode(texts, add_special_tokens=False) if texts else []
+
+    def assemble(self, batch, encodings: list) -> TokenBatch:
+        ids = [e.ids for e in encodings]
+        raw = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+        flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int32, count=int(raw.sum()))
+        lengths = raw.copy()
+        starts = np.cumsum(raw) - raw
+        if self.bos is not None:
+            flat = np.insert(flat, starts, np.int32(self.bos))
+            lengths += 1
+        if self.eos is not None:
+            ends = np.cumsum(lengths)
+            flat = np.insert(flat, ends, np.int32(self.eos))
+            lengths += 1
+        doc_ids = np.asarray(batch.doc_ids, dtype=np.int64)
+        empty = np.flatnonzero(lengths == 0)  # only without BOS/EOS, e.g. whitespace stripped
+        if empty.size:
+            batch.rejects.extend({"doc_id": int(doc_ids[i]), "reason": "no tokens"} for i in empty)
+            keep = lengths > 0
+            doc_ids, lengths = doc_ids[keep], lengths[keep]
+        return TokenBatch(
+            doc_ids=doc_ids,
+            lengths=lengths,
+            tokens=flat,
+            rejects=batch.rejects,
+            records=batch.records,
+            bytes=batch.bytes,
+        )
+
+    def __call__(self, batch) -> TokenBatch:
+        return self.assemble(batch, self.encode(batch.texts))

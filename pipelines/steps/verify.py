@@ -1,0 +1,89 @@
+"""Verify step: recompute checksums and invariants of a finished output directory.
+
+Returns a list of problems (empty = valid): missing or extra shards, sha256 mismatches, an
+unreadable shard, a wrong schema, rows over seq_len, sum(doc_lens) != len(input_ids), per-row
+list lengths that disagree, and totals that differ from the manifest. Vectorized per shard.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from pipelines.shard_format import SCHEMA, list_shards, open_shard
+from pipelines.steps.write import sha256_file
+
+
+def _offsets(col) -> np.ndarray:
+    arr = col.combine_chunks()
+    return np.asarray(arr.offsets, dtype=np.int64), np.asarray(arr.values)
+
+
+def check_table(table, seq_len: int, name: str) -> tuple[list[str], int]:
+    problems = []
+    if not table.schema.remove_metadata().equals(SCHEMA.remove_metadata()):
+        return [f"{name}: schema {table.schema} is not the fewtrunc schema"], 0
+    ids_off, _ = _offsets(table.column("input_ids"))
+    lens_off, lens = _offsets(table.column("doc_lens"))
+    ids_len = np.diff(ids_off)
+    if (ids_len > seq_len).any():
+        r = int(np.flatnonzero(ids_len > seq_len)[0])
+        problems.append(f"{name}: row {r} has {int(ids_len[r])} tokens > seq_len {seq_len}")
+    for col in ("doc_ids", "chunk_index"):
+        off, _ = _offsets(table.column(col))
+        if not np.array_equal(off - off[0], lens_off - lens_off[0]):
+            problems.append(f"{name}: {col} and doc_lens disagree in length")
+    seg = np.diff(lens_off)
+    if (seg < 1).any() or (lens < 1).any():
+        problems.append(f"{name}: a row or document segment is empty")
+    else:
+        sums = np.add.reduceat(lens.astype(np.int64), lens_off[:-1] - lens_off[0]) if seg.size \
+            else np.zeros(0, np.int64)
+        bad = np.flatnonzero(sums != ids_len)
+        if bad.size:
+            problems.append(f"{name}: row {int(bad[0])}: sum(doc_lens) = {int(sums[bad[0]])} "
+                            f"!= len(input_ids) = {int(ids_len[bad[0]])}")
+    return problems, int(ids_len.sum())
+
+
+def verify_dir(directory) -> tuple[list[str], dict]:
+    out = Path(directory)
+    mpath = out / "manifest.json"
+    if not mpath.is_file():
+        return [f"{mpath}: no manifest (the run is not finished, or this is not a fewtrunc "
+                "output directory)"], {}
+    manifest = json.loads(mpath.read_text(encoding="utf-8"))
+    seq_len = manifest["config"]["pack"]["seq_len"]
+    problems: list[str] = []
+    listed = [s["file"] for s in manifest["shards"]]
+    on_disk = [p.name for p in list_shards(out)]
+    if listed != on_disk:
+        missing = sorted(set(listed) - set(on_disk))
+        extra = sorted(set(on_disk) - set(listed))
+        problems.append(f"shards differ from the manifest: missing {missing}, extra {extra}")
+    rows = tokens = 0
+    for entry in manifest["shards"]:
+        path = out / entry["file"]
+        if not path.is_file():
+            continue
+        if sha256_file(path) != entry["sha256"]:
+            problems.append(f"{entry['file']}: sha256 mismatch (the file changed after the run)")
+        try:
+            table = open_shard(path)
+        except Exception as exc:  # a corrupt file raises many pyarrow types
+            problems.append(f"{entry['file']}: unreadable: {exc}")
+            continue
+        p, t = check_table(table, seq_len, entry["file"])
+        problems += p
+        if table.num_rows != entry["rows"] or t != entry["tokens"]:
+            problems.append(f"{entry['file']}: {table.num_rows} rows / {t} tokens, manifest "
+                            f"says {entry['rows']} / {entry['tokens']}")
+        rows, tokens = rows + table.num_rows, tokens + t
+    totals = manifest["totals"]
+    if rows != totals["sequences"]:
+        problems.append(f"{rows} rows in shards, manifest totals say {totals['sequences']}")
+    if tokens != totals["tokens_out"] or totals["tokens_out"] != totals["tokens_in"]:
+        problems.append(f"{tokens} tokens in shards; manifest tokens_out "
+                        f"{totals['tokens_out']}, tokens_in {totals['tokens_in']}")
+    return problems, manifest

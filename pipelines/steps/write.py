@@ -1,0 +1,70 @@
+"""Write step: rows ``[start, end)`` of a ``RowPlan`` -> one Arrow shard, built from flat buffers.
+
+Shard boundaries are fixed by ``output.rows_per_shard`` alone, so shard k holds the same rows
+whichever engine or worker writes it. ``DocTable`` maps a global document index to its unit
+file and token offset there; ``build_shard`` gathers the tokens (vectorized) and assembles the
+list columns from offsets, with no Python loop over rows or tokens.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from pipelines.shard_format import SCHEMA
+
+
+@dataclass(frozen=True)
+class DocTable:
+    doc_id: np.ndarray  # int64 stable id of each document (global index order)
+    length: np.ndarray  # int64 tokens
+    unit: np.ndarray  # int32 unit whose spill file holds it
+    start: np.ndarray  # int64 token offset inside that unit's file
+
+    @classmethod
+    def from_units(cls, per_unit: list[tuple[np.ndarray, np.ndarray]]) -> "DocTable":
+        ids = [a for a, _ in per_unit]
+        lens = [b.astype(np.int64) for _, b in per_unit]
+        unit = [np.full(a.size, u, dtype=np.int32) for u, a in enumerate(ids)]
+        start = [np.cumsum(b) - b for b in lens]
+        cat = lambda xs, dt: np.concatenate(xs) if xs else np.zeros(0, dt)  # noqa: E731
+        return cls(cat(ids, np.int64), cat(lens, np.int64), cat(unit, np.int32),
+                   cat(start, np.int64))
+
+
+def shard_ranges(n_rows: int, rows_per_shard: int) -> list[tuple[int, int]]:
+    return [(s, min(s + rows_per_shard, n_rows)) for s in range(0, n_rows, rows_per_shard)]
+
+
+def _list(offsets: np.ndarray, values: np.ndarray, value_type) -> pa.Array:
+    return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)),
+                                    pa.array(values, type=value_type))
+
+
+def build_shard(plan, row_start: int, row_end: int, docs: DocTable, store) -> pa.Table:
+    """The Arrow table of rows ``[row_start, row_end)``; ``store`` is a ``SpillStore``."""
+    s0, s1 = int(plan.row_offsets[row_start]), int(plan.row_offsets[row_end])
+    seg_doc = plan.seg_doc[s0:s1]
+    seg_len = plan.seg_len[s0:s1]
+    tokens = store.gather(docs.unit[seg_doc], docs.start[seg_doc] + plan.seg_offset[s0:s1], seg_len)
+    seg_offsets = plan.row_offsets[row_start : row_end + 1] - s0
+    tok_offsets = np.concatenate([[0], np.cumsum(seg_len)])[seg_offsets]
+    return pa.Table.from_arrays(
+        [
+            _list(tok_offsets, tokens, pa.int32()),
+            _list(seg_offsets, seg_len.astype(np.int32), pa.int32()),
+            _list(seg_offsets, docs.doc_id[seg_doc], pa.int64()),
+            _list(seg_offsets, plan.seg_chunk[s0:s1].astype(np.int32), pa.int32()),
+        ],
+        schema=SCHEMA,
+    )
+
+
+def sha256_file(path, block: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(block):
+            h.update(chunk)
+    return h.hexdigest()

@@ -13,7 +13,7 @@ from pipelines.errors import ConfigError
 
 FORMATS = ("auto", "jsonl", "parquet", "files", "hf")
 ALGORITHMS = ("bfd", "obfd", "ffd", "optimal", "concat")
-ENGINES = ("local",)
+ENGINES = ("local", "ray", "beam")
 
 
 def _positive(key: str, value: int, minimum: int = 1) -> None:
@@ -85,12 +85,47 @@ class OutputConfig:
 
 
 @dataclass(frozen=True)
+class RayConfig:
+    """``engine: ray`` only (see docs/engines.md)."""
+
+    address: str = ""  # "" = a private local Ray on 127.0.0.1; "auto", "ray://h:10001", "http://h:8265"
+    num_cpus: int = 0  # local Ray only: CPUs it may use; 0 = all
+    concurrency: int = 0  # tokenize actors and shard writers; 0 = cluster CPUs / cpus_per_actor
+    cpus_per_actor: float = 1.0  # CPUs reserved per tokenize actor (= its tokenizer threads)
+    io_cpus: float = 0.0  # CPUs reserved per read / spill task (0: they share the actors' cores)
+    block_mb: float = 1.0  # Ray Data target block size: about one text batch per block
+    max_restarts: int = -1  # tokenize actor restarts after a lost worker (-1 = unlimited)
+    max_task_retries: int = -1  # retries of a lost task or actor call (-1 = unlimited)
+
+    def __post_init__(self):
+        _positive("ray.num_cpus", self.num_cpus, 0)
+        _positive("ray.concurrency", self.concurrency, 0)
+        if self.cpus_per_actor <= 0 or self.io_cpus < 0 or self.block_mb <= 0:
+            raise ConfigError("ray.cpus_per_actor and ray.block_mb must be > 0, ray.io_cpus >= 0")
+
+
+@dataclass(frozen=True)
+class BeamConfig:
+    """``engine: beam`` only (see docs/engines.md); unknown command-line flags are added to options."""
+
+    runner: str = "DirectRunner"  # DirectRunner (local, multi-process) | DataflowRunner | ...
+    num_workers: int = 2  # DirectRunner: direct_num_workers
+    running_mode: Literal["multi_processing", "multi_threading", "in_memory"] = "multi_processing"
+    options: tuple[str, ...] = ()  # more PipelineOptions flags, e.g. --project=P --region=R
+
+    def __post_init__(self):
+        _positive("beam.num_workers", self.num_workers)
+
+
+@dataclass(frozen=True)
 class RunConfig:
     input: InputConfig = field(default_factory=InputConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     pack: PackConfig = field(default_factory=PackConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     engine: str = "local"
+    ray: RayConfig = field(default_factory=RayConfig)
+    beam: BeamConfig = field(default_factory=BeamConfig)
 
     def __post_init__(self):
         if self.engine not in ENGINES:

@@ -22,6 +22,9 @@ examples:
 """
 
 
+PASS_UNKNOWN_FLAGS = True  # engine=beam: flags fewtrunc does not know go to PipelineOptions
+
+
 def add_arguments(parser) -> None:
     parser.add_argument("config", help="YAML config file (see configs/)")
     parser.add_argument("overrides", nargs="*", metavar="key=value",
@@ -53,7 +56,12 @@ def main(args) -> int:
 
     from pipelines.api import run
 
-    result = run(args.config, args.overrides, progress=not args.quiet and sys.stderr.isatty())
+    extra = getattr(args, "extra", [])
+    is_override = [("=" in a and not a.startswith("-")) for a in extra]
+    overrides = list(args.overrides) + [a for a, o in zip(extra, is_override) if o]
+    flags = [a for a, o in zip(extra, is_override) if not o]
+    result = run(args.config, overrides, progress=not args.quiet and sys.stderr.isatty(),
+                 engine_args=flags)
     m = result["manifest"]
     print(f"{result['status']}: {result['out']}")
     print(summary_table(m))

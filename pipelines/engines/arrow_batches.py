@@ -1,0 +1,111 @@
+"""``TextBatch`` / ``TokenBatch`` <-> one-row Arrow tables, so that batches travel between Ray
+workers as Arrow columns (zero-copy numpy views on the way back), never as pickled objects.
+
+A row is one batch of the read step: ``unit`` and ``part`` (its position inside the unit, which
+restores input order after any reordering), the batch's arrays as list columns, its counters, and
+its rejects as JSON (their keys differ by input format).
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+
+from pipelines.steps.read import TextBatch
+from pipelines.steps.tokenize import TokenBatch
+
+_META = [
+    pa.field("unit", pa.int32()),
+    pa.field("part", pa.int32()),
+    pa.field("records", pa.int64()),
+    pa.field("bytes", pa.int64()),
+    pa.field("rejects", pa.large_string()),
+]
+TEXT_SCHEMA = pa.schema(
+    _META
+    + [
+        pa.field("doc_ids", pa.large_list(pa.int64())),
+        pa.field("texts", pa.large_list(pa.large_string())),
+    ]
+)
+TOKEN_SCHEMA = pa.schema(
+    _META
+    + [
+        pa.field("doc_ids", pa.large_list(pa.int64())),
+        pa.field("lengths", pa.large_list(pa.int64())),
+        pa.field("tokens", pa.large_list(pa.int32())),
+    ]
+)
+
+
+def _one(values, type_) -> pa.Array:
+    """A one-element large_list array holding ``values``."""
+    inner = pa.array(values, type=type_)
+    return pa.LargeListArray.from_arrays(pa.array([0, len(inner)], pa.int64()), inner)
+
+
+def _meta(unit: int, part: int, batch) -> list:
+    return [
+        pa.array([unit], pa.int32()),
+        pa.array([part], pa.int32()),
+        pa.array([batch.records], pa.int64()),
+        pa.array([batch.bytes], pa.int64()),
+        pa.array([json.dumps(batch.rejects, ensure_ascii=False)], pa.large_string()),
+    ]
+
+
+def text_table(unit: int, part: int, batch: TextBatch) -> pa.Table:
+    cols = _meta(unit, part, batch) + [
+        _one(np.asarray(batch.doc_ids, dtype=np.int64), pa.int64()),
+        _one(batch.texts, pa.large_string()),
+    ]
+    return pa.Table.from_arrays(cols, schema=TEXT_SCHEMA)
+
+
+def token_table(unit: int, part: int, batch: TokenBatch) -> pa.Table:
+    cols = _meta(unit, part, batch) + [
+        _one(batch.doc_ids, pa.int64()),
+        _one(batch.lengths, pa.int64()),
+        _one(batch.tokens, pa.int32()),
+    ]
+    return pa.Table.from_arrays(cols, schema=TOKEN_SCHEMA)
+
+
+def _values(table: pa.Table, name: str, row: int) -> pa.Array:
+    return table.column(name).chunk(0)[row].values  # after combine_chunks: one chunk
+
+
+def text_batches(table: pa.Table):
+    """(unit, part, TextBatch) for every row of ``table``."""
+    table = table.combine_chunks()
+    for i in range(table.num_rows):
+        yield (
+            table.column("unit")[i].as_py(),
+            table.column("part")[i].as_py(),
+            TextBatch(
+                doc_ids=_values(table, "doc_ids", i).to_numpy().tolist(),
+                texts=_values(table, "texts", i).to_pylist(),
+                rejects=json.loads(table.column("rejects")[i].as_py()),
+                records=table.column("records")[i].as_py(),
+                bytes=table.column("bytes")[i].as_py(),
+            ),
+        )
+
+
+def token_batches(table: pa.Table):
+    """(unit, part, TokenBatch) for every row of ``table``; arrays are views when possible."""
+    table = table.combine_chunks()
+    for i in range(table.num_rows):
+        yield (
+            table.column("unit")[i].as_py(),
+            table.column("part")[i].as_py(),
+            TokenBatch(
+                doc_ids=_values(table, "doc_ids", i).to_numpy(zero_copy_only=False),
+                lengths=_values(table, "lengths", i).to_numpy(zero_copy_only=False),
+                tokens=_values(table, "tokens", i).to_numpy(zero_copy_only=False),
+                rejects=json.loads(table.column("rejects")[i].as_py()),
+                records=table.column("records")[i].as_py(),
+                bytes=table.column("bytes")[i].as_py(),
+            ),
+        )

@@ -1,0 +1,152 @@
+"""Beam workers' side of the Beam engine: composite PTransforms and DoFns, each wrapping one step.
+
+Imported lazily by ``beam_engine`` (Beam is an optional extra).
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import apache_beam as beam
+
+from pipelines.engines import beam_engine, common
+from pipelines.errors import FatalError
+from pipelines.steps import spill
+
+
+class ReadFn(beam.DoFn):
+    """unit index -> (unit, part, TextBatch) for each batch of the unit, in input order."""
+
+    def __init__(self, input_cfg, batch_bytes: int, units):
+        self.input_cfg, self.batch_bytes = input_cfg, batch_bytes
+        self.units = {u.index: u for u in units}
+
+    def setup(self):
+        from pipelines.steps.read import Reader
+
+        self.reader = Reader(self.input_cfg, self.batch_bytes)
+
+    def process(self, unit: int):
+        for part, batch in enumerate(self.reader(self.units[unit])):
+            yield unit, part, batch
+
+
+class ReadDocuments(beam.PTransform):
+    """Unit indices -> text batches, spread over the workers (a unit is read by one worker)."""
+
+    def __init__(self, input_cfg, batch_bytes: int, units):
+        super().__init__()
+        self.fn = ReadFn(input_cfg, batch_bytes, units)
+
+    def expand(self, units):
+        return (units
+                | "Spread" >> beam.Reshuffle()
+                | "Read" >> beam.ParDo(self.fn)
+                | "Rebalance" >> beam.Reshuffle())
+
+
+class TokenizeFn(beam.DoFn):
+    """(unit, part, TextBatch) -> (unit, (part, TokenBatch)); the tokenizer loads in ``setup``."""
+
+    def __init__(self, tokenizer_cfg, threads: int = 1):
+        self.tokenizer_cfg, self.threads = tokenizer_cfg, threads
+
+    def setup(self):
+        from pipelines.steps.tokenize import Tokenize
+
+        # One tokenizer thread per worker: the workers are the parallelism.
+        os.environ["RAYON_NUM_THREADS"] = str(self.threads)
+        self.tokenize = Tokenize(self.tokenizer_cfg)
+
+    def process(self, element):
+        unit, part, batch = element
+        yield unit, (part, self.tokenize(batch))
+
+
+class TokenizeBatches(beam.PTransform):
+    def __init__(self, tokenizer_cfg):
+        super().__init__()
+        self.fn = TokenizeFn(tokenizer_cfg)
+
+    def expand(self, batches):
+        return batches | "Tokenize" >> beam.ParDo(self.fn)
+
+
+class CommitUnitFn(beam.DoFn):
+    """(unit, [(part, TokenBatch)...]) -> the unit's spill files and marker, parts in order."""
+
+    def __init__(self, work: str):
+        self.work = work
+
+    def process(self, element):
+        unit, parts = element
+        out = spill.UnitSpill(Path(self.work), unit)
+        for _, batch in sorted(parts, key=lambda pb: pb[0]):
+            out.add(batch)
+        yield out.finish()
+
+
+class SpillUnits(beam.PTransform):
+    def __init__(self, work: str):
+        super().__init__()
+        self.work = work
+
+    def expand(self, tokenized):
+        return (tokenized
+                | "GroupByUnit" >> beam.GroupByKey()
+                | "Commit" >> beam.ParDo(CommitUnitFn(self.work)))
+
+
+class PackFn(beam.DoFn):
+    """After every unit: split + pack on lengths (one worker), save the plan, emit shard ranges."""
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+
+    def process(self, _units_done):
+        docs, rows, _ = common.plan(self.ctx)
+        beam_engine.save_plan(self.ctx.work, docs, rows)
+        for k, (a, b) in enumerate(common.shard_plan(self.ctx, rows)):
+            yield k, a, b
+
+
+class WriteShardFn(beam.DoFn):
+    """(k, start, end) -> (k, entry): ``write_shard_job`` writes to a temporary name, renames."""
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+
+    def process(self, element):
+        k, a, b = element
+        docs, rows = beam_engine.load_plan(self.ctx.work)
+        store = spill.SpillStore(self.ctx.work, len(self.ctx.units))
+        try:
+            yield k, common.write_shard_job(self.ctx, rows, docs, store, k, a, b)
+        finally:
+            store.close()
+
+
+class WriteShards(beam.PTransform):
+    def __init__(self, ctx):
+        super().__init__()
+        self.ctx = ctx
+
+    def expand(self, ranges):
+        return (ranges
+                | "Spread" >> beam.Reshuffle()
+                | "Write" >> beam.ParDo(WriteShardFn(self.ctx)))
+
+
+def finalize_run(entries: list, ctx, t0: float) -> str:
+    """Every shard written: rejects, stats, report, manifest (last); returns the manifest path."""
+    entries = sorted(entries, key=lambda e: e[0])
+    docs, rows = beam_engine.load_plan(ctx.work)
+    if [k for k, _ in entries] != list(range(len(entries))) or (
+        sum(e["rows"] for _, e in entries) != rows.n_rows
+    ):
+        raise FatalError(f"shards {[k for k, _ in entries]} do not cover the {rows.n_rows} rows")
+    markers = beam_engine.unit_markers(ctx)
+    common.finalize(ctx, docs, rows, markers, [e for _, e in entries],
+                    {"total_s": time.time() - t0})
+    return str(ctx.out / "manifest.json")

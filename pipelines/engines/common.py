@@ -133,9 +133,11 @@ def finalize(ctx: RunContext, docs, rows, markers, shards: list, timings: dict) 
                               tokenizer=ctx.tokenizer_info, inputs=ctx.inputs, shards=shards,
                               markers=markers, stats=stats)
     t = manifest["totals"]
-    if not manifest["checks"]["token_conservation"] or t["sequences"] != rows.n_rows:
-        raise FatalError(f"token conservation broken: {t['tokens_in']} tokens in, "
-                         f"{t['tokens_out']} out, {t['sequences']} rows of {rows.n_rows}")
+    if not all(manifest["checks"].values()) or t["sequences"] != rows.n_rows:
+        raise FatalError(f"conservation broken: {t['tokens_in']} tokens in, {t['tokens_out']} "
+                         f"out, {t['sequences']} rows of {rows.n_rows}; documents read "
+                         f"{t['documents_read']}, accepted {t['documents_accepted']}, rejected "
+                         f"{t['documents_rejected']}")
     _write_lines(ctx.out / "rejects.jsonl", [r for m in markers for r in m["rejects"]])
     spill.write_json_atomic(ctx.out / "stats.json", stats)
     _write_text(ctx.out / "config.yaml", _yaml(ctx.config))

@@ -48,5 +48,9 @@ def build_manifest(*, config: dict, fingerprint: str, tokenizer: dict, inputs: d
             "overhead": stats["overhead"],
             "input_bytes": sum(m["bytes"] for m in markers),
         },
-        "checks": {"token_conservation": tokens_in == tokens_out},
+        "checks": {
+            "token_conservation": tokens_in == tokens_out,
+            "documents_conserved": sum(m["records"] for m in markers)
+            == sum(m["accepted"] + m["rejected"] for m in markers),
+        },
     }

@@ -93,42 +93,44 @@ class Reader:
     def __call__(self, unit: Unit) -> Iterator[TextBatch]:
         batch, size = TextBatch(), 0
         for source in unit.sources:
-            for rec in self._checked(source, batch):
-                if rec is not None:
-                    batch.doc_ids.append(doc_id_of(source, rec, self.cfg))
-                    batch.texts.append(rec.text)
-                    size += len(rec.text)
+            for rec, reject in self._checked(source):
+                batch.records += 1  # a file-level reject counts as one record read
+                if reject is not None:
+                    batch.bytes += reject.pop("_bytes", 0)
+                    batch.rejects.append(reject)
+                    continue
+                batch.bytes += rec.nbytes
+                batch.doc_ids.append(doc_id_of(source, rec, self.cfg))
+                batch.texts.append(rec.text)
+                size += len(rec.text)
                 if size >= self.batch_bytes:
                     yield batch
                     batch, size = TextBatch(), 0
-        if batch.records or batch.rejects:
+        if batch.records:
             yield batch
 
-    def _checked(self, source: Source, batch: TextBatch) -> Iterator[Record | None]:
-        """Accepted records; rejects go into ``batch`` (skip) or raise (fail)."""
+    def _checked(self, source: Source) -> Iterator[tuple[Record | None, dict | None]]:
+        """(record, None) for a good record, (None, reject) for a bad one; raises under fail."""
         limit = self.cfg.max_documents if source.format != "files" else 0
         try:
             for n, rec in enumerate(_records(source, self.cfg)):
                 if limit and n >= limit:
                     break
-                batch.records += 1
-                batch.bytes += rec.nbytes
                 reason = rec.reason or check_text(rec.text, self.cfg, rec.nbytes)
                 if reason is None:
-                    yield rec
+                    yield rec, None
                     continue
                 where, info = _where(source, rec.index)
-                self._reject(batch, where, info, reason)
-                yield None
+                yield None, self._reject(where, {**info, "_bytes": rec.nbytes}, reason)
         except InputError as exc:
-            self._reject(batch, exc.where, {"file": source.path, **_tail(exc)}, exc.reason)
+            yield None, self._reject(exc.where, {"file": source.path, **_tail(exc)}, exc.reason)
         except OSError as exc:
-            self._reject(batch, source.path, {"file": source.path}, f"cannot read: {exc}")
+            yield None, self._reject(source.path, {"file": source.path}, f"cannot read: {exc}")
 
-    def _reject(self, batch: TextBatch, where: str, info: dict, reason: str) -> None:
+    def _reject(self, where: str, info: dict, reason: str) -> dict:
         if self.cfg.on_error == "fail":
             raise InputError(where, reason)
-        batch.rejects.append({**info, "reason": reason})
+        return {**info, "reason": reason}
 
 
 def _tail(exc: InputError) -> dict:

@@ -102,19 +102,31 @@ class SpillStore:
             self.maps.append(m)
             self.arrays.append(np.frombuffer(m, dtype=np.int32))
 
-    def gather(self, unit: np.ndarray, start: np.ndarray, length: np.ndarray) -> np.ndarray:
-        """Tokens of segments ``[start, start+length)`` of ``unit``'s file, concatenated in order."""
+    def gather(self, unit: np.ndarray, start: np.ndarray, length: np.ndarray,
+               block_tokens: int = 1 << 20) -> np.ndarray:
+        """Tokens of segments ``[start, start+length)`` of ``unit``'s file, concatenated in order.
+
+        Vectorized over blocks of about ``block_tokens`` tokens, so the index arrays stay small
+        whatever the shard size.
+        """
         length = length.astype(np.int64, copy=False)
         out = np.empty(int(length.sum()), dtype=np.int32)
-        out_start = np.cumsum(length) - length
-        for u in np.unique(unit).tolist():
-            sel = np.flatnonzero(unit == u)
-            lens = length[sel]
-            total = int(lens.sum())
-            step = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(lens) - lens, lens)
-            out[np.repeat(out_start[sel], lens) + step] = self.arrays[u][
-                np.repeat(start[sel], lens) + step
-            ]
+        ends = np.cumsum(length)
+        bounds = np.searchsorted(ends, np.arange(block_tokens, int(ends[-1]) if ends.size else 0,
+                                                 block_tokens), side="left") + 1
+        for a, b in zip(np.r_[0, bounds], np.r_[bounds, length.size]):
+            if a >= b:
+                continue
+            lens, base = length[a:b], int(ends[a] - length[a])
+            step = np.arange(int(lens.sum()), dtype=np.int64) - np.repeat(np.cumsum(lens) - lens,
+                                                                          lens)
+            src = np.repeat(start[a:b], lens) + step
+            units = np.repeat(unit[a:b], lens)
+            dst = out[base : base + src.size]
+            order = np.argsort(units, kind="stable")  # one group per unit file
+            cuts = np.flatnonzero(np.diff(units[order])) + 1
+            for group in np.split(order, cuts):
+                dst[group] = self.arrays[int(units[group[0]])][src[group]]
         return out
 
     def release(self) -> None:

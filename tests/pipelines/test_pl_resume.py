@@ -83,7 +83,9 @@ def test_unfinished_run_with_another_config_is_refused(job):
 
 def test_finished_run_with_another_config_is_refused(job):
     config, out = job
-    assert _cli(config).returncode == 0
+    done = _cli(config)
+    assert done.returncode == 0, done.stderr
     with pytest.raises(ConfigError, match="finished run"):
         pipelines.run(config, ["pack.algorithm=ffd"])
-    assert pipelines.run(config)["status"] == "already complete"
+    again = pipelines.run(config)
+    assert again["status"] == "already complete", again

@@ -49,7 +49,8 @@ def pipeline_options(bcfg, engine_args=()):
     runner = (PipelineOptions(flags).view_as(StandardOptions).runner or "").lower()
     if runner in _DIRECT:
         flags = [f"--direct_num_workers={bcfg.num_workers}",
-                 f"--direct_running_mode={bcfg.running_mode}", *flags]
+                 f"--direct_running_mode={bcfg.running_mode}",
+                 "--default_sdk_harness_log_level=WARNING", *flags]
     return PipelineOptions(flags)
 
 

@@ -135,13 +135,20 @@ class LocalRayCluster:
             self.ray_bin(), "job", "submit", "--address", self.dashboard_url,
             "--working-dir", str(working_dir), "--", *entrypoint,
         ]
-        return subprocess.run(cmd, env=self.env, capture_output=True, text=True,
-                              timeout=timeout, cwd=str(working_dir))
+        deadline = time.monotonic() + timeout
+        while True:
+            proc = subprocess.run(cmd, env=self.env, capture_output=True, text=True,
+                                  timeout=max(1.0, deadline - time.monotonic()),
+                                  cwd=str(working_dir))
+            # Right after `ray start` the job agent may not be up yet: the job was not created.
+            if "No available agent" not in proc.stderr or time.monotonic() > deadline - 30:
+                return proc
+            time.sleep(1.0)
 
     def pids(self) -> list[int]:
         return _session_pids(self.sid) if self.sid else []
 
-    def stop(self, grace: float = 10.0) -> None:
+    def stop(self, grace: float = 5.0) -> None:
         """Stop every process this cluster started (by pid), then remove its temp dir."""
         if self.sid:
             for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):

@@ -1,0 +1,104 @@
+"""Against a real ``ray start --head`` cluster on 127.0.0.1 (token auth): ``ray job submit``,
+joining by address, and a tokenize actor SIGKILLed mid-run. One cluster for the module, always
+stopped (by pid: only the processes it started)."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import pipelines
+from pipelines.engines.ray_cluster import LocalRayCluster
+from tests.pipelines.test_engines_equivalence import (assert_same_output, job_config,
+                                                      make_corpus, write_config)
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    c = LocalRayCluster(num_cpus=2)
+    try:
+        c.start()
+        yield c
+    finally:
+        c.stop()
+    assert not c.pids()
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ray-cluster")
+    paths = make_corpus(root)
+    want = root / "local"
+    pipelines.run(job_config(paths, want))
+    return root, paths, want
+
+
+def test_cluster_is_loopback_only(cluster):
+    assert cluster.address.startswith("127.0.0.1:")
+    assert cluster.pids(), "no Ray process runs in the cluster's session"
+
+
+def test_job_submit_runs_the_ray_engine(cluster, corpus):
+    root, paths, want = corpus
+    workdir = root / "job"
+    workdir.mkdir()
+    out = root / "job-out"
+    write_config(workdir / "job.yaml", job_config(paths, out))
+    proc = cluster.submit(["fewtrunc", "run", "job.yaml", "engine=ray", "ray.address=auto",
+                           "--quiet"], working_dir=workdir, timeout=240)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    assert "succeeded" in proc.stdout + proc.stderr
+    assert_same_output(out, want)
+
+
+def _actor_pids(cluster) -> list[int]:
+    pids = []
+    for pid in cluster.pids():
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if "TokenizeActor" in cmd:
+            pids.append(pid)
+    return pids
+
+
+def test_killed_tokenize_actor_is_restarted_and_output_identical(cluster, corpus):
+    root, paths, want = corpus
+    out = root / "killed"
+    small = {"tokenizer": {"batch_bytes": 15_000}}  # many batches: the kill lands mid-run
+    want = root / "local-small"
+    pipelines.run(job_config(paths, want, **small))
+    config = write_config(root / "killed.yaml", job_config(paths, out, **small))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipelines.cli", "run", str(config), "engine=ray",
+         f"ray.address={cluster.address}", "--quiet"],
+        env=cluster.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    parts = out / "_work" / "ray-parts"
+    killed = None
+    try:
+        deadline = time.monotonic() + 120
+        while killed is None and proc.poll() is None and time.monotonic() < deadline:
+            actors = _actor_pids(cluster)
+            if actors and parts.is_dir() and len(list(parts.glob("unit-*.arrow"))) >= 2:
+                killed = actors[0]
+                os.kill(killed, signal.SIGKILL)
+                break
+            time.sleep(0.05)
+        output, _ = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert killed is not None, "the run ended before a tokenize actor could be killed"
+    assert proc.returncode == 0, output[-4000:]
+    assert not Path(f"/proc/{killed}").exists() or killed not in _actor_pids(cluster)
+    assert_same_output(out, want)

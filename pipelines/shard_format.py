@@ -51,6 +51,24 @@ def write_shard(table: pa.Table, path: str | Path, compression: str = "zstd") ->
     os.replace(tmp, path)
 
 
+def write_shard_batches(batches, path: str | Path, compression: str = "zstd") -> None:
+    """Like ``write_shard``, but from an iterable of tables/record batches written one by one,
+    so a shard's memory is one batch, not the whole shard. Nothing is published on an error."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    codec = None if compression in (None, "none") else compression
+    options = ipc.IpcWriteOptions(compression=codec)
+    try:
+        with ipc.new_file(str(tmp), SCHEMA, options=options) as writer:
+            for batch in batches:
+                writer.write(batch)
+        fsync_path(tmp)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, path)
+
+
 def fsync_path(path: str | Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:

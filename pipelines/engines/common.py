@@ -16,7 +16,7 @@ from pathlib import Path
 from pipelines.configio import to_dict
 from pipelines.errors import ConfigError, FatalError
 from pipelines.faults import crash_point
-from pipelines.shard_format import fsync_path, list_shards, shard_name, write_shard
+from pipelines.shard_format import fsync_path, list_shards, shard_name, write_shard_batches
 from pipelines.steps import spill
 from pipelines.steps.manifest import build_manifest
 from pipelines.steps.pack import plan_rows
@@ -108,16 +108,26 @@ def write_shard_job(ctx: RunContext, rows, docs, store, k: int, start: int, end:
         entry = json.loads(marker.read_text())
         if entry["rows"] == end - start and sha256_file(path) == entry["sha256"]:
             return entry
-    table = build_shard(rows, start, end, docs, store)
-    crash_point("shard_tmp", k)
-    write_shard(table, path, ctx.cfg.output.compression)
-    store.release()
+    step = batch_rows(ctx.cfg.pack.seq_len)
+
+    def batches():
+        for a in range(start, end, step):
+            yield build_shard(rows, a, min(a + step, end), docs, store)
+            store.release()
+        crash_point("shard_tmp", k)
+
+    write_shard_batches(batches(), path, ctx.cfg.output.compression)
     entry = {"file": path.name, "rows": end - start,
              "tokens": int(rows.seg_len[rows.row_offsets[start] : rows.row_offsets[end]].sum()),
              "bytes": path.stat().st_size, "sha256": sha256_file(path)}
     spill.write_json_atomic(marker, entry)
     crash_point("shard", k)
     return entry
+
+
+def batch_rows(seq_len: int) -> int:
+    """Rows per Arrow record batch inside a shard: about 1M tokens, fixed by seq_len alone."""
+    return max(1, (1 << 20) // seq_len)
 
 
 def shard_plan(ctx: RunContext, rows) -> list[tuple[int, int]]:

@@ -127,7 +127,7 @@ class Trainer:
         """Dynamic pruning: re-score every example with the current model when scheduled."""
         if self.pruner is None or not self.pruner.needs_scores(epoch):
             return
-        s = score_dataset(self.model, self.dataset, self.collator, device=self.device)
+        s = score_dataset(self.model, self.dataset, self.collator, self.cfg.data.batch_size, self.device)
         scores = s["row_el2n"] if self.cfg.pruning.unit == "row" else s["el2n"]
         self.pruner.update(np.nan_to_num(scores, nan=0.0))  # nothing scored: no loss to lose
         self.rescored_epochs.append(epoch)
@@ -196,6 +196,7 @@ class Trainer:
             if self.device.type == "cuda":
                 torch.cuda.synchronize()
             tokens += int(batch["input_ids"].numel())
+            record["input_tokens"] = int(batch["input_ids"].numel())
             record["seconds"] = round(time.perf_counter() - t_step, 5)
             record["tokens_per_s"] = round(tokens / max(time.perf_counter() - t0, 1e-9), 1)
             if self.device.type == "cuda":

@@ -4,7 +4,7 @@
 """
 
 
-def run(config=None, overrides=(), *, progress: bool = False) -> dict:
+def run(config=None, overrides=(), *, progress: bool = False, engine_args=()) -> dict:
     from pipelines.api import run as _run
 
-    return _run(config, overrides, progress=progress)
+    return _run(config, overrides, progress=progress, engine_args=engine_args)

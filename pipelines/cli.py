@@ -59,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     except FewtruncError as exc:
         print(f"fewtrunc {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into `head` and closed early: not an error
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print(f"fewtrunc {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -42,8 +42,13 @@ class RunContext:
     inputs: dict
 
 
+ENGINE_KEYS = ("engine", "ray", "beam")  # how a run is executed, not what it produces
+
+
 def _fingerprint(config: dict, tok_fp: str, digest: str) -> str:
-    blob = json.dumps({"config": config, "tokenizer": tok_fp, "inputs": digest}, sort_keys=True)
+    """What the output depends on: so a run may be resumed under another engine."""
+    produced = {k: v for k, v in config.items() if k not in ENGINE_KEYS}
+    blob = json.dumps({"config": produced, "tokenizer": tok_fp, "inputs": digest}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 

@@ -5,7 +5,10 @@
 Each run is a fresh ``fewtrunc run`` subprocess on the demo corpus (shipped English text plus the
 first ``--docs`` standard-library files), so start-up costs are counted as a user sees them.
 "Workers": local = tokenizer threads (``RAYON_NUM_THREADS``); ray = tokenize actors of 1 CPU on a
-private local Ray (``ray.num_cpus=2``); beam = DirectRunner worker processes. Every run's shards
+private local Ray started by the run (``ray.num_cpus=2``, start-up counted); ray-cluster = the
+same actors on an already running 2-CPU cluster (``ray start --head`` on 127.0.0.1, joined with
+``ray.address``), as on a real cluster where start-up is not paid per job; beam = DirectRunner
+worker processes. ``--large`` adds the standard library's test files (about 15 M tokens). Every run's shards
 are checked byte-identical to the local engine's. Throughput = input tokens / wall seconds; the
 ``in engine`` column divides by the engine's own time (``timings.json``: after interpreter start,
 including Ray start-up for ray).
@@ -25,13 +28,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def one_run(engine: str, workers: int, out: Path, docs: int) -> dict:
-    env = dict(os.environ)
+def one_run(engine: str, workers: int, out: Path, docs: int, large: bool = False,
+            cluster=None) -> dict:
+    env = dict(os.environ) if cluster is None else dict(cluster.env)
     env.pop("RAY_ADDRESS", None)
     args = [sys.executable, "-m", "pipelines.cli", "run", str(ROOT / "configs" / "demo.yaml"),
             f"output.dir={out}", f"input.max_documents={docs}", "output.report=false",
-            f"engine={engine}", "--quiet"]
-    if engine == "local":
+            f"engine={'ray' if engine == 'ray-cluster' else engine}", "--quiet"]
+    if large:
+        args.append("input.exclude=[site-packages/*]")
+    if engine == "ray-cluster":
+        args += [f"ray.address={cluster.address}", f"ray.concurrency={workers}"]
+    elif engine == "local":
         env["RAYON_NUM_THREADS"] = str(workers)
     elif engine == "ray":
         args += ["ray.num_cpus=2", f"ray.concurrency={workers}"]
@@ -54,8 +62,14 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--docs", type=int, default=1000, help="standard-library files")
     ap.add_argument("--repeat", type=int, default=1, help="best of N runs per cell")
-    ap.add_argument("--engines", default="local,ray,beam")
+    ap.add_argument("--engines", default="local,ray,ray-cluster,beam")
+    ap.add_argument("--large", action="store_true", help="add the stdlib's tests (~15 M tokens)")
     args = ap.parse_args()
+    cluster = None
+    if "ray-cluster" in args.engines:
+        from pipelines.engines.ray_cluster import LocalRayCluster
+
+        cluster = LocalRayCluster(num_cpus=2).start()
     tmp = Path(tempfile.mkdtemp(prefix="bench-engines-"))
     results = []
     try:
@@ -64,16 +78,20 @@ def main() -> int:
                 best = None
                 for i in range(args.repeat):
                     out = tmp / f"{engine}-{workers}-{i}"
-                    r = one_run(engine, workers, out, args.docs)
+                    r = one_run(engine, workers, out, args.docs, args.large,
+                                cluster if engine == "ray-cluster" else None)
                     shutil.rmtree(out, ignore_errors=True)
                     best = r if best is None or r["wall"] < best["wall"] else best
                 results.append(best)
                 print(f"  {engine} x{workers}: {best['wall']:.1f} s", file=sys.stderr)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        if cluster is not None:
+            cluster.stop()
     ref = next((r for r in results if r["engine"] == "local" and r["workers"] == 2), None)
     tokens = results[0]["tokens"]
-    print(f"corpus: demo.yaml, {args.docs} stdlib files + English text, {tokens:,} tokens; "
+    what = "stdlib files incl. tests" if args.large else "stdlib files"
+    print(f"corpus: demo.yaml, up to {args.docs} {what} + English text, {tokens:,} tokens; "
           f"{os.cpu_count()} cores\n")
     print("| engine | workers | wall s | tokens/s (wall) | in engine s | tokens/s (in engine) "
           "| 2 vs 1 worker | vs local at 2 | shards = local |")

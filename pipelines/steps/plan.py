@@ -73,11 +73,18 @@ def _split_glob(pattern: str) -> tuple[str, str]:
 
 
 def _tree_files(root: Path, include, exclude, limit: int) -> list[Path]:
+    # a directory that an exclude glob "PREFIX/*" covers whole is never walked (site-packages/*)
+    pruning = [g[:-2] for g in exclude if g.endswith("/*")]
+    top = str(root)
     out = []
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
+        rel_dir = dirpath[len(top) + 1 :].replace(os.sep, "/")
+        prefix = rel_dir + "/" if rel_dir else ""
+        dirnames[:] = sorted(
+            d for d in dirnames if not any(fnmatch.fnmatchcase(prefix + d, g) for g in pruning)
+        )
         for name in sorted(filenames):
-            rel = os.path.relpath(os.path.join(dirpath, name), root).replace(os.sep, "/")
+            rel = prefix + name
             if include and not any(fnmatch.fnmatchcase(rel, g) for g in include):
                 continue
             if any(fnmatch.fnmatchcase(rel, g) for g in exclude):

@@ -101,7 +101,7 @@ def tokenize_units(ctx, todo: list, rcfg, progress: bool = False) -> list:
     import ray
     import ray.data
 
-    from pipelines.engines.ray_stages import PartSink, TokenizeActor, commit_unit, read_units
+    from pipelines.engines.ray_stages import TokenizeActor, commit_unit, read_units
 
     _data_context(rcfg, progress)
     parts_dir = ctx.work / PARTS
@@ -123,16 +123,16 @@ def tokenize_units(ctx, todo: list, rcfg, progress: bool = False) -> list:
         TokenizeActor,
         batch_size=1,
         batch_format="pyarrow",
-        fn_constructor_args=(ctx.cfg.tokenizer, max(1, round(rcfg.cpus_per_actor))),
+        fn_constructor_args=(ctx.cfg.tokenizer, max(1, round(rcfg.cpus_per_actor)),
+                             str(parts_dir)),
         compute=ray.data.ActorPoolStrategy(size=actors),
         num_cpus=rcfg.cpus_per_actor,
         max_restarts=rcfg.max_restarts,
         max_task_retries=rcfg.max_task_retries,
     )
-    ds.write_datasink(
-        PartSink(str(parts_dir)),
-        ray_remote_args={"num_cpus": rcfg.io_cpus, "max_retries": rcfg.max_task_retries},
-    )
+    written = ds.take_all()  # the actors wrote the parts; these are (unit, part, docs) rows
+    if len({(r["unit"], r["part"]) for r in written}) != len(written):
+        raise FatalError("Ray tokenized a batch twice in one run")
     commit = ray.remote(num_cpus=rcfg.io_cpus, max_retries=rcfg.max_task_retries)(commit_unit)
     markers = ray.get([commit.remote(str(ctx.work), str(parts_dir), u.index) for u in todo])
     shutil.rmtree(parts_dir, ignore_errors=True)
@@ -151,9 +151,12 @@ def write_shards(ctx, docs, rows, rcfg) -> list:
     light = dataclasses.replace(ctx, tokenize=None)  # the tokenizer is not needed to write
     sink = ShardSink(light, ray.put(rows), ray.put(docs))
     items = [{"shard": k, "start": a, "end": b} for k, (a, b) in enumerate(ranges)]
-    ray.data.from_items(items, override_num_blocks=len(items)).write_datasink(
+    writers = min(_actors(rcfg), len(items))
+    # One block (one write task) per writer, not per shard: each task start costs more than
+    # a shard takes to write at these sizes; a task writes its consecutive shards in order.
+    ray.data.from_items(items, override_num_blocks=writers).write_datasink(
         sink,
-        concurrency=_actors(rcfg),
+        concurrency=writers,
         ray_remote_args={"num_cpus": rcfg.cpus_per_actor, "max_retries": rcfg.max_task_retries},
     )
     if [k for k, _ in sink.entries] != list(range(len(ranges))):

@@ -15,8 +15,7 @@ import pyarrow.ipc as ipc
 from ray.data import Datasink
 
 from pipelines.engines import common
-from pipelines.engines.arrow_batches import TOKEN_SCHEMA, text_batches, text_table, token_batches
-from pipelines.engines.arrow_batches import token_table
+from pipelines.engines.arrow_batches import text_batches, text_table, token_batches, token_table
 from pipelines.steps import spill
 from pipelines.steps.read import Reader
 from pipelines.steps.tokenize import Tokenize
@@ -33,17 +32,40 @@ def read_units(table: pa.Table, *, input_cfg, batch_bytes: int, units: dict):
             yield text_table(u, part, batch)
 
 
-class TokenizeActor:
-    """Callable class for ``map_batches``: the tokenizer is loaded once per actor."""
+PART_SCHEMA = pa.schema([pa.field("unit", pa.int32()), pa.field("part", pa.int32()),
+                         pa.field("docs", pa.int64())])
 
-    def __init__(self, tokenizer_cfg, threads: int = 1):
+
+class TokenizeActor:
+    """Callable class for ``map_batches``: the tokenizer is loaded once per actor.
+
+    Each token batch is written by the actor itself to ``unit-U.part-P.arrow`` (fixed names, so a
+    retried call or a restarted actor overwrites); only a small (unit, part, docs) row goes back
+    to Ray Data. Token ids never travel through the object store, and no write task (one more
+    worker process competing for the cores) is needed per block.
+    """
+
+    def __init__(self, tokenizer_cfg, threads: int = 1, parts_dir: str = ""):
         # The Rust tokenizer sizes its thread pool from this on first use: one per reserved CPU.
         os.environ["RAYON_NUM_THREADS"] = str(max(1, threads))
         self.tokenize = Tokenize(tokenizer_cfg)
+        self.parts_dir = Path(parts_dir)
 
     def __call__(self, table: pa.Table) -> pa.Table:
-        out = [token_table(u, p, self.tokenize(b)) for u, p, b in text_batches(table)]
-        return pa.concat_tables(out) if out else TOKEN_SCHEMA.empty_table()
+        units, parts, docs = [], [], []
+        for u, p, b in text_batches(table):
+            tb = self.tokenize(b)
+            _atomic_ipc(token_table(u, p, tb), self.parts_dir / part_name(u, p))
+            units.append(u)
+            parts.append(p)
+            docs.append(int(tb.doc_ids.size))
+        return pa.Table.from_arrays(
+            [pa.array(units, pa.int32()), pa.array(parts, pa.int32()), pa.array(docs, pa.int64())],
+            schema=PART_SCHEMA)
+
+
+def part_name(unit: int, part: int) -> str:
+    return f"unit-{unit:05d}.part-{part:06d}.arrow"
 
 
 def _atomic_ipc(table: pa.Table, path: Path) -> None:
@@ -51,24 +73,6 @@ def _atomic_ipc(table: pa.Table, path: Path) -> None:
     with ipc.new_file(str(tmp), table.schema) as writer:
         writer.write_table(table)
     os.replace(tmp, path)
-
-
-class PartSink(Datasink):
-    """Each token batch to ``unit-U.part-P.arrow``: fixed names, so retries overwrite."""
-
-    def __init__(self, parts_dir: str):
-        self.parts_dir = parts_dir
-
-    def write(self, blocks, ctx) -> int:
-        n = 0
-        for block in blocks:
-            block = pa.table(block) if not isinstance(block, pa.Table) else block
-            units = block.column("unit").to_pylist()
-            parts = block.column("part").to_pylist()
-            for i, (u, p) in enumerate(zip(units, parts)):
-                _atomic_ipc(block.slice(i, 1), Path(self.parts_dir) / f"unit-{u:05d}.part-{p:06d}.arrow")
-                n += 1
-        return n
 
 
 def commit_unit(work: str, parts_dir: str, unit: int) -> dict:

@@ -109,3 +109,39 @@ def token_batches(table: pa.Table):
                 bytes=table.column("bytes")[i].as_py(),
             ),
         )
+
+
+# --- part files: one token batch per file, written by the worker that tokenized it -----------
+
+
+def part_name(unit: int, part: int) -> str:
+    return f"unit-{unit:05d}.part-{part:06d}.arrow"
+
+
+def write_part(parts_dir, unit: int, part: int, batch: TokenBatch) -> None:
+    """``batch`` to ``parts_dir/unit-U.part-P.arrow``: a temporary name, then a rename to the
+    fixed one, so a retried task, a restarted actor or a replayed bundle overwrites."""
+    import os
+    import secrets
+    from pathlib import Path
+
+    import pyarrow.ipc as ipc
+
+    path = Path(parts_dir) / part_name(unit, part)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+    table = token_table(unit, part, batch)
+    with ipc.new_file(str(tmp), table.schema) as writer:
+        writer.write_table(table)
+    os.replace(tmp, path)
+
+
+def read_part(parts_dir, unit: int, part: int) -> TokenBatch:
+    """The batch ``write_part`` wrote (read whole: the file may be deleted right after)."""
+    from pathlib import Path
+
+    import pyarrow.ipc as ipc
+
+    with pa.OSFile(str(Path(parts_dir) / part_name(unit, part))) as source:
+        table = ipc.open_file(source).read_all()
+    (_, _, batch), = token_batches(table)
+    return batch

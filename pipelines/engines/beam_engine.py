@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -34,6 +35,7 @@ from pipelines.errors import ConfigError, FatalError
 from pipelines.steps import spill
 
 PLAN = "beam-plan"
+PARTS = "beam-parts"  # token batches, one file each, until their unit is committed
 _DIRECT = {"", "directrunner", "direct", "switchingdirectrunner"}
 _PRISM = {"prismrunner", "prism"}
 
@@ -98,8 +100,8 @@ def build(p, ctx, units: list[int], t0: float):
         p
         | "Units" >> beam.Create(units)
         | "ReadDocuments" >> s.ReadDocuments(ctx.cfg.input, ctx.cfg.tokenizer.batch_bytes, ctx.units)
-        | "TokenizeBatches" >> s.TokenizeBatches(ctx.cfg.tokenizer)
-        | "SpillUnits" >> s.SpillUnits(str(ctx.work))
+        | "TokenizeBatches" >> s.TokenizeBatches(ctx.cfg.tokenizer, str(ctx.work / PARTS))
+        | "SpillUnits" >> s.SpillUnits(str(ctx.work), str(ctx.work / PARTS))
     )
     shards = (
         markers
@@ -126,6 +128,9 @@ def run(cfg, progress: bool = False, engine_args=()) -> dict:
 
     light = dataclasses.replace(ctx, tokenize=None)  # workers load their own tokenizer
     todo = [u.index for u in common.pending_units(ctx)]
+    parts = ctx.work / PARTS
+    shutil.rmtree(parts, ignore_errors=True)  # parts of a killed run are redone
+    parts.mkdir(parents=True)
     p = beam.Pipeline(runner=runner, options=options)
     build(p, light, todo, t0)
     result = p.run()

@@ -5,12 +5,14 @@ Imported lazily by ``beam_engine`` (Beam is an optional extra).
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from pathlib import Path
 
 import apache_beam as beam
 
 from pipelines.engines import beam_engine, common
+from pipelines.engines.arrow_batches import read_part, write_part
 from pipelines.errors import FatalError
 from pipelines.steps import spill
 
@@ -47,10 +49,15 @@ class ReadDocuments(beam.PTransform):
 
 
 class TokenizeFn(beam.DoFn):
-    """(unit, part, TextBatch) -> (unit, (part, TokenBatch)); the tokenizer loads in ``setup``."""
+    """(unit, part, TextBatch) -> (unit, (part, docs)); the tokenizer loads in ``setup``.
 
-    def __init__(self, tokenizer_cfg, threads: int = 1):
-        self.tokenizer_cfg, self.threads = tokenizer_cfg, threads
+    The token batch goes to the part file ``unit-U.part-P.arrow`` (fixed name, written to a
+    temporary and renamed: a replayed bundle overwrites it); only (part, docs) travels through
+    the shuffle, so token ids are neither pickled nor sent through the runner.
+    """
+
+    def __init__(self, tokenizer_cfg, parts_dir: str, threads: int = 1):
+        self.tokenizer_cfg, self.parts_dir, self.threads = tokenizer_cfg, parts_dir, threads
 
     def setup(self):
         from pipelines.steps.tokenize import Tokenize
@@ -61,41 +68,45 @@ class TokenizeFn(beam.DoFn):
 
     def process(self, element):
         unit, part, batch = element
-        yield unit, (part, self.tokenize(batch))
+        tokens = self.tokenize(batch)
+        write_part(self.parts_dir, unit, part, tokens)
+        yield unit, (part, int(tokens.doc_ids.size))
 
 
 class TokenizeBatches(beam.PTransform):
-    def __init__(self, tokenizer_cfg):
+    def __init__(self, tokenizer_cfg, parts_dir: str):
         super().__init__()
-        self.fn = TokenizeFn(tokenizer_cfg)
+        self.fn = TokenizeFn(tokenizer_cfg, parts_dir)
 
     def expand(self, batches):
         return batches | "Tokenize" >> beam.ParDo(self.fn)
 
 
 class CommitUnitFn(beam.DoFn):
-    """(unit, [(part, TokenBatch)...]) -> the unit's spill files and marker, parts in order."""
+    """(unit, [(part, docs)...]) -> the unit's spill files and marker from its part files, in
+    part order (exactly the parts grouped here, never a directory listing)."""
 
-    def __init__(self, work: str):
-        self.work = work
+    def __init__(self, work: str, parts_dir: str):
+        self.work, self.parts_dir = work, parts_dir
 
     def process(self, element):
         unit, parts = element
+        numbers = sorted({p for p, _ in parts})
         out = spill.UnitSpill(Path(self.work), unit)
-        for _, batch in sorted(parts, key=lambda pb: pb[0]):
-            out.add(batch)
-        yield out.finish()
+        for p in numbers:
+            out.add(read_part(self.parts_dir, unit, p))
+        yield out.finish()  # parts stay: a retried bundle reads them again (PackFn drops them)
 
 
 class SpillUnits(beam.PTransform):
-    def __init__(self, work: str):
+    def __init__(self, work: str, parts_dir: str):
         super().__init__()
-        self.work = work
+        self.work, self.parts_dir = work, parts_dir
 
     def expand(self, tokenized):
         return (tokenized
                 | "GroupByUnit" >> beam.GroupByKey()
-                | "Commit" >> beam.ParDo(CommitUnitFn(self.work)))
+                | "Commit" >> beam.ParDo(CommitUnitFn(self.work, self.parts_dir)))
 
 
 class PackFn(beam.DoFn):
@@ -105,6 +116,7 @@ class PackFn(beam.DoFn):
         self.ctx = ctx
 
     def process(self, _units_done):
+        shutil.rmtree(self.ctx.work / beam_engine.PARTS, ignore_errors=True)  # all committed
         docs, rows, _ = common.plan(self.ctx)
         beam_engine.save_plan(self.ctx.work, docs, rows)
         for k, (a, b) in enumerate(common.shard_plan(self.ctx, rows)):

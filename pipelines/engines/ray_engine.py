@@ -1,8 +1,8 @@
 """The Ray engine: the same steps as the local engine, scheduled by Ray Data on a cluster.
 
     units --map_batches(read_units)--> text batches (Arrow rows: unit, part, doc_ids, texts)
-          --map_batches(TokenizeActor, actors)--> token batches (Arrow rows: ..., lengths, tokens)
-          --write_datasink(PartSink)--> work/ray-parts/unit-U.part-P.arrow (deterministic names)
+          --map_batches(TokenizeActor, actors)--> work/ray-parts/unit-U.part-P.arrow, written by
+            the actor itself (deterministic names); only (unit, part, docs) rows return
     commit_unit (one task per unit) --> the local engine's spill files + unit marker
     common.plan (driver: split + pack on document lengths only, 8 bytes per chunk in the packer)
     shard ranges --write_datasink(ShardSink)--> shard-K.arrow (gathered in parallel, fixed names)

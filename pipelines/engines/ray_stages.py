@@ -7,15 +7,13 @@ from __future__ import annotations
 
 import os
 import re
-import secrets
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.ipc as ipc
 from ray.data import Datasink
 
 from pipelines.engines import common
-from pipelines.engines.arrow_batches import text_batches, text_table, token_batches, token_table
+from pipelines.engines.arrow_batches import read_part, text_batches, text_table, write_part
 from pipelines.steps import spill
 from pipelines.steps.read import Reader
 from pipelines.steps.tokenize import Tokenize
@@ -55,24 +53,13 @@ class TokenizeActor:
         units, parts, docs = [], [], []
         for u, p, b in text_batches(table):
             tb = self.tokenize(b)
-            _atomic_ipc(token_table(u, p, tb), self.parts_dir / part_name(u, p))
+            write_part(self.parts_dir, u, p, tb)
             units.append(u)
             parts.append(p)
             docs.append(int(tb.doc_ids.size))
         return pa.Table.from_arrays(
             [pa.array(units, pa.int32()), pa.array(parts, pa.int32()), pa.array(docs, pa.int64())],
             schema=PART_SCHEMA)
-
-
-def part_name(unit: int, part: int) -> str:
-    return f"unit-{unit:05d}.part-{part:06d}.arrow"
-
-
-def _atomic_ipc(table: pa.Table, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
-    with ipc.new_file(str(tmp), table.schema) as writer:
-        writer.write_table(table)
-    os.replace(tmp, path)
 
 
 def commit_unit(work: str, parts_dir: str, unit: int) -> dict:
@@ -83,11 +70,8 @@ def commit_unit(work: str, parts_dir: str, unit: int) -> dict:
         if m:
             paths.append((int(m.group(2)), path))
     out = spill.UnitSpill(Path(work), unit)
-    for _, path in sorted(paths):
-        with pa.memory_map(str(path)) as source:
-            table = ipc.open_file(source).read_all()
-        for _, _, batch in token_batches(table):
-            out.add(batch)
+    for part, _ in sorted(paths):
+        out.add(read_part(parts_dir, unit, part))
     return out.finish()
 
 

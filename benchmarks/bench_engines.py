@@ -66,14 +66,14 @@ def main() -> int:
     ap.add_argument("--large", action="store_true", help="add the stdlib's tests (~15 M tokens)")
     args = ap.parse_args()
     cluster = None
-    if "ray-cluster" in args.engines:
-        from pipelines.engines.ray_cluster import LocalRayCluster
-
-        cluster = LocalRayCluster(num_cpus=2).start()
     tmp = Path(tempfile.mkdtemp(prefix="bench-engines-"))
     results = []
     try:
         for engine in args.engines.split(","):
+            if engine == "ray-cluster":  # up only for its own cells: an idle cluster costs CPU
+                from pipelines.engines.ray_cluster import LocalRayCluster
+
+                cluster = LocalRayCluster(num_cpus=2).start()
             for workers in (1, 2):
                 best = None
                 for i in range(args.repeat):
@@ -84,6 +84,9 @@ def main() -> int:
                     best = r if best is None or r["wall"] < best["wall"] else best
                 results.append(best)
                 print(f"  {engine} x{workers}: {best['wall']:.1f} s", file=sys.stderr)
+            if cluster is not None:
+                cluster.stop()
+                cluster = None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         if cluster is not None:

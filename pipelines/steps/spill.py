@@ -103,7 +103,7 @@ class SpillStore:
             self.arrays.append(np.frombuffer(m, dtype=np.int32))
 
     def gather(self, unit: np.ndarray, start: np.ndarray, length: np.ndarray,
-               block_tokens: int = 1 << 20) -> np.ndarray:
+               block_tokens: int = 1 << 16) -> np.ndarray:
         """Tokens of segments ``[start, start+length)`` of ``unit``'s file, concatenated in order.
 
         Vectorized over blocks of about ``block_tokens`` tokens, so the index arrays stay small
@@ -127,6 +127,7 @@ class SpillStore:
             cuts = np.flatnonzero(np.diff(units[order])) + 1
             for group in np.split(order, cuts):
                 dst[group] = self.arrays[int(units[group[0]])][src[group]]
+            self.release()  # each segment faults in up to 64 KB around it: drop them per block
         return out
 
     def release(self) -> None:

@@ -25,7 +25,7 @@ import pyarrow as pa
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from packing import pack, split_documents  # noqa: E402
+from packing import pack_token_lists  # noqa: E402
 from pipelines.configio import load_config  # noqa: E402
 from pipelines.shard_format import SCHEMA, shard_name, write_shard  # noqa: E402
 from training.config import TrainRunConfig  # noqa: E402
@@ -60,17 +60,14 @@ def tokenize(docs: list[str]) -> list[np.ndarray]:
 
 def bfd_rows(docs: list[np.ndarray], seq_len: int) -> dict:
     """Best-fit packing: split only documents longer than seq_len, pack the chunks with BFD."""
-    chunks = split_documents(np.array([d.size for d in docs]), seq_len)
-    result = pack(chunks.length, seq_len, "bfd")
-    rows = {k: [] for k in SCHEMA.names}
-    for b in range(result.n_bins):
-        items = result.items_of(b)
-        rows["input_ids"].append(np.concatenate(
-            [docs[chunks.doc[i]][chunks.offset[i]:chunks.offset[i] + chunks.length[i]] for i in items]))
-        rows["doc_lens"].append(chunks.length[items])
-        rows["doc_ids"].append(chunks.doc[items])
-        rows["chunk_index"].append(chunks.chunk[items])
-    return rows
+    packed = pack_token_lists(docs, seq_len)
+    cuts = packed.seg_offsets[1:-1]
+    return {
+        "input_ids": np.split(packed.tokens, packed.token_offsets[1:-1]),
+        "doc_lens": np.split(packed.seg_len, cuts),
+        "doc_ids": np.split(packed.seg_doc, cuts),
+        "chunk_index": np.split(packed.seg_chunk, cuts),
+    }
 
 
 def concat_rows(docs: list[np.ndarray], seq_len: int, masked: bool) -> dict:

@@ -43,6 +43,19 @@ def _list(offsets: np.ndarray, values: np.ndarray, value_type) -> pa.Array:
                                     pa.array(values, type=value_type))
 
 
+def packed_rows_table(rows, doc_ids: np.ndarray) -> pa.Table:
+    """A shard table from in-memory ``packing.PackedRows``; ``doc_ids[d]`` is document d's id."""
+    return pa.Table.from_arrays(
+        [
+            _list(rows.token_offsets, rows.tokens, pa.int32()),
+            _list(rows.seg_offsets, rows.seg_len.astype(np.int32), pa.int32()),
+            _list(rows.seg_offsets, np.asarray(doc_ids)[rows.seg_doc], pa.int64()),
+            _list(rows.seg_offsets, rows.seg_chunk.astype(np.int32), pa.int32()),
+        ],
+        schema=SCHEMA,
+    )
+
+
 def build_shard(plan, row_start: int, row_end: int, docs: DocTable, store) -> pa.Table:
     """The Arrow table of rows ``[row_start, row_end)``; ``store`` is a ``SpillStore``."""
     s0, s1 = int(plan.row_offsets[row_start]), int(plan.row_offsets[row_end])

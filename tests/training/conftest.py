@@ -7,11 +7,11 @@ import sysconfig
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pytest
 
-from packing import pack, split_documents
-from pipelines.shard_format import SCHEMA, shard_name, write_shard
+from packing import pack_token_lists
+from pipelines.shard_format import shard_name, write_shard
+from pipelines.steps.write import packed_rows_table
 from pipelines.tokenizer import load_tokenizer
 
 SEQ_LEN = 64
@@ -33,19 +33,9 @@ def build_shards(directory: Path, docs: list[str], seq_len: int = SEQ_LEN, n_sha
     tok = load_tokenizer(None)
     eos = tok.token_to_id("<|endoftext|>")
     ids = [np.asarray(e.ids + [eos], dtype=np.int32) for e in tok.encode_batch(docs)]
-    chunks = split_documents(np.array([len(x) for x in ids]), seq_len)
-    result = pack(chunks.length, seq_len, "bfd")
-    rows = {k: [] for k in SCHEMA.names}
-    for b in range(result.n_bins):
-        items = result.items_of(b)
-        rows["input_ids"].append(np.concatenate(
-            [ids[chunks.doc[i]][chunks.offset[i]:chunks.offset[i] + chunks.length[i]] for i in items]))
-        rows["doc_lens"].append(chunks.length[items].astype(np.int32))
-        rows["doc_ids"].append(chunks.doc[items] + doc_id_base)
-        rows["chunk_index"].append(chunks.chunk[items])
+    rows = pack_token_lists(ids, seq_len)
     directory.mkdir(parents=True, exist_ok=True)
-    table = pa.table({k: pa.array([list(map(int, v)) for v in rows[k]], type=SCHEMA.field(k).type)
-                      for k in SCHEMA.names}, schema=SCHEMA)
+    table = packed_rows_table(rows, np.arange(len(ids), dtype=np.int64) + doc_id_base)
     bounds = np.linspace(0, table.num_rows, n_shards + 1).astype(int)
     for s in range(n_shards):
         write_shard(table.slice(bounds[s], bounds[s + 1] - bounds[s]), directory / shard_name(s),

@@ -1,12 +1,13 @@
-"""End-to-end throughput of the local pipeline against the raw tokenizer, and peak RSS at 1x and
-4x corpus size.
+"""End-to-end throughput of the local pipeline against the raw tokenizer, and peak RSS at 1x, 2x,
+4x and 8x corpus size.
 
 Corpus: the CPython standard library sources (no tests) plus fewtrunc's shipped English text,
 written as one JSON-lines.zst file per copy (4x = four copies, so the same documents repeat).
 Raw baselines tokenize the same documents, already in memory, in the same batch size on the same
 cores: ``encode_batch`` alone, ``encode_batch_fast`` alone, and ``encode_batch_fast`` plus reading
 the ids out (``[e.ids for e in ...]``), which any consumer of the ids must pay. Each pipeline run
-is a fresh subprocess (``pipelines.run``), so its ``ru_maxrss`` is its own peak RSS.
+is a fresh subprocess (``pipelines.run``), so its ``ru_maxrss`` is its own peak RSS; a thread
+samples ``/proc/self/status`` every 2 ms for the peaks of anonymous and file-backed memory.
 
     python benchmarks/bench_pipeline.py [--write-readme]
 """
@@ -27,14 +28,24 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 CHILD = """
-import json, resource, sys, pipelines
+import json, resource, sys, threading, time, pipelines
+peak = {"RssAnon": 0, "RssFile": 0}
+def sample():
+    while True:
+        with open("/proc/self/status") as f:
+            for line in f:
+                key = line.split(":")[0]
+                if key in peak:
+                    peak[key] = max(peak[key], int(line.split()[1]))
+        time.sleep(0.002)
+threading.Thread(target=sample, daemon=True).start()
 r = pipelines.run(None, sys.argv[1:])
 m = r["manifest"]["totals"]
 print(json.dumps({"tokens": m["tokens_in"], "docs": m["documents_accepted"],
                   "seconds": r["timings"]["total_s"], "timings": r["timings"],
+                  "anon_kb": peak["RssAnon"], "file_kb": peak["RssFile"],
                   "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
 """
-
 
 def corpus_texts() -> list[str]:
     import sysconfig
@@ -103,6 +114,9 @@ def pipeline_run(paths: list[Path], out: Path, batch_bytes: int) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+COPIES = (1, 2, 4, 8)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--write-readme", action="store_true", help="update benchmarks/README.md")
@@ -114,32 +128,33 @@ def main() -> int:
         tmp = Path(tmp)
         data = "".join(json.dumps({"text": t}) + "\n" for t in texts).encode()
         files = []
-        for i in range(4):
+        for i in range(max(COPIES)):
             f = tmp / f"copy{i}.jsonl.zst"
             f.write_bytes(zstandard.ZstdCompressor(level=3).compress(data))
             files.append(f)
         raw = raw_rates(texts, args.batch_bytes)
-        one = pipeline_run(files[:1], tmp / "out1", args.batch_bytes)
-        four = pipeline_run(files, tmp / "out4", args.batch_bytes)
+        runs = {n: pipeline_run(files[:n], tmp / f"out{n}", args.batch_bytes) for n in COPIES}
     cores = os.cpu_count()
-    rows = [("raw " + k, f"{v['tokens_per_s'] / 1e6:.3f}", "", "") for k, v in raw.items()]
-    for label, r in (("pipeline 1x", one), ("pipeline 4x", four)):
+    rows = [("raw " + k, f"{v['tokens_per_s'] / 1e6:.3f}", "", "", "") for k, v in raw.items()]
+    for n, r in runs.items():
         rate = r["tokens"] / r["seconds"]
-        rows.append((f"fewtrunc run, {label}", f"{rate / 1e6:.3f}",
+        rows.append((f"fewtrunc run, {n}x ({r['tokens'] / 1e6:.1f} M tokens)",
+                     f"{rate / 1e6:.3f}",
                      f"{rate / raw['encode_batch']['tokens_per_s']:.0%} / "
                      f"{rate / raw['encode_batch_fast + ids']['tokens_per_s']:.0%}",
-                     f"{r['maxrss_kb'] / 1024:.0f}"))
-    head = ("| what | M tokens/s | vs encode_batch / vs fast+ids | peak RSS MiB |\n"
-            "|---|---:|---:|---:|\n")
-    table = head + "".join(f"| {a} | {b} | {c} | {d} |\n" for a, b, c, d in rows)
-    note = (f"{len(texts):,} documents, {mb:.1f} MB of text, {one['tokens']:,} tokens per copy; "
+                     f"{r['maxrss_kb'] / 1024:.0f}",
+                     f"{r['anon_kb'] / 1024:.0f} / {r['file_kb'] / 1024:.0f}"))
+    head = ("| what | M tokens/s | vs encode_batch / vs fast+ids | peak RSS MiB "
+            "| peak anon / file MiB |\n|---|---:|---:|---:|---:|\n")
+    table = head + "".join(f"| {' | '.join(r)} |\n" for r in rows)
+    note = (f"{len(texts):,} documents, {mb:.1f} MB of text, {runs[1]['tokens']:,} tokens per copy; "
             f"{cores} cores; GPT-2 BPE; batches of {args.batch_bytes / 1e6:g} MB; pipeline = "
             f"read .jsonl.zst + tokenize + global BFD + zstd Arrow shards + manifest "
-            f"(report off). 4x: {four['tokens']:,} tokens.\n")
+            f"(report off).\n")
     print(note)
     print(table)
-    print("pipeline phases (s), 1x:", {k: round(v, 2) for k, v in one["timings"].items()})
-    print("pipeline phases (s), 4x:", {k: round(v, 2) for k, v in four["timings"].items()})
+    for n, r in runs.items():
+        print(f"pipeline phases (s), {n}x:", {k: round(v, 2) for k, v in r["timings"].items()})
     if args.write_readme:
         write_section(ROOT / "benchmarks" / "README.md", "Pipeline",
                       "Measured by `python benchmarks/bench_pipeline.py --write-readme`. " + note

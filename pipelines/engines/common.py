@@ -118,7 +118,6 @@ def write_shard_job(ctx: RunContext, rows, docs, store, k: int, start: int, end:
     def batches():
         for a in range(start, end, step):
             yield build_shard(rows, a, min(a + step, end), docs, store)
-            store.release()
         crash_point("shard_tmp", k)
 
     write_shard_batches(batches(), path, ctx.cfg.output.compression)

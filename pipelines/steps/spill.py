@@ -3,13 +3,12 @@
 Per unit ``u`` the work directory holds ``unit-u.tokens`` (int32 ids back to back),
 ``unit-u.docs.npy`` (doc ids, lengths) and, written last, the completion marker
 ``unit-u.done.json`` (counts and rejects). A unit without a marker is redone from scratch, so a
-run killed at any moment resumes correctly. ``SpillStore`` memory-maps the token files to gather
-rows by bin and drops mapped pages after each shard, so resident memory stays bounded.
+run killed at any moment resumes correctly. ``SpillStore`` gathers rows by bin with positioned
+reads, so resident memory is bounded by the shard being built, not by the spill.
 """
 from __future__ import annotations
 
 import json
-import mmap
 import os
 from pathlib import Path
 
@@ -86,59 +85,67 @@ def load_docs(work: Path, unit: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 class SpillStore:
-    """Gather token ranges from the units' spilled files, memory-mapped."""
+    """Gather token ranges from the units' spilled files with positioned reads.
+
+    Nothing is memory-mapped: a page-cache folio faulted into a mapping can be up to megabytes,
+    so gathering scattered documents through ``mmap`` made resident memory follow the corpus.
+    ``os.preadv`` copies each run of adjacent segments straight from the page cache into a
+    staging block, and one vectorized permutation puts the block in row order. Memory is the
+    output plus one block; file descriptors are opened per call, so the store is thread-safe.
+    """
 
     def __init__(self, work: Path, n_units: int):
-        self.maps: list = []
-        self.arrays: list[np.ndarray] = []
-        for u in range(n_units):
-            path = _name(Path(work), u, "tokens")
-            if path.stat().st_size == 0:
-                self.maps.append(None)
-                self.arrays.append(np.zeros(0, np.int32))
-                continue
-            with open(path, "rb") as f:
-                m = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-            self.maps.append(m)
-            self.arrays.append(np.frombuffer(m, dtype=np.int32))
+        self.paths = [_name(Path(work), u, "tokens") for u in range(n_units)]
 
     def gather(self, unit: np.ndarray, start: np.ndarray, length: np.ndarray,
-               block_tokens: int = 1 << 16) -> np.ndarray:
+               block_tokens: int = 1 << 18) -> np.ndarray:
         """Tokens of segments ``[start, start+length)`` of ``unit``'s file, concatenated in order.
 
-        Vectorized over blocks of about ``block_tokens`` tokens, so the index arrays stay small
-        whatever the shard size.
+        Works in blocks of about ``block_tokens`` tokens, so index arrays stay small whatever the
+        shard size; one read per run of segments adjacent in their file (not one per segment
+        where documents follow each other, as chunks of a long document do).
         """
         length = length.astype(np.int64, copy=False)
         out = np.empty(int(length.sum()), dtype=np.int32)
         ends = np.cumsum(length)
         bounds = np.searchsorted(ends, np.arange(block_tokens, int(ends[-1]) if ends.size else 0,
                                                  block_tokens), side="left") + 1
-        for a, b in zip(np.r_[0, bounds], np.r_[bounds, length.size]):
-            if a >= b:
-                continue
-            lens, base = length[a:b], int(ends[a] - length[a])
-            step = np.arange(int(lens.sum()), dtype=np.int64) - np.repeat(np.cumsum(lens) - lens,
-                                                                          lens)
-            src = np.repeat(start[a:b], lens) + step
-            units = np.repeat(unit[a:b], lens)
-            dst = out[base : base + src.size]
-            order = np.argsort(units, kind="stable")  # one group per unit file
-            cuts = np.flatnonzero(np.diff(units[order])) + 1
-            for group in np.split(order, cuts):
-                dst[group] = self.arrays[int(units[group[0]])][src[group]]
-            self.release()  # each segment faults in up to 64 KB around it: drop them per block
+        fds: dict[int, int] = {}
+        try:
+            for a, b in zip(np.r_[0, bounds], np.r_[bounds, length.size]):
+                if a < b:
+                    base = int(ends[a] - length[a])
+                    self._block(fds, unit[a:b], start[a:b], length[a:b],
+                                out[base : base + int(ends[b - 1]) - base])
+        finally:
+            for fd in fds.values():
+                os.close(fd)
         return out
 
-    def release(self) -> None:
-        """Drop mapped pages from this process's resident set (the page cache keeps them)."""
-        for m in self.maps:
-            if m is not None and hasattr(m, "madvise"):
-                m.madvise(mmap.MADV_DONTNEED)
+    def _block(self, fds: dict, unit, start, length, dst: np.ndarray) -> None:
+        order = np.lexsort((start, unit))  # file order: adjacent segments become one read
+        u, s, n = unit[order], start[order], length[order]
+        new_run = np.ones(u.size, dtype=bool)
+        new_run[1:] = (u[1:] != u[:-1]) | (s[1:] != s[:-1] + n[:-1])
+        heads = np.flatnonzero(new_run)
+        run_len = np.add.reduceat(n, heads)
+        staging = np.empty(int(n.sum()), dtype=np.int32)
+        view = memoryview(staging).cast("B")
+        pos = 0
+        for ru, rs, rn in zip(u[heads].tolist(), s[heads].tolist(), run_len.tolist()):
+            fd = fds.get(ru)
+            if fd is None:
+                fd = fds[ru] = os.open(self.paths[ru], os.O_RDONLY)
+            got = os.preadv(fd, [view[pos * 4 : (pos + rn) * 4]], rs * 4)
+            if got != rn * 4:
+                raise OSError(f"{self.paths[ru]}: short read at token {rs} "
+                              f"({got} of {rn * 4} bytes): spill file truncated")
+            pos += rn
+        # staging holds the segments in file order; scatter them back to row order
+        dst_start = (np.cumsum(length) - length)[order]
+        src_start = np.cumsum(n) - n
+        step = np.arange(staging.size, dtype=np.int64) - np.repeat(src_start, n)
+        dst[np.repeat(dst_start, n) + step] = staging
 
     def close(self) -> None:
-        self.arrays.clear()
-        for m in self.maps:
-            if m is not None:
-                m.close()
-        self.maps.clear()
+        """Nothing is held between calls; kept so callers can treat stores alike."""

@@ -55,9 +55,10 @@ class Tokenize:
         self._batches += 1
         if self._batches % TRIM_EVERY == 0:  # hand freed encodings back to the OS (~10 ms)
             memory.trim()
-        ids = [e.ids for e in encodings]
-        raw = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
-        flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int32, count=int(raw.sum()))
+        raw = np.fromiter(map(len, encodings), dtype=np.int64, count=len(encodings))
+        # one document's id list at a time: a batch's ids as Python ints would be ~36 bytes each
+        ids = itertools.chain.from_iterable(e.ids for e in encodings)
+        flat = np.fromiter(ids, dtype=np.int32, count=int(raw.sum()))
         lengths = raw.copy()
         starts = np.cumsum(raw) - raw
         if self.bos is not None:

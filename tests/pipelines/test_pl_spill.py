@@ -1,0 +1,53 @@
+"""SpillStore.gather against plain slicing of the unit files, and a truncated spill caught."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipelines.steps import spill
+
+
+def _write_units(tmp_path, sizes, seed):
+    rng = np.random.default_rng(seed)
+    arrays = []
+    for u, n in enumerate(sizes):
+        a = rng.integers(0, 50257, n, dtype=np.int32)
+        a.tofile(tmp_path / f"unit-{u:05d}.tokens")
+        arrays.append(a)
+    return arrays
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n_units=st.integers(1, 4), n_seg=st.integers(0, 60),
+       block=st.sampled_from([1, 7, 64, 1 << 18]), adjacent=st.floats(0, 1))
+def test_gather_matches_slicing(tmp_path_factory, seed, n_units, n_seg, block, adjacent):
+    tmp = tmp_path_factory.mktemp("spill")
+    rng = np.random.default_rng(seed)
+    arrays = _write_units(tmp, rng.integers(1, 400, n_units), seed)
+    unit = rng.integers(0, n_units, n_seg)
+    start = np.empty(n_seg, np.int64)
+    length = np.empty(n_seg, np.int64)
+    for i in range(n_seg):  # test set-up only: some segments continue the previous one
+        size = arrays[unit[i]].size
+        if i and unit[i] == unit[i - 1] and rng.random() < adjacent \
+                and start[i - 1] + length[i - 1] < size:
+            start[i] = start[i - 1] + length[i - 1]
+        else:
+            start[i] = rng.integers(0, size)
+        length[i] = rng.integers(0, size - start[i] + 1)
+    want = (np.concatenate([arrays[u][s : s + n] for u, s, n in zip(unit, start, length)])
+            if n_seg else np.zeros(0, np.int32))
+    got = spill.SpillStore(tmp, n_units).gather(unit, start, length, block_tokens=block)
+    assert got.dtype == np.int32
+    np.testing.assert_array_equal(got, want)
+
+
+def test_truncated_spill_is_an_error(tmp_path):
+    _write_units(tmp_path, [100], 0)
+    store = spill.SpillStore(tmp_path, 1)
+    with open(tmp_path / "unit-00000.tokens", "r+b") as f:
+        f.truncate(40 * 4)
+    with pytest.raises(OSError, match="short read"):
+        store.gather(np.array([0]), np.array([30]), np.array([20]))

@@ -2,12 +2,20 @@
 cluster), 1 and 2 workers, on N copies of the pipeline benchmark's corpus (default 8 copies,
 ~47 M tokens), one JSON-lines.zst file per copy.
 
-    python benchmarks/bench_engines_scale.py [--copies 8]
+    python benchmarks/bench_engines_scale.py [--copies 8] [--mode pinned|shared|both]
 
-Each cell is a fresh ``fewtrunc run`` subprocess; every engine's shards are checked byte-identical
-to the local engine's. The Ray cluster (``ray start --head`` on 127.0.0.1, 2 CPUs) is started once
-and is up only during the Ray cells. Complements ``bench_engines.py``, whose corpora (6–15 M
-tokens) are small enough that fixed start-up dominates.
+Two ways to give a run "w workers", both reported (``--mode both``, the default):
+- pinned: the run and every process it starts are bound to w cores (CPU affinity, inherited by
+  Beam's worker processes and by the Ray cluster, which is started per cell count under the same
+  affinity with w CPUs). This measures what a second worker *and its core* buy.
+- shared: w workers on the whole machine. One "worker" then still gets help from the idle
+  second core (reading, parsing and spilling overlap with its tokenizing), so 2 vs 1 understates
+  scaling.
+Workers: local = ``local.workers`` tokenizer threads; beam = ``beam.num_workers`` DirectRunner
+processes; ray = ``ray.concurrency`` tokenize actors of 1 CPU. Each cell is a fresh ``fewtrunc
+run`` subprocess; every engine's shards are checked byte-identical to the local engine's.
+Complements ``bench_engines.py``, whose corpora (6–15 M tokens) are small enough that fixed
+start-up dominates.
 """
 from __future__ import annotations
 
@@ -29,20 +37,21 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from bench_pipeline import corpus_texts  # noqa: E402
 
 
-def run_cell(engine: str, workers: int, paths: str, out: Path, cluster=None) -> tuple:
+def run_cell(engine: str, workers: int, paths: str, out: Path, cores=None, cluster=None) -> tuple:
     env = dict(cluster.env if cluster else os.environ)
     env.pop("RAY_ADDRESS", None)
     args = [sys.executable, "-m", "pipelines.cli", "run", str(ROOT / "configs" / "demo.yaml"),
             f"input.paths={paths}", f"output.dir={out}", "output.report=false",
             f"engine={engine}", "--quiet"]
     if engine == "local":
-        env["RAYON_NUM_THREADS"] = str(workers)
+        args.append(f"local.workers={workers}")
     elif engine == "beam":
         args.append(f"beam.num_workers={workers}")
     else:
         args += [f"ray.address={cluster.address}", f"ray.concurrency={workers}"]
     t0 = time.perf_counter()
-    proc = subprocess.run(args, env=env, capture_output=True, text=True, cwd=ROOT)
+    proc = subprocess.run(args, env=env, capture_output=True, text=True, cwd=ROOT,
+                          preexec_fn=(lambda: os.sched_setaffinity(0, cores)) if cores else None)
     wall = time.perf_counter() - t0
     if proc.returncode:
         raise SystemExit(f"{engine} x{workers} failed:\n{proc.stderr[-3000:]}")
@@ -51,44 +60,82 @@ def run_cell(engine: str, workers: int, paths: str, out: Path, cluster=None) -> 
     return wall, tokens, shards
 
 
+def start_cluster(num_cpus: int, cores):
+    """A local Ray cluster whose processes all inherit the affinity ``cores`` (None: every core)."""
+    from pipelines.engines.ray_cluster import LocalRayCluster
+
+    before = os.sched_getaffinity(0)
+    if cores:
+        os.sched_setaffinity(0, cores)
+    try:
+        return LocalRayCluster(num_cpus=num_cpus).start()
+    finally:
+        os.sched_setaffinity(0, before)
+
+
+def run_mode(mode: str, paths: str, tmp: Path) -> dict:
+    results = {}
+    cores_of = (lambda w: set(sorted(os.sched_getaffinity(0))[:w])) if mode == "pinned" \
+        else (lambda w: None)
+    for engine in ("local", "beam"):
+        for w in (1, 2):
+            results[(engine, w)] = run_cell(engine, w, paths, tmp / f"{mode}-{engine}{w}",
+                                            cores_of(w))
+            print(f"  {mode} {engine} x{w}: {results[(engine, w)][0]:.1f} s", file=sys.stderr)
+    cluster = None
+    for w in (1, 2):
+        if cluster is None or mode == "pinned":  # pinned: a cluster of w CPUs on w cores
+            if cluster is not None:
+                cluster.stop()
+            cluster = start_cluster(w if mode == "pinned" else 2, cores_of(w))
+        try:
+            results[("ray-cluster", w)] = run_cell("ray", w, paths, tmp / f"{mode}-ray{w}",
+                                                   cores_of(w), cluster)
+        except BaseException:
+            cluster.stop()
+            raise
+        print(f"  {mode} ray-cluster x{w}: {results[('ray-cluster', w)][0]:.1f} s", file=sys.stderr)
+    cluster.stop()
+    return results
+
+
+def table(results: dict) -> str:
+    ref_wall, _, ref_shards = results[("local", 2)]
+    lines = ["| engine | workers | wall s | tokens/s | 2 vs 1 worker | vs local at 2 | shards = local |",
+             "|---|---|---|---|---|---|---|"]
+    for (engine, w), (wall, tok, shards) in results.items():
+        one = results[(engine, 1)][0]
+        speed = f"{one / wall:.2f}x" if w == 2 else ""
+        share = f"{ref_wall / wall:.0%}" if w == 2 else ""
+        same = "yes" if shards == ref_shards else "NO"
+        lines.append(f"| {engine} | {w} | {wall:.1f} | {tok / wall:,.0f} | {speed} | {share} "
+                     f"| {same} |")
+    return "\n".join(lines)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--copies", type=int, default=8)
+    ap.add_argument("--mode", choices=("pinned", "shared", "both"), default="both")
     args = ap.parse_args()
-    from pipelines.engines.ray_cluster import LocalRayCluster
-
+    if len(os.sched_getaffinity(0)) < 2:
+        raise SystemExit("needs at least 2 cores")
     texts = corpus_texts()
     data = "".join(json.dumps({"text": t}) + "\n" for t in texts).encode()
     blob = zstandard.ZstdCompressor(level=3).compress(data)
-    results = {}
+    modes = ("pinned", "shared") if args.mode == "both" else (args.mode,)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         files = []
         for i in range(args.copies):
             (tmp / f"copy{i}.jsonl.zst").write_bytes(blob)
             files.append(str(tmp / f"copy{i}.jsonl.zst"))
-        paths = ",".join(files)
-        for engine in ("local", "beam"):
-            for w in (1, 2):
-                results[(engine, w)] = run_cell(engine, w, paths, tmp / f"{engine}{w}")
-                print(f"  {engine} x{w}: {results[(engine, w)][0]:.1f} s", file=sys.stderr)
-        cluster = LocalRayCluster(num_cpus=2).start()
-        try:
-            for w in (1, 2):
-                results[("ray-cluster", w)] = run_cell("ray", w, paths, tmp / f"ray{w}", cluster)
-                print(f"  ray-cluster x{w}: {results[('ray-cluster', w)][0]:.1f} s", file=sys.stderr)
-        finally:
-            cluster.stop()
-    ref_wall, tokens, ref_shards = results[("local", 2)]
+        results = {mode: run_mode(mode, ",".join(files), tmp) for mode in modes}
+    tokens = next(iter(results.values()))[("local", 1)][1]
     print(f"{args.copies} copies, {tokens:,} tokens; {os.cpu_count()} cores\n")
-    print("| engine | workers | wall s | tokens/s | 2 vs 1 worker | vs local at 2 | shards = local |")
-    print("|---|---|---|---|---|---|---|")
-    for (engine, w), (wall, tok, shards) in results.items():
-        one = results[(engine, 1)][0]
-        speed = f"{one / wall:.2f}x" if w == 2 else ""
-        share = f"{ref_wall / wall:.0%}" if w == 2 else ""
-        same = "yes" if shards == ref_shards else "NO"
-        print(f"| {engine} | {w} | {wall:.1f} | {tok / wall:,.0f} | {speed} | {share} | {same} |")
+    for mode, res in results.items():
+        print(f"{mode} (workers {'= cores' if mode == 'pinned' else 'on every core'}):\n")
+        print(table(res) + "\n")
     return 0
 
 

@@ -120,7 +120,7 @@ COPIES = (1, 2, 4, 8)
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--write-readme", action="store_true", help="update benchmarks/README.md")
-    ap.add_argument("--batch-bytes", type=int, default=2_000_000)
+    ap.add_argument("--batch-bytes", type=int, default=1_000_000)
     args = ap.parse_args()
     texts = corpus_texts()
     mb = sum(len(t.encode()) for t in texts) / 1e6

@@ -50,7 +50,7 @@ class TokenizerConfig:
     add_eos: bool = True
     bos_token: str = "<|endoftext|>"
     eos_token: str = "<|endoftext|>"
-    batch_bytes: int = 2_000_000  # text per encode_batch call
+    batch_bytes: int = 1_000_000  # text per encode_batch call (bounds memory: see docs)
 
 
 @dataclass(frozen=True)
@@ -82,6 +82,16 @@ class OutputConfig:
         if not self.dir:
             raise ConfigError("output.dir must not be empty")
         _positive("output.rows_per_shard", self.rows_per_shard)
+
+
+@dataclass(frozen=True)
+class LocalConfig:
+    """``engine: local`` only."""
+
+    workers: int = 0  # tokenizer threads, each encoding whole batches; 0 = every core
+
+    def __post_init__(self):
+        _positive("local.workers", self.workers, 0)
 
 
 @dataclass(frozen=True)
@@ -124,6 +134,7 @@ class RunConfig:
     pack: PackConfig = field(default_factory=PackConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     engine: str = "local"
+    local: LocalConfig = field(default_factory=LocalConfig)
     ray: RayConfig = field(default_factory=RayConfig)
     beam: BeamConfig = field(default_factory=BeamConfig)
 

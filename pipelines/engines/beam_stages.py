@@ -4,7 +4,6 @@ Imported lazily by ``beam_engine`` (Beam is an optional extra).
 """
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from pathlib import Path
@@ -60,10 +59,9 @@ class TokenizeFn(beam.DoFn):
         self.tokenizer_cfg, self.parts_dir, self.threads = tokenizer_cfg, parts_dir, threads
 
     def setup(self):
-        from pipelines.steps.tokenize import Tokenize
+        from pipelines.steps.tokenize import Tokenize, set_worker_threads
 
-        # One tokenizer thread per worker: the workers are the parallelism.
-        os.environ["RAYON_NUM_THREADS"] = str(self.threads)
+        set_worker_threads(self.threads)  # the workers are the parallelism
         self.tokenize = Tokenize(self.tokenizer_cfg)
 
     def process(self, element):

@@ -1,7 +1,7 @@
 """What every engine does the same way: prepare the output directory, resume from markers,
 plan rows, write one shard, and finalize (rejects, stats, report, manifest last).
 
-An engine adapter only decides *where* ``tokenize_unit``-style work and ``write_shard_job`` run;
+An engine adapter only decides *where* ``tokenize_units``-style work and ``write_shard_job`` run;
 all file names, markers and bytes come from here and from the steps.
 """
 from __future__ import annotations
@@ -42,7 +42,7 @@ class RunContext:
     inputs: dict
 
 
-ENGINE_KEYS = ("engine", "ray", "beam")  # how a run is executed, not what it produces
+ENGINE_KEYS = ("engine", "local", "ray", "beam")  # how a run is executed, not what it produces
 
 
 def _fingerprint(config: dict, tok_fp: str, digest: str) -> str:

@@ -1,8 +1,9 @@
 """The local engine: every step on this machine's cores, no cluster.
 
-Per unit, three things overlap: a reader thread reads and parses batch k+2, the tokenizer's own
-threads encode batch k+1 (the GIL is released while they run), and the main thread turns batch k
-into numpy and spills it. Shards are built and written by a thread pool (zstd and the gather
+Three things overlap: a reader thread reads and parses the next batches, ``local.workers``
+threads each encode a whole batch (the tokenizer releases the GIL and runs on the calling thread),
+and the main thread turns the oldest encoded batch into numpy and spills it, in input order;
+units (input files) follow each other in the same stream. Shards are built and written by a thread pool (zstd and the gather
 release the GIL). Progress bars show documents, tokens and MB/s.
 """
 from __future__ import annotations
@@ -11,12 +12,14 @@ import os
 import queue
 import threading
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
 from pipelines.engines import common
 from pipelines.faults import crash_point
 from pipelines.steps import spill
 from pipelines.steps.read import Reader
+from pipelines.steps.tokenize import one_thread_per_call
 
 _END = object()
 
@@ -52,33 +55,52 @@ def prefetch(iterator, depth: int = 2):
         stop.set()
 
 
-def tokenize_unit(ctx, unit, reader: Reader, bar=None) -> dict:
-    """Read, tokenize and spill one unit; returns its completion marker."""
+def _batches(units, reader: Reader):
+    """Every unit's text batches in order, each unit closed by ``(unit, None)``."""
+    for unit in units:
+        for batch in reader(unit):
+            yield unit, batch
+        yield unit, None
+
+
+def tokenize_units(ctx, units, reader: Reader, bar=None) -> list[dict]:
+    """Read, tokenize and spill ``units``; returns their completion markers.
+
+    Units stream back to back: the next unit is read and encoded while the last batches of the
+    previous one are assembled, so the cores do not idle at file boundaries.
+    """
     tok = ctx.tokenize
-    out = spill.UnitSpill(ctx.work, unit.index)
-    with ThreadPoolExecutor(1) as pool:
-        pending = None
+    spills: dict[int, spill.UnitSpill] = {}
+    markers = []
 
-        def drain(item):
-            batch, future = item
-            tb = tok.assemble(batch, future.result())
-            out.add(tb)
-            if bar is not None:
-                bar.update(tb.bytes)
-                bar.docs += tb.records
-                bar.tokens += int(tb.lengths.sum())
-                bar.set_postfix_str(f"{bar.docs:,} docs, {bar.tokens:,} tokens", refresh=False)
+    def drain(unit, batch, future):
+        out = spills.get(unit.index)
+        if out is None:
+            out = spills[unit.index] = spill.UnitSpill(ctx.work, unit.index)
+        if batch is None:  # the unit's last batch is in: publish it
+            markers.append(spills.pop(unit.index).finish())
+            crash_point("unit", unit.index)
+            return
+        tb = tok.assemble(batch, future.result())
+        out.add(tb)
+        if bar is not None:
+            bar.update(tb.bytes)
+            bar.docs += tb.records
+            bar.tokens += int(tb.lengths.sum())
+            bar.set_postfix_str(f"{bar.docs:,} docs, {bar.tokens:,} tokens", refresh=False)
 
-        for batch in prefetch(reader(unit)):
-            item = (batch, pool.submit(tok.encode, batch.texts))
-            if pending is not None:
-                drain(pending)
-            pending = item
-        if pending is not None:
-            drain(pending)
-    marker = out.finish()
-    crash_point("unit", unit.index)
-    return marker
+    workers = ctx.cfg.local.workers or os.cpu_count() or 1
+    inflight: deque = deque()
+    with one_thread_per_call(), ThreadPoolExecutor(workers) as pool:
+        for unit, batch in prefetch(_batches(units, reader), depth=workers):
+            future = None if batch is None else pool.submit(tok.encode, batch.texts)
+            inflight.append((unit, batch, future))
+            # keep ``workers`` batches encoding; a unit's end marker is drained once it is oldest
+            while inflight and (inflight[0][2] is None or len(inflight) > workers):
+                drain(*inflight.popleft())
+        while inflight:
+            drain(*inflight.popleft())
+    return markers
 
 
 def _bar(progress: bool, total: int, desc: str, unit: str = "B"):
@@ -101,8 +123,7 @@ def run(cfg, progress: bool = False) -> dict:
     reader = Reader(cfg.input, cfg.tokenizer.batch_bytes)
     total = sum(s.size for u in todo for s in u.sources)
     bar = _bar(progress, total, "tokenize")
-    for unit in todo:
-        tokenize_unit(ctx, unit, reader, bar)
+    tokenize_units(ctx, todo, reader, bar)
     bar.close()
     timings["tokenize_s"] = time.perf_counter() - t0
 

@@ -5,7 +5,6 @@ its settings), never at ``fewtrunc`` start-up.
 """
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from pipelines.engines import common
 from pipelines.engines.arrow_batches import read_part, text_batches, text_table, write_part
 from pipelines.steps import spill
 from pipelines.steps.read import Reader
-from pipelines.steps.tokenize import Tokenize
+from pipelines.steps.tokenize import Tokenize, set_worker_threads
 
 PARTS = "ray-parts"
 _PART_RE = re.compile(r"unit-(\d+)\.part-(\d+)\.arrow$")
@@ -44,8 +43,7 @@ class TokenizeActor:
     """
 
     def __init__(self, tokenizer_cfg, threads: int = 1, parts_dir: str = ""):
-        # The Rust tokenizer sizes its thread pool from this on first use: one per reserved CPU.
-        os.environ["RAYON_NUM_THREADS"] = str(max(1, threads))
+        set_worker_threads(threads)  # one tokenizer thread per reserved CPU
         self.tokenize = Tokenize(tokenizer_cfg)
         self.parts_dir = Path(parts_dir)
 

@@ -17,6 +17,7 @@ import yaml
 
 import pipelines
 from pipelines import api
+from pipelines.engines.common import ENGINE_KEYS
 from tests.pipelines.conftest import english_records, write_jsonl
 
 SKIP = ("timings.json", "manifest.json", "config.yaml")
@@ -54,7 +55,7 @@ def write_config(path: Path, cfg: dict) -> Path:
 def comparable_manifest(out: Path) -> dict:
     m = json.loads((Path(out) / "manifest.json").read_text())
     m = copy.deepcopy(m)
-    for key in ("engine", "ray", "beam"):
+    for key in ENGINE_KEYS:
         m["config"].pop(key, None)
     m["config"]["output"].pop("dir", None)
     m.pop("run_fingerprint", None)  # a hash of the config, engine and directory included

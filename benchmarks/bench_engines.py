@@ -4,7 +4,7 @@
 
 Each run is a fresh ``fewtrunc run`` subprocess on the demo corpus (shipped English text plus the
 first ``--docs`` standard-library files), so start-up costs are counted as a user sees them.
-"Workers": local = tokenizer threads (``RAYON_NUM_THREADS``); ray = tokenize actors of 1 CPU on a
+"Workers": local = tokenizer threads (``local.workers``); ray = tokenize actors of 1 CPU on a
 private local Ray started by the run (``ray.num_cpus=2``, start-up counted); ray-cluster = the
 same actors on an already running 2-CPU cluster (``ray start --head`` on 127.0.0.1, joined with
 ``ray.address``), as on a real cluster where start-up is not paid per job; beam = DirectRunner
@@ -40,7 +40,7 @@ def one_run(engine: str, workers: int, out: Path, docs: int, large: bool = False
     if engine == "ray-cluster":
         args += [f"ray.address={cluster.address}", f"ray.concurrency={workers}"]
     elif engine == "local":
-        env["RAYON_NUM_THREADS"] = str(workers)
+        args += [f"local.workers={workers}"]
     elif engine == "ray":
         args += ["ray.num_cpus=2", f"ray.concurrency={workers}"]
     elif engine == "beam":

@@ -90,6 +90,21 @@ def test_two_runs_identical_and_rerun_changes_nothing(tmp_path, corpus):
     assert {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in outs[0].iterdir()} == before
 
 
+def test_worker_threads_do_not_change_the_bytes(tmp_path, corpus):
+    """Many small units and batches, encoded by 1 or 3 threads: the same files, byte for byte."""
+    outs = []
+    for workers in (1, 3):
+        out = tmp_path / f"w{workers}"
+        pipelines.run(None, base_overrides(out, str(corpus), TREE, **{
+            "input.include": "'*.py'", "tokenizer.batch_bytes": 3000, "input.unit_bytes": 20000,
+            "local.workers": workers}))
+        outs.append(out)
+    a, b = (file_bytes(o, skip=("timings.json", "manifest.json", "config.yaml")) for o in outs)
+    assert a == b and sum(k.endswith(".arrow") for k in a) > 1
+    ma, mb = (json.loads((o / "manifest.json").read_text()) for o in outs)
+    assert ma["totals"] == mb["totals"] and ma["shards"] == mb["shards"]
+
+
 def test_verify_catches_a_flipped_byte(tmp_path, corpus):
     out = tmp_path / "out"
     pipelines.run(None, base_overrides(out, str(corpus)))

@@ -1,6 +1,7 @@
 """Engines at a corpus size where start-up is amortized: local, Beam and Ray (joined to a running
 cluster), 1 and 2 workers, on N copies of the pipeline benchmark's corpus (default 8 copies,
-~47 M tokens), one JSON-lines.zst file per copy.
+~47 M tokens), one JSON-lines.zst file per copy and one input unit per file
+(``input.unit_bytes`` = 3 MB, as in a real corpus of many files of 64 MB or more).
 
     python benchmarks/bench_engines_scale.py [--copies 8] [--mode pinned|shared|both] [--repeat N]
 
@@ -39,12 +40,15 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from bench_pipeline import corpus_texts  # noqa: E402
 
 
+UNIT_BYTES = 3_000_000  # one input unit per copy, as in a corpus of many files of >= unit_bytes
+
+
 def run_cell(engine: str, workers: int, paths: str, out: Path, cores=None, cluster=None) -> tuple:
     env = dict(cluster.env if cluster else os.environ)
     env.pop("RAY_ADDRESS", None)
     args = [sys.executable, "-m", "pipelines.cli", "run", str(ROOT / "configs" / "demo.yaml"),
             f"input.paths={paths}", f"output.dir={out}", "output.report=false",
-            f"engine={engine}", "--quiet"]
+            f"input.unit_bytes={UNIT_BYTES}", f"engine={engine}", "--quiet"]
     if engine == "local":
         args.append(f"local.workers={workers}")
     elif engine == "beam":

@@ -122,6 +122,9 @@ class BeamConfig:
     num_workers: int = 2  # DirectRunner: direct_num_workers
     running_mode: Literal["multi_processing", "multi_threading", "in_memory"] = "multi_processing"
     options: tuple[str, ...] = ()  # more PipelineOptions flags, e.g. --project=P --region=R
+    # spread each unit's text batches over the workers again after reading (a barrier): "auto" =
+    # only when there are fewer than 2 units per worker, else each worker streams its own units
+    rebalance: Literal["auto", "always", "never"] = "auto"
 
     def __post_init__(self):
         _positive("beam.num_workers", self.num_workers)

@@ -90,6 +90,13 @@ def make_runner(options):
 # --- transforms -----------------------------------------------------------------------------
 
 
+def rebalance(bcfg, n_units: int) -> bool:
+    """Spread batches again after reading? Needed when units are too few to keep workers busy."""
+    if bcfg.rebalance != "auto":
+        return bcfg.rebalance == "always"
+    return n_units < 2 * bcfg.num_workers
+
+
 def build(p, ctx, units: list[int], t0: float):
     """The whole job on pipeline ``p``; ``ctx`` is a ``common.RunContext`` without tokenizer."""
     import apache_beam as beam
@@ -99,7 +106,8 @@ def build(p, ctx, units: list[int], t0: float):
     markers = (
         p
         | "Units" >> beam.Create(units)
-        | "ReadDocuments" >> s.ReadDocuments(ctx.cfg.input, ctx.cfg.tokenizer.batch_bytes, ctx.units)
+        | "ReadDocuments" >> s.ReadDocuments(ctx.cfg.input, ctx.cfg.tokenizer.batch_bytes, ctx.units,
+                                             rebalance=rebalance(ctx.cfg.beam, len(units)))
         | "TokenizeBatches" >> s.TokenizeBatches(ctx.cfg.tokenizer, str(ctx.work / PARTS))
         | "SpillUnits" >> s.SpillUnits(str(ctx.work), str(ctx.work / PARTS))
     )

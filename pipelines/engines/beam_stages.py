@@ -34,17 +34,21 @@ class ReadFn(beam.DoFn):
 
 
 class ReadDocuments(beam.PTransform):
-    """Unit indices -> text batches, spread over the workers (a unit is read by one worker)."""
+    """Unit indices -> text batches (a unit is read by one worker).
 
-    def __init__(self, input_cfg, batch_bytes: int, units):
+    With ``rebalance`` the batches are spread over the workers again, so that one large unit is
+    tokenized in parallel; the shuffle is a barrier (every unit is read before tokenizing
+    starts). Without it, reading fuses with tokenizing: each worker streams its own units.
+    """
+
+    def __init__(self, input_cfg, batch_bytes: int, units, rebalance: bool = True):
         super().__init__()
         self.fn = ReadFn(input_cfg, batch_bytes, units)
+        self.rebalance = rebalance
 
     def expand(self, units):
-        return (units
-                | "Spread" >> beam.Reshuffle()
-                | "Read" >> beam.ParDo(self.fn)
-                | "Rebalance" >> beam.Reshuffle())
+        batches = units | "Spread" >> beam.Reshuffle() | "Read" >> beam.ParDo(self.fn)
+        return batches | "Rebalance" >> beam.Reshuffle() if self.rebalance else batches
 
 
 class TokenizeFn(beam.DoFn):

@@ -1,9 +1,9 @@
 """The Ray engine: the same steps as the local engine, scheduled by Ray Data on a cluster.
 
-    units --map_batches(read_units)--> text batches (Arrow rows: unit, part, doc_ids, texts)
+    units --map_batches(ReadActor, pool)--> text batches (Arrow rows: unit, part, doc_ids, texts)
           --map_batches(TokenizeActor, actors)--> work/ray-parts/unit-U.part-P.arrow, written by
             the actor itself (deterministic names); only (unit, part, docs) rows return
-    commit_unit (one task per unit) --> the local engine's spill files + unit marker
+    commit_units (one task per actor) --> the local engine's spill files + unit markers
     common.plan (driver: split + pack on document lengths only, 8 bytes per chunk in the packer)
     shard ranges --write_datasink(ShardSink)--> shard-K.arrow (gathered in parallel, fixed names)
     common.finalize --> rejects, stats, report, manifest (last)
@@ -101,7 +101,7 @@ def tokenize_units(ctx, todo: list, rcfg, progress: bool = False) -> list:
     import ray
     import ray.data
 
-    from pipelines.engines.ray_stages import TokenizeActor, commit_unit, read_units
+    from pipelines.engines.ray_stages import ReadActor, TokenizeActor, commit_units
 
     _data_context(rcfg, progress)
     parts_dir = ctx.work / PARTS
@@ -111,13 +111,14 @@ def tokenize_units(ctx, todo: list, rcfg, progress: bool = False) -> list:
     units = {u.index: u for u in todo}
     ds = ray.data.from_items([{"unit": u.index} for u in todo], override_num_blocks=len(todo))
     ds = ds.map_batches(
-        read_units,
+        ReadActor,
         batch_size=1,
         batch_format="pyarrow",
-        fn_kwargs={"input_cfg": ctx.cfg.input, "batch_bytes": ctx.cfg.tokenizer.batch_bytes,
-                   "units": units},
+        fn_constructor_args=(ctx.cfg.input, ctx.cfg.tokenizer.batch_bytes, units),
+        compute=ray.data.ActorPoolStrategy(size=max(1, min(actors, len(todo)))),
         num_cpus=rcfg.io_cpus,
-        max_retries=rcfg.max_task_retries,
+        max_restarts=rcfg.max_restarts,
+        max_task_retries=rcfg.max_task_retries,
     )
     ds = ds.map_batches(
         TokenizeActor,
@@ -133,8 +134,10 @@ def tokenize_units(ctx, todo: list, rcfg, progress: bool = False) -> list:
     written = ds.take_all()  # the actors wrote the parts; these are (unit, part, docs) rows
     if len({(r["unit"], r["part"]) for r in written}) != len(written):
         raise FatalError("Ray tokenized a batch twice in one run")
-    commit = ray.remote(num_cpus=rcfg.io_cpus, max_retries=rcfg.max_task_retries)(commit_unit)
-    markers = ray.get([commit.remote(str(ctx.work), str(parts_dir), u.index) for u in todo])
+    commit = ray.remote(num_cpus=rcfg.io_cpus, max_retries=rcfg.max_task_retries)(commit_units)
+    groups = [[u.index for u in todo[g::actors]] for g in range(min(actors, len(todo)))]
+    done = ray.get([commit.remote(str(ctx.work), str(parts_dir), g) for g in groups])
+    markers = sorted((m for ms in done for m in ms), key=lambda m: m["unit"])
     shutil.rmtree(parts_dir, ignore_errors=True)
     return markers
 

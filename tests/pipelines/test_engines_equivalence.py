@@ -101,10 +101,12 @@ def reference(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_beam_direct_runner_multiprocess_is_byte_identical(reference):
+@pytest.mark.parametrize("rebalance", ["always", "never"])
+def test_beam_direct_runner_multiprocess_is_byte_identical(reference, rebalance):
+    """Batches spread over the workers after reading, or each worker streaming its units."""
     root, paths, want = reference
-    out = root / "beam"
-    cfg = job_config(paths, out, engine="beam", beam={"num_workers": 2})
+    out = root / f"beam-{rebalance}"
+    cfg = job_config(paths, out, engine="beam", beam={"num_workers": 2, "rebalance": rebalance})
     result = pipelines.run(cfg)
     assert result["status"] == "complete"
     assert result["manifest"]["config"]["engine"] == "beam"

@@ -24,6 +24,14 @@ from pipelines.steps.tokenize import one_thread_per_call
 _END = object()
 
 
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity: a container's or taskset's limit)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def prefetch(iterator, depth: int = 2):
     """Run ``iterator`` in a thread, ``depth`` items ahead; its exceptions re-raise here."""
     q: queue.Queue = queue.Queue(maxsize=depth)
@@ -89,7 +97,7 @@ def tokenize_units(ctx, units, reader: Reader, bar=None) -> list[dict]:
             bar.tokens += int(tb.lengths.sum())
             bar.set_postfix_str(f"{bar.docs:,} docs, {bar.tokens:,} tokens", refresh=False)
 
-    workers = ctx.cfg.local.workers or os.cpu_count() or 1
+    workers = ctx.cfg.local.workers or usable_cores()
     inflight: deque = deque()
     with one_thread_per_call(), ThreadPoolExecutor(workers) as pool:
         for unit, batch in prefetch(_batches(units, reader), depth=workers):
@@ -136,7 +144,7 @@ def run(cfg, progress: bool = False) -> dict:
     store = spill.SpillStore(ctx.work, len(ctx.units))
     bar = _bar(progress, len(ranges), "write", unit="shard")
     try:
-        with ThreadPoolExecutor(max(1, min(os.cpu_count() or 1, 8))) as pool:
+        with ThreadPoolExecutor(min(usable_cores(), 8)) as pool:
             futures = [pool.submit(common.write_shard_job, ctx, rows, docs, store, k, a, b)
                        for k, (a, b) in enumerate(ranges)]
             shards = []

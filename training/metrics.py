@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from pipelines.plotting import pyplot, save_png
+
 
 class MetricsLog:
     """Append-only JSON lines; on resume, lines after the checkpoint's step are discarded."""
@@ -29,10 +31,7 @@ def read_metrics(path: str | Path) -> list[dict]:
 
 def plot_metrics(metrics_path: str | Path, png_path: str | Path) -> None:
     """Loss (and the fraction of targets dropped, when any) against the step."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     records = read_metrics(metrics_path)
     if not records:
@@ -47,5 +46,4 @@ def plot_metrics(metrics_path: str | Path, png_path: str | Path) -> None:
         axes[0][1].plot(steps, dropped, lw=1, color="tab:red")
         axes[0][1].set(xlabel="step", ylabel="fraction of targets dropped", title="truncation")
     fig.tight_layout()
-    fig.savefig(png_path, dpi=100)
-    plt.close(fig)
+    save_png(fig, png_path, dpi=100)

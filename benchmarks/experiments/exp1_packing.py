@@ -15,6 +15,7 @@ import numpy as np
 
 from common import (RESULTS, bfd_rows, concat_rows, markdown_table, save, stdlib_documents,
                     tokenize, train_arm, truncated_documents, write_rows, curves)
+from pipelines.plotting import pyplot, save_png
 from training.data import DocumentCollator, ShardDataset
 from training.evaluate import heldout_loss
 
@@ -70,10 +71,7 @@ def main() -> dict:
 
 
 def plot(results):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(6, 3.8))
     for r in results:
@@ -82,8 +80,7 @@ def plot(results):
     ax.set(xlabel="step", ylabel="training loss", title="Packing: BFD vs concatenation", ylim=(None, 6))
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(RESULTS / "exp1_packing.png", dpi=110)
-    plt.close(fig)
+    save_png(fig, RESULTS / "exp1_packing.png")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from common import (RESULTS, MarkovSource, markdown_table, one_doc_rows, save, train_arm, write_rows)
+from pipelines.plotting import pyplot, save_png
 from training.data import DocumentCollator, ShardDataset
 from training.evaluate import heldout_loss
 
@@ -103,10 +104,7 @@ def main() -> dict:
 
 
 def plot(settings):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, len(settings), figsize=(6 * len(settings), 3.5), sharey=True)
     for ax, st in zip(axes, settings):
@@ -116,8 +114,7 @@ def plot(settings):
                title=f"50% noisy sequences, confident states p={st['peak']}")
     axes[0].invert_yaxis()
     fig.tight_layout()
-    fig.savefig(RESULTS / "exp2_noise.png", dpi=110)
-    plt.close(fig)
+    save_png(fig, RESULTS / "exp2_noise.png")
 
 
 if __name__ == "__main__":

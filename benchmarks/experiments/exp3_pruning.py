@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from common import RESULTS, MarkovSource, markdown_table, one_doc_rows, save, train_arm, write_rows
+from pipelines.plotting import pyplot, save_png
 from training.data import DocumentCollator, ShardDataset
 from training.evaluate import heldout_loss
 
@@ -91,10 +92,7 @@ def main() -> dict:
 
 
 def plot(results):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3.5))
     names = [r["arm"] for r in results]
@@ -106,8 +104,7 @@ def plot(results):
     b.set(xlabel="share of noisy examples in the kept set (dashed: base rate)", title="kept-set composition")
     b.invert_yaxis()
     fig.tight_layout()
-    fig.savefig(RESULTS / "exp3_pruning.png", dpi=110)
-    plt.close(fig)
+    save_png(fig, RESULTS / "exp3_pruning.png")
 
 
 if __name__ == "__main__":

@@ -72,43 +72,30 @@ def token_table(unit: int, part: int, batch: TokenBatch) -> pa.Table:
     return pa.Table.from_arrays(cols, schema=TOKEN_SCHEMA)
 
 
-def _values(table: pa.Table, name: str, row: int) -> pa.Array:
-    return table.column(name).chunk(0)[row].values  # after combine_chunks: one chunk
+def _rows(table: pa.Table):
+    """(unit, part, the row's list columns by name, its counters) for every row of ``table``."""
+    table = table.combine_chunks()  # one chunk per column
+    for i in range(table.num_rows):
+        meta = {"rejects": json.loads(table.column("rejects")[i].as_py()),
+                "records": table.column("records")[i].as_py(),
+                "bytes": table.column("bytes")[i].as_py()}
+        values = lambda name, i=i: table.column(name).chunk(0)[i].values  # noqa: E731
+        yield table.column("unit")[i].as_py(), table.column("part")[i].as_py(), values, meta
 
 
 def text_batches(table: pa.Table):
     """(unit, part, TextBatch) for every row of ``table``."""
-    table = table.combine_chunks()
-    for i in range(table.num_rows):
-        yield (
-            table.column("unit")[i].as_py(),
-            table.column("part")[i].as_py(),
-            TextBatch(
-                doc_ids=_values(table, "doc_ids", i).to_numpy().tolist(),
-                texts=_values(table, "texts", i).to_pylist(),
-                rejects=json.loads(table.column("rejects")[i].as_py()),
-                records=table.column("records")[i].as_py(),
-                bytes=table.column("bytes")[i].as_py(),
-            ),
-        )
+    for unit, part, values, meta in _rows(table):
+        yield unit, part, TextBatch(doc_ids=values("doc_ids").to_numpy().tolist(),
+                                    texts=values("texts").to_pylist(), **meta)
 
 
 def token_batches(table: pa.Table):
     """(unit, part, TokenBatch) for every row of ``table``; arrays are views when possible."""
-    table = table.combine_chunks()
-    for i in range(table.num_rows):
-        yield (
-            table.column("unit")[i].as_py(),
-            table.column("part")[i].as_py(),
-            TokenBatch(
-                doc_ids=_values(table, "doc_ids", i).to_numpy(zero_copy_only=False),
-                lengths=_values(table, "lengths", i).to_numpy(zero_copy_only=False),
-                tokens=_values(table, "tokens", i).to_numpy(zero_copy_only=False),
-                rejects=json.loads(table.column("rejects")[i].as_py()),
-                records=table.column("records")[i].as_py(),
-                bytes=table.column("bytes")[i].as_py(),
-            ),
-        )
+    for unit, part, values, meta in _rows(table):
+        arrays = {name: values(name).to_numpy(zero_copy_only=False)
+                  for name in ("doc_ids", "lengths", "tokens")}
+        yield unit, part, TokenBatch(**arrays, **meta)
 
 
 # --- part files: one token batch per file, written by the worker that tokenized it -----------

@@ -135,10 +135,7 @@ class WriteShardFn(beam.DoFn):
         k, a, b = element
         docs, rows = beam_engine.load_plan(self.ctx.work)
         store = spill.SpillStore(self.ctx.work, len(self.ctx.units))
-        try:
-            yield k, common.write_shard_job(self.ctx, rows, docs, store, k, a, b)
-        finally:
-            store.close()
+        yield k, common.write_shard_job(self.ctx, rows, docs, store, k, a, b)
 
 
 class WriteShards(beam.PTransform):

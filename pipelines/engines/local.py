@@ -3,8 +3,8 @@
 Three things overlap: a reader thread reads and parses the next batches, ``local.workers``
 threads each encode a whole batch (the tokenizer releases the GIL and runs on the calling thread),
 and the main thread turns the oldest encoded batch into numpy and spills it, in input order;
-units (input files) follow each other in the same stream. Shards are built and written by a thread pool (zstd and the gather
-release the GIL). Progress bars show documents, tokens and MB/s.
+units (input files) follow each other in the same stream. Shards are built and written by a
+thread pool (zstd and the gather release the GIL). Progress bars show documents, tokens and MB/s.
 """
 from __future__ import annotations
 
@@ -153,7 +153,6 @@ def run(cfg, progress: bool = False) -> dict:
                 bar.update(1)
     finally:
         bar.close()
-        store.close()
     timings["write_s"] = time.perf_counter() - t2
     timings["total_s"] = time.perf_counter() - t0
     manifest = common.finalize(ctx, docs, rows, markers, shards, timings)

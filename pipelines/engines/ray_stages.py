@@ -98,13 +98,10 @@ class ShardSink(Datasink):
         rows, docs = ray.get(self.rows_ref), ray.get(self.docs_ref)
         store = spill.SpillStore(self.ctx.work, len(self.ctx.units))
         out = []
-        try:
-            for block in blocks:
-                block = pa.table(block) if not isinstance(block, pa.Table) else block
-                for k, a, b in zip(*(block.column(c).to_pylist() for c in ("shard", "start", "end"))):
-                    out.append((k, common.write_shard_job(self.ctx, rows, docs, store, k, a, b)))
-        finally:
-            store.close()
+        for block in blocks:
+            block = pa.table(block) if not isinstance(block, pa.Table) else block
+            for k, a, b in zip(*(block.column(c).to_pylist() for c in ("shard", "start", "end"))):
+                out.append((k, common.write_shard_job(self.ctx, rows, docs, store, k, a, b)))
         return out
 
     def on_write_complete(self, write_result) -> None:

@@ -10,6 +10,8 @@ import html
 import os
 from pathlib import Path
 
+from pipelines.plotting import pyplot, save_png
+
 PLOTS = ("lengths.png", "truncation.png", "fill.png", "overhead.png")
 
 
@@ -17,17 +19,8 @@ def _labels(edges: list) -> list[str]:
     return [f"{a:,}–{b - 1:,}" if b - a > 1 else f"{a:,}" for a, b in zip(edges, edges[1:])]
 
 
-def _save(fig, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
-    fig.savefig(tmp, dpi=110, metadata={"Software": None})
-    os.replace(tmp, path)
-
-
 def _plots(out: Path, stats: dict) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     import numpy as np
 
     algo, L = stats["algorithm"], stats["seq_len"]
@@ -37,8 +30,7 @@ def _plots(out: Path, stats: dict) -> None:
     ax.bar(x, h["counts"], color="#4c72b0")
     ax.set_xticks(x, _labels(h["edges"]), rotation=60, fontsize=7)
     ax.set(xlabel="document length (tokens)", ylabel="documents", title="Document lengths")
-    _save(fig, out / PLOTS[0])
-    plt.close(fig)
+    save_png(fig, out / PLOTS[0])
 
     t = stats["truncation_by_length"]
     docs = np.maximum(np.asarray(t["documents"], float), 1)
@@ -50,8 +42,7 @@ def _plots(out: Path, stats: dict) -> None:
     ax.set(xlabel="document length (tokens)", ylabel="% of documents truncated",
            title=f"Truncated documents by length, L={L}: {algo} vs concat")
     ax.legend()
-    _save(fig, out / PLOTS[1])
-    plt.close(fig)
+    save_png(fig, out / PLOTS[1])
 
     f = stats["fill_histogram"]
     fig, ax = plt.subplots(figsize=(6, 3.4), layout="constrained")
@@ -59,8 +50,7 @@ def _plots(out: Path, stats: dict) -> None:
            color="#8172b2")
     ax.set(xlabel="row fill (% of seq_len)", ylabel="rows", yscale="log",
            title="Fill distribution of the rows")
-    _save(fig, out / PLOTS[2])
-    plt.close(fig)
+    save_png(fig, out / PLOTS[2])
 
     fig, ax = plt.subplots(figsize=(6, 3.4), layout="constrained")
     names = ["lower bound", algo, "concat"] if algo != "concat" else ["lower bound", "concat"]
@@ -71,8 +61,7 @@ def _plots(out: Path, stats: dict) -> None:
         ax.annotate(f"{v:,}\n(+{extra:.4%})", (i, v), ha="center", va="bottom", fontsize=8)
     ax.set(ylabel="rows", title="Rows over the lower bound ceil(tokens/L)")
     ax.margins(y=0.2)
-    _save(fig, out / PLOTS[3])
-    plt.close(fig)
+    save_png(fig, out / PLOTS[3])
 
 
 def render_html(stats: dict, manifest: dict | None) -> str:

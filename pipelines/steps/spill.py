@@ -146,6 +146,3 @@ class SpillStore:
         src_start = np.cumsum(n) - n
         step = np.arange(staging.size, dtype=np.int64) - np.repeat(src_start, n)
         dst[np.repeat(dst_start, n) + step] = staging
-
-    def close(self) -> None:
-        """Nothing is held between calls; kept so callers can treat stores alike."""

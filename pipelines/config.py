@@ -106,6 +106,10 @@ class RayConfig:
     block_mb: float = 1.0  # Ray Data target block size: about one text batch per block
     max_restarts: int = -1  # tokenize actor restarts after a lost worker (-1 = unlimited)
     max_task_retries: int = -1  # retries of a lost task or actor call (-1 = unlimited)
+    # spread each unit's text batches over the actors (read pool -> tokenize pool -> commit):
+    # "auto" = only when there are fewer than 2 units per actor, else each actor reads, tokenizes
+    # and spills whole units itself
+    rebalance: Literal["auto", "always", "never"] = "auto"
 
     def __post_init__(self):
         _positive("ray.num_cpus", self.num_cpus, 0)

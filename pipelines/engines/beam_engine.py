@@ -90,27 +90,23 @@ def make_runner(options):
 # --- transforms -----------------------------------------------------------------------------
 
 
-def rebalance(bcfg, n_units: int) -> bool:
-    """Spread batches again after reading? Needed when units are too few to keep workers busy."""
-    if bcfg.rebalance != "auto":
-        return bcfg.rebalance == "always"
-    return n_units < 2 * bcfg.num_workers
-
-
 def build(p, ctx, units: list[int], t0: float):
     """The whole job on pipeline ``p``; ``ctx`` is a ``common.RunContext`` without tokenizer."""
     import apache_beam as beam
 
     from pipelines.engines import beam_stages as s  # imports Beam: only when a job runs
 
-    markers = (
-        p
-        | "Units" >> beam.Create(units)
-        | "ReadDocuments" >> s.ReadDocuments(ctx.cfg.input, ctx.cfg.tokenizer.batch_bytes, ctx.units,
-                                             rebalance=rebalance(ctx.cfg.beam, len(units)))
-        | "TokenizeBatches" >> s.TokenizeBatches(ctx.cfg.tokenizer, str(ctx.work / PARTS))
-        | "SpillUnits" >> s.SpillUnits(str(ctx.work), str(ctx.work / PARTS))
-    )
+    cfg = ctx.cfg
+    units_in = p | "Units" >> beam.Create(units)
+    if common.spread_batches(cfg.beam.rebalance, len(units), cfg.beam.num_workers):
+        markers = (
+            units_in
+            | "ReadDocuments" >> s.ReadDocuments(cfg.input, cfg.tokenizer.batch_bytes, ctx.units)
+            | "TokenizeBatches" >> s.TokenizeBatches(cfg.tokenizer, str(ctx.work / PARTS))
+            | "SpillUnits" >> s.SpillUnits(str(ctx.work), str(ctx.work / PARTS))
+        )
+    else:
+        markers = units_in | "StreamUnits" >> s.StreamUnits(ctx.work, cfg, ctx.units)
     shards = (
         markers
         | "AllUnitsDone" >> beam.combiners.Count.Globally()

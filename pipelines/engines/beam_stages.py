@@ -34,21 +34,56 @@ class ReadFn(beam.DoFn):
 
 
 class ReadDocuments(beam.PTransform):
-    """Unit indices -> text batches (a unit is read by one worker).
-
-    With ``rebalance`` the batches are spread over the workers again, so that one large unit is
-    tokenized in parallel; the shuffle is a barrier (every unit is read before tokenizing
-    starts). Without it, reading fuses with tokenizing: each worker streams its own units.
+    """Unit indices -> text batches, spread over the workers again after reading, so that one
+    large unit is tokenized in parallel. The second shuffle is a barrier (the FnApiRunner runs
+    stage after stage: every unit is read before tokenizing starts), so this path is taken only
+    when units are too few for the workers (``beam.rebalance``); else ``StreamUnits``.
     """
 
-    def __init__(self, input_cfg, batch_bytes: int, units, rebalance: bool = True):
+    def __init__(self, input_cfg, batch_bytes: int, units):
         super().__init__()
         self.fn = ReadFn(input_cfg, batch_bytes, units)
-        self.rebalance = rebalance
 
     def expand(self, units):
-        batches = units | "Spread" >> beam.Reshuffle() | "Read" >> beam.ParDo(self.fn)
-        return batches | "Rebalance" >> beam.Reshuffle() if self.rebalance else batches
+        return (units
+                | "Spread" >> beam.Reshuffle()
+                | "Read" >> beam.ParDo(self.fn)
+                | "Rebalance" >> beam.Reshuffle())
+
+
+class StreamUnitsFn(beam.DoFn):
+    """unit index -> its completion marker: the worker reads, tokenizes and spills the whole
+    unit (``unit_stream.tokenize_units``, as the local engine does). The spill files have fixed
+    names and private temporaries, so a replayed bundle rewrites the same bytes."""
+
+    def __init__(self, work: str, cfg, units):
+        self.work, self.cfg = work, cfg
+        self.units = {u.index: u for u in units}
+
+    def setup(self):
+        from pipelines.steps.read import Reader
+        from pipelines.steps.tokenize import Tokenize, set_worker_threads
+
+        set_worker_threads(1)  # the workers are the parallelism
+        self.tokenize = Tokenize(self.cfg.tokenizer)
+        self.reader = Reader(self.cfg.input, self.cfg.tokenizer.batch_bytes)
+
+    def process(self, unit: int):
+        from pipelines.engines.unit_stream import tokenize_units
+
+        yield from tokenize_units(Path(self.work), self.tokenize, [self.units[unit]],
+                                  self.reader, workers=1)
+
+
+class StreamUnits(beam.PTransform):
+    """Unit indices -> markers, each unit on one worker (no text or tokens cross workers)."""
+
+    def __init__(self, work, cfg, units):
+        super().__init__()
+        self.fn = StreamUnitsFn(str(work), cfg, units)
+
+    def expand(self, units):
+        return units | "Spread" >> beam.Reshuffle() | "ReadTokenizeSpill" >> beam.ParDo(self.fn)
 
 
 class TokenizeFn(beam.DoFn):

@@ -90,6 +90,18 @@ def prepare(cfg) -> tuple[RunContext, dict | None]:
     return ctx, None
 
 
+def spread_batches(policy: str, n_units: int, workers: int) -> bool:
+    """Spread each unit's text batches over the workers after reading (``rebalance``)?
+
+    Needed only when units are too few to keep every worker busy ("auto": fewer than 2 per
+    worker). Otherwise each worker reads, tokenizes and spills whole units itself
+    (``unit_stream``): no text batch or token part travels between workers, nothing is committed.
+    """
+    if policy != "auto":
+        return policy == "always"
+    return n_units < 2 * workers
+
+
 def pending_units(ctx: RunContext) -> list:
     return [u for u in ctx.units if spill.load_marker(ctx.work, u.index) is None]
 

@@ -1,5 +1,9 @@
 """The Ray engine: the same steps as the local engine, scheduled by Ray Data on a cluster.
 
+With at least 2 units per actor (``ray.rebalance=auto``), each unit is read, tokenized and
+spilled whole by one actor of a pool (``map_batches(StreamUnitsActor)``, the local engine's loop
+on one core). With fewer units, batches are spread over the actors:
+
     units --map_batches(ReadActor, pool)--> text batches (Arrow rows: unit, part, doc_ids, texts)
           --map_batches(TokenizeActor, actors)--> work/ray-parts/unit-U.part-P.arrow, written by
             the actor itself (deterministic names); only (unit, part, docs) rows return
@@ -96,18 +100,54 @@ def _data_context(rcfg, progress: bool):
     return dctx
 
 
-def tokenize_units(ctx, todo: list, rcfg, progress: bool = False) -> list:
-    """Read, tokenize and spill ``todo`` on the cluster; returns their unit markers."""
+def tokenize_units(ctx, todo: list, rcfg, progress: bool = False) -> None:
+    """Read, tokenize and spill ``todo`` on the cluster (every unit gets its marker)."""
+    _data_context(rcfg, progress)
+    actors = _actors(rcfg)
+    if common.spread_batches(rcfg.rebalance, len(todo), actors):
+        _tokenize_spread(ctx, todo, rcfg, actors)
+    else:
+        _tokenize_streamed(ctx, todo, rcfg, actors)
+
+
+def _tokenize_streamed(ctx, todo: list, rcfg, actors: int) -> None:
+    """Units plenty: each actor reads, tokenizes and spills whole units, one at a time, taking
+    the next unit when it is free (load balance without any ordering effect on the output)."""
+    import ray
+    import ray.data
+
+    from pipelines.engines.ray_stages import StreamUnitsActor
+
+    threads = max(1, round(rcfg.cpus_per_actor))
+    ds = ray.data.from_items([{"unit": u.index} for u in todo], override_num_blocks=len(todo))
+    ds = ds.map_batches(
+        StreamUnitsActor,
+        batch_size=1,
+        batch_format="pyarrow",
+        fn_constructor_args=(str(ctx.work), ctx.cfg.input, ctx.cfg.tokenizer,
+                             {u.index: u for u in todo}, threads),
+        compute=ray.data.ActorPoolStrategy(size=max(1, min(actors, len(todo))),
+                                           max_tasks_in_flight_per_actor=1),
+        num_cpus=rcfg.cpus_per_actor,
+        max_restarts=rcfg.max_restarts,
+        max_task_retries=rcfg.max_task_retries,
+    )
+    done = sorted(r["unit"] for r in ds.take_all())
+    if done != sorted(u.index for u in todo):
+        raise FatalError(f"Ray spilled units {done}, expected {[u.index for u in todo]}")
+
+
+def _tokenize_spread(ctx, todo: list, rcfg, actors: int) -> None:
+    """Units few: reader actors spread each unit's text batches over the tokenize actors, which
+    write token parts; one commit task per actor turns them into the units' spill files."""
     import ray
     import ray.data
 
     from pipelines.engines.ray_stages import ReadActor, TokenizeActor, commit_units
 
-    _data_context(rcfg, progress)
     parts_dir = ctx.work / PARTS
     shutil.rmtree(parts_dir, ignore_errors=True)  # parts of a killed run are redone
     parts_dir.mkdir(parents=True)
-    actors = _actors(rcfg)
     units = {u.index: u for u in todo}
     ds = ray.data.from_items([{"unit": u.index} for u in todo], override_num_blocks=len(todo))
     ds = ds.map_batches(
@@ -136,10 +176,8 @@ def tokenize_units(ctx, todo: list, rcfg, progress: bool = False) -> list:
         raise FatalError("Ray tokenized a batch twice in one run")
     commit = ray.remote(num_cpus=rcfg.io_cpus, max_retries=rcfg.max_task_retries)(commit_units)
     groups = [[u.index for u in todo[g::actors]] for g in range(min(actors, len(todo)))]
-    done = ray.get([commit.remote(str(ctx.work), str(parts_dir), g) for g in groups])
-    markers = sorted((m for ms in done for m in ms), key=lambda m: m["unit"])
+    ray.get([commit.remote(str(ctx.work), str(parts_dir), g) for g in groups])
     shutil.rmtree(parts_dir, ignore_errors=True)
-    return markers
 
 
 def write_shards(ctx, docs, rows, rcfg) -> list:

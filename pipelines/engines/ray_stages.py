@@ -13,6 +13,7 @@ from ray.data import Datasink
 
 from pipelines.engines import common
 from pipelines.engines.arrow_batches import read_part, text_batches, text_table, write_part
+from pipelines.engines.unit_stream import tokenize_units
 from pipelines.steps import spill
 from pipelines.steps.read import Reader
 from pipelines.steps.tokenize import Tokenize, set_worker_threads
@@ -33,6 +34,26 @@ class ReadActor:
         for u in table.column("unit").to_pylist():
             for part, batch in enumerate(self.reader(self.units[u])):
                 yield text_table(u, part, batch)
+
+
+class StreamUnitsActor:
+    """Callable class for ``map_batches``: each unit of a block is read, tokenized and spilled
+    whole by this actor (``unit_stream.tokenize_units``, as the local engine does), so no text
+    batch or token part goes through the object store and nothing is committed afterwards. The
+    spill files have fixed names and private temporaries: a retried call rewrites the same bytes.
+    """
+
+    def __init__(self, work: str, input_cfg, tokenizer_cfg, units: dict, threads: int = 1):
+        set_worker_threads(threads)
+        self.work, self.units, self.threads = Path(work), units, threads
+        self.tokenize = Tokenize(tokenizer_cfg)
+        self.reader = Reader(input_cfg, tokenizer_cfg.batch_bytes)
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        units = [self.units[u] for u in table.column("unit").to_pylist()]
+        markers = tokenize_units(self.work, self.tokenize, units, self.reader, self.threads)
+        return pa.table({"unit": pa.array([m["unit"] for m in markers], pa.int32()),
+                         "docs": pa.array([m["accepted"] for m in markers], pa.int64())})
 
 
 PART_SCHEMA = pa.schema([pa.field("unit", pa.int32()), pa.field("part", pa.int32()),

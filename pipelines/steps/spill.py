@@ -31,11 +31,15 @@ def write_json_atomic(path: Path, obj, *, sync: bool = False) -> None:
 
 
 class UnitSpill:
-    """Append ``TokenBatch``es of one unit, then ``finish`` publishes files and the marker."""
+    """Append ``TokenBatch``es of one unit, then ``finish`` publishes files and the marker.
+
+    The temporary file is private to this writer (pid and a random suffix): a retried attempt on
+    another worker, while a presumed-dead one still runs, writes the same bytes under fixed names.
+    """
 
     def __init__(self, work: Path, unit: int):
         self.work, self.unit = Path(work), unit
-        self.tmp = _name(self.work, unit, "tokens.tmp")
+        self.tmp = _name(self.work, unit, f"tokens.tmp-{os.getpid()}-{os.urandom(4).hex()}")
         self.f = open(self.tmp, "wb")
         self.doc_ids: list[np.ndarray] = []
         self.lengths: list[np.ndarray] = []
@@ -50,13 +54,18 @@ class UnitSpill:
         self.records += batch.records
         self.bytes += batch.bytes
 
+    def abort(self) -> None:
+        """Drop an unfinished unit's temporary file (the unit is redone on the next run)."""
+        self.f.close()
+        self.tmp.unlink(missing_ok=True)
+
     def finish(self) -> dict:
         self.f.close()
         os.replace(self.tmp, _name(self.work, self.unit, "tokens"))
         ids = np.concatenate(self.doc_ids) if self.doc_ids else np.zeros(0, np.int64)
         lens = np.concatenate(self.lengths) if self.lengths else np.zeros(0, np.int64)
         docs = _name(self.work, self.unit, "docs.npy")
-        tmp = docs.with_name(docs.name + ".tmp.npy")
+        tmp = docs.with_name(f"{docs.name}.tmp-{os.getpid()}-{os.urandom(4).hex()}.npy")
         np.save(tmp, np.stack([ids, lens.astype(np.int64)]))
         os.replace(tmp, docs)
         marker = {

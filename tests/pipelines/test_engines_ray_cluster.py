@@ -1,8 +1,9 @@
 """Against a real ``ray start --head`` cluster on 127.0.0.1 (token auth): ``ray job submit``,
-joining by address, and a tokenize actor SIGKILLed mid-run. One cluster for the module, always
+joining by address, and an actor of either tokenize path SIGKILLed mid-run. One cluster for the module, always
 stopped (by pid: only the processes it started)."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -58,39 +59,57 @@ def test_job_submit_runs_the_ray_engine(cluster, corpus):
     assert_same_output(out, want)
 
 
-def _actor_pids(cluster) -> list[int]:
+def _actor_pids(cluster, actor: str) -> list[int]:
     pids = []
     for pid in cluster.pids():
         try:
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
         except OSError:
             continue
-        if "TokenizeActor" in cmd:
+        if actor in cmd:
             pids.append(pid)
     return pids
 
 
-def test_killed_tokenize_actor_is_restarted_and_output_identical(cluster, corpus):
-    root, paths, want = corpus
-    out = root / "killed"
+def _parts_written(work: Path) -> bool:
+    return len(list((work / "ray-parts").glob("unit-*.arrow"))) >= 2
+
+
+def _unit_spilled(work: Path) -> bool:
+    return len(list(work.glob("unit-*.done.json"))) >= 1
+
+
+# rebalance=always: batches spread over TokenizeActors, which write parts; kill once 2 parts are
+# written. never: StreamUnitsActors spill whole units; kill once one unit is done, not all.
+KILL_CASES = {"always": ("TokenizeActor", _parts_written),
+              "never": ("StreamUnitsActor", _unit_spilled)}
+
+
+@pytest.mark.parametrize("rebalance", sorted(KILL_CASES))
+def test_killed_actor_is_restarted_and_output_identical(cluster, corpus, rebalance):
+    root, paths, _ = corpus
+    actor, started = KILL_CASES[rebalance]
+    out = root / f"killed-{rebalance}"
     small = {"tokenizer": {"batch_bytes": 15_000}}  # many batches: the kill lands mid-run
     want = root / "local-small"
-    pipelines.run(job_config(paths, want, **small))
-    config = write_config(root / "killed.yaml", job_config(paths, out, **small))
+    pipelines.run(job_config(paths, want, **small))  # the second case finds it complete
+    units = json.loads((want / "manifest.json").read_text())["inputs"]["units"]
+    config = write_config(root / f"killed-{rebalance}.yaml", job_config(paths, out, **small))
     proc = subprocess.Popen(
         [sys.executable, "-m", "pipelines.cli", "run", str(config), "engine=ray",
-         f"ray.address={cluster.address}", "--quiet"],
+         f"ray.address={cluster.address}", f"ray.rebalance={rebalance}", "--quiet"],
         env=cluster.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
-    parts = out / "_work" / "ray-parts"
+    work = out / "_work"
     killed = None
     try:
         deadline = time.monotonic() + 120
         while killed is None and proc.poll() is None and time.monotonic() < deadline:
-            actors = _actor_pids(cluster)
-            if actors and parts.is_dir() and len(list(parts.glob("unit-*.arrow"))) >= 2:
+            actors = _actor_pids(cluster, actor)
+            if actors and started(work):
                 killed = actors[0]
                 os.kill(killed, signal.SIGKILL)
+                done_at_kill = len(list(work.glob("unit-*.done.json")))
                 break
             time.sleep(0.05)
         output, _ = proc.communicate(timeout=240)
@@ -98,7 +117,8 @@ def test_killed_tokenize_actor_is_restarted_and_output_identical(cluster, corpus
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert killed is not None, "the run ended before a tokenize actor could be killed"
+    assert killed is not None, f"the run ended before a {actor} could be killed"
+    assert done_at_kill < units, "every unit was spilled before the kill: nothing was retried"
     assert proc.returncode == 0, output[-4000:]
-    assert not Path(f"/proc/{killed}").exists() or killed not in _actor_pids(cluster)
+    assert not Path(f"/proc/{killed}").exists() or killed not in _actor_pids(cluster, actor)
     assert_same_output(out, want)

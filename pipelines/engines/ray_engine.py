@@ -9,7 +9,8 @@ on one core). With fewer units, batches are spread over the actors:
             the actor itself (deterministic names); only (unit, part, docs) rows return
     commit_units (one task per actor) --> the local engine's spill files + unit markers
     common.plan (driver: split + pack on document lengths only, 8 bytes per chunk in the packer)
-    shard ranges --write_datasink(ShardSink)--> shard-K.arrow (gathered in parallel, fixed names)
+    shard ranges --write_datasink(ShardSink), a task per node--> shard-K.arrow (gathered in
+          parallel on a thread per core, fixed names)
     common.finalize --> rejects, stats, report, manifest (last)
 
 Nothing here tokenizes, splits or packs: ``Reader``, ``Tokenize``, ``UnitSpill``, ``plan_rows``
@@ -88,6 +89,12 @@ def _actors(rcfg) -> int:
 
     cpus = ray.cluster_resources().get("CPU", 1)
     return max(1, int(cpus // max(rcfg.cpus_per_actor, 1e-3)))
+
+
+def _cpu_nodes() -> int:
+    import ray
+
+    return max(1, sum(1 for n in ray.nodes() if n.get("Alive") and n["Resources"].get("CPU")))
 
 
 def _data_context(rcfg, progress: bool):
@@ -192,13 +199,15 @@ def write_shards(ctx, docs, rows, rcfg) -> list:
     light = dataclasses.replace(ctx, tokenize=None)  # the tokenizer is not needed to write
     sink = ShardSink(light, ray.put(rows), ray.put(docs))
     items = [{"shard": k, "start": a, "end": b} for k, (a, b) in enumerate(ranges)]
-    writers = min(_actors(rcfg), len(items))
-    # One block (one write task) per writer, not per shard: each task start costs more than
-    # a shard takes to write at these sizes; a task writes its consecutive shards in order.
+    writers = min(_cpu_nodes(), len(items))
+    # One write task per node, writing its consecutive shards on a thread per core (the gather
+    # and zstd release the GIL): a task needs a fresh worker process (~1 s of start-up and
+    # imports), more than a shard takes to write.
     ray.data.from_items(items, override_num_blocks=writers).write_datasink(
         sink,
         concurrency=writers,
-        ray_remote_args={"num_cpus": rcfg.cpus_per_actor, "max_retries": rcfg.max_task_retries},
+        ray_remote_args={"num_cpus": rcfg.cpus_per_actor, "max_retries": rcfg.max_task_retries,
+                         "scheduling_strategy": "SPREAD"},
     )
     if [k for k, _ in sink.entries] != list(range(len(ranges))):
         raise FatalError(f"Ray wrote shards {[k for k, _ in sink.entries]}, "

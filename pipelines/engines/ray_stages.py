@@ -6,6 +6,7 @@ its settings), never at ``fewtrunc`` start-up.
 from __future__ import annotations
 
 import re
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pyarrow as pa
@@ -13,7 +14,7 @@ from ray.data import Datasink
 
 from pipelines.engines import common
 from pipelines.engines.arrow_batches import read_part, text_batches, text_table, write_part
-from pipelines.engines.unit_stream import tokenize_units
+from pipelines.engines.unit_stream import tokenize_units, usable_cores
 from pipelines.steps import spill
 from pipelines.steps.read import Reader
 from pipelines.steps.tokenize import Tokenize, set_worker_threads
@@ -107,7 +108,8 @@ def commit_units(work: str, parts_dir: str, units: list[int]) -> list[dict]:
 
 
 class ShardSink(Datasink):
-    """Shard ranges -> shard files via ``common.write_shard_job`` (fixed names, atomic)."""
+    """Shard ranges -> shard files via ``common.write_shard_job`` (fixed names, atomic), on a
+    thread per core of the node, as the local engine writes them."""
 
     def __init__(self, ctx, rows_ref, docs_ref):
         self.ctx, self.rows_ref, self.docs_ref = ctx, rows_ref, docs_ref
@@ -118,12 +120,14 @@ class ShardSink(Datasink):
 
         rows, docs = ray.get(self.rows_ref), ray.get(self.docs_ref)
         store = spill.SpillStore(self.ctx.work, len(self.ctx.units))
-        out = []
+        jobs = []
         for block in blocks:
             block = pa.table(block) if not isinstance(block, pa.Table) else block
-            for k, a, b in zip(*(block.column(c).to_pylist() for c in ("shard", "start", "end"))):
-                out.append((k, common.write_shard_job(self.ctx, rows, docs, store, k, a, b)))
-        return out
+            jobs += zip(*(block.column(c).to_pylist() for c in ("shard", "start", "end")))
+        with ThreadPoolExecutor(min(usable_cores(), 8)) as pool:
+            entries = pool.map(lambda j: common.write_shard_job(self.ctx, rows, docs, store, *j),
+                               jobs)
+            return [(k, e) for (k, _, _), e in zip(jobs, entries)]
 
     def on_write_complete(self, write_result) -> None:
         self.entries = sorted((e for r in write_result.write_returns for e in r), key=lambda e: e[0])

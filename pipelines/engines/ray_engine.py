@@ -119,14 +119,17 @@ def tokenize_units(ctx, todo: list, rcfg, progress: bool = False) -> None:
 
 def _tokenize_streamed(ctx, todo: list, rcfg, actors: int) -> None:
     """Units plenty: each actor reads, tokenizes and spills whole units, one at a time, taking
-    the next unit when it is free (load balance without any ordering effect on the output)."""
+    the next unit when it is free, largest first (load balance without any effect on the
+    output: every unit has its own files)."""
     import ray
     import ray.data
 
     from pipelines.engines.ray_stages import StreamUnitsActor
 
     threads = max(1, round(rcfg.cpus_per_actor))
-    ds = ray.data.from_items([{"unit": u.index} for u in todo], override_num_blocks=len(todo))
+    # largest units first (in input order among equals): the last unit handed out is a small one
+    order = sorted(todo, key=lambda u: (-sum(s.size for s in u.sources), u.index))
+    ds = ray.data.from_items([{"unit": u.index} for u in order], override_num_blocks=len(order))
     ds = ds.map_batches(
         StreamUnitsActor,
         batch_size=1,

@@ -1,6 +1,10 @@
 """Throughput of engine=local, ray and beam with 1 and 2 workers on the same corpus.
 
-    python benchmarks/bench_engines.py [--docs 1000] [--repeat 1]
+    python benchmarks/bench_engines.py [--docs 1000] [--repeat 1] [--large]
+    python benchmarks/bench_engines.py --scale [--repeat 2] [--mode pinned|shared|both]
+
+``--scale`` runs ``bench_engines_scale.py`` instead (8 copies of the pipeline benchmark's corpus,
+~47 M tokens, where start-up is amortized): the table that checks the engines' scaling targets.
 
 Each run is a fresh ``fewtrunc run`` subprocess on the demo corpus (shipped English text plus the
 first ``--docs`` standard-library files), so start-up costs are counted as a user sees them.
@@ -8,7 +12,7 @@ first ``--docs`` standard-library files), so start-up costs are counted as a use
 private local Ray started by the run (``ray.num_cpus=2``, start-up counted); ray-cluster = the
 same actors on an already running 2-CPU cluster (``ray start --head`` on 127.0.0.1, joined with
 ``ray.address``), as on a real cluster where start-up is not paid per job; beam = DirectRunner
-worker processes. ``--large`` adds the standard library's test files (about 15 M tokens). Every run's shards
+worker processes. ``--large`` adds the standard library's test files (about 8.4 M tokens). Every run's shards
 are checked byte-identical to the local engine's. Throughput = input tokens / wall seconds; the
 ``in engine`` column divides by the engine's own time (``timings.json``: after interpreter start,
 including Ray start-up for ray).
@@ -63,8 +67,20 @@ def main() -> int:
     ap.add_argument("--docs", type=int, default=1000, help="standard-library files")
     ap.add_argument("--repeat", type=int, default=1, help="best of N runs per cell")
     ap.add_argument("--engines", default="local,ray,ray-cluster,beam")
-    ap.add_argument("--large", action="store_true", help="add the stdlib's tests (~15 M tokens)")
-    args = ap.parse_args()
+    ap.add_argument("--large", action="store_true", help="add the stdlib's tests (~8.4 M tokens)")
+    ap.add_argument("--scale", action="store_true",
+                    help="run bench_engines_scale.py (~47 M tokens, start-up amortized) with "
+                         "the other arguments (--repeat, --mode, --copies)")
+    args, rest = ap.parse_known_args()
+    if args.scale:
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+        import bench_engines_scale
+
+        sys.argv = [str(ROOT / "benchmarks" / "bench_engines_scale.py"), *rest,
+                    "--repeat", str(args.repeat)]
+        return bench_engines_scale.main()
+    if rest:
+        ap.error(f"unrecognized arguments: {' '.join(rest)}")
     cluster = None
     tmp = Path(tempfile.mkdtemp(prefix="bench-engines-"))
     results = []

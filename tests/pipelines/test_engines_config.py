@@ -90,3 +90,21 @@ def test_cli_rejects_flags_for_other_engines_and_prism_offline(tmp_path):
     assert not (tmp_path / "o").exists()  # refused before any work
     with pytest.raises(SystemExit):
         cli_main(["verify", str(tmp_path), "--bogus"])  # other commands keep strict parsing
+
+
+def test_setup_file_builds_the_package_dataflow_stages(tmp_path):
+    """``--setup_file ./setup.py``: Beam's stager builds this source distribution (offline) and
+    Dataflow installs it on every worker; it must hold the four packages and the shipped corpus."""
+    import tarfile
+    from pathlib import Path
+
+    from apache_beam.runners.portability.stager import Stager
+
+    root = Path(__file__).resolve().parents[2]
+    sdist = Stager._build_setup_package(str(root / "setup.py"), str(tmp_path))
+    names = {n.split("/", 1)[1] for n in tarfile.open(sdist).getnames() if "/" in n}
+    for module in ("packing/bfd.py", "pipelines/engines/beam_stages.py",
+                   "pipelines/engines/unit_stream.py", "pruning_data/ent.py", "training/model.py",
+                   "setup.py"):
+        assert module in names, module
+    assert any(n.startswith("pipelines/assets/") and n.endswith(".zst") for n in names)

@@ -128,4 +128,7 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    from pipelines.engines.ray_cluster import exit_on_sigterm
+
+    exit_on_sigterm()  # a killed benchmark still stops the Ray cluster it started
     sys.exit(main())

@@ -1,9 +1,10 @@
 """A real, private Ray cluster on this machine, for tests and benchmarks: start, submit, stop.
 
 ``LocalRayCluster`` runs ``ray start --head`` bound to 127.0.0.1 (node address, GCS, dashboard,
-client server), with token authentication (a fresh token passed through the environment, so
-nothing is written to ``~/.ray``), the current interpreter's ``bin`` first on ``PATH`` (so jobs run
-the same Python and find ``fewtrunc``) and a private temp dir. It stops exactly what it started:
+client server; every port Ray would fix is a free one, so clusters can coexist), with token
+authentication (a fresh token passed through the environment, so nothing is written to
+``~/.ray``), the current interpreter's ``bin`` first on ``PATH`` (so jobs run the same Python and
+find ``fewtrunc``) and a private temp dir. It stops exactly what it started:
 ``ray start`` runs in a new session and ``stop()`` signals, by pid, the processes of that session
 (``ray stop`` would stop every Ray on the machine, other people's too). Every wait is bounded.
 """
@@ -71,6 +72,13 @@ def _session_pids(sid: int) -> list[int]:
     return pids
 
 
+def exit_on_sigterm() -> None:
+    """For scripts that start clusters: SIGTERM (``timeout``, ``kill``) raises ``SystemExit``, so
+    ``finally`` blocks and ``with LocalRayCluster()`` stop the cluster. Python's default action
+    ends the process at once, and the cluster, in its own session, would keep running."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
 class LocalRayCluster:
     """``with LocalRayCluster(num_cpus=2) as c: c.submit([...])`` - a head node on 127.0.0.1."""
 
@@ -86,6 +94,8 @@ class LocalRayCluster:
         self.gcs_port = free_port(ports)
         self.dashboard_port = free_port(ports)
         self.client_port = free_port(ports)
+        # Ray's fixed default (52365): a second cluster on the machine would get no job agent
+        self.agent_port = free_port(ports)
 
     @property
     def address(self) -> str:
@@ -108,6 +118,7 @@ class LocalRayCluster:
             "--dashboard-host=127.0.0.1",
             f"--dashboard-port={self.dashboard_port}",
             f"--ray-client-server-port={self.client_port}",
+            f"--dashboard-agent-listen-port={self.agent_port}",
             f"--num-cpus={self.num_cpus}",
             f"--object-store-memory={self.object_store_mb * 1024 * 1024}",
             f"--temp-dir={self.temp_dir}",

@@ -91,6 +91,15 @@ def _actors(rcfg) -> int:
     return max(1, int(cpus // max(rcfg.cpus_per_actor, 1e-3)))
 
 
+def _actor_retries(rcfg) -> dict:
+    """Restart and retry settings for an actor pool. Ray Data's defaults are already -1/-1
+    (restart a lost actor, retry its call, without end); only other values are passed, through
+    the remote-args keywords Ray 2.60 deprecates."""
+    if rcfg.max_restarts == -1 and rcfg.max_task_retries == -1:
+        return {}
+    return {"max_restarts": rcfg.max_restarts, "max_task_retries": rcfg.max_task_retries}
+
+
 def _cpu_nodes() -> int:
     import ray
 
@@ -139,8 +148,7 @@ def _tokenize_streamed(ctx, todo: list, rcfg, actors: int) -> None:
         compute=ray.data.ActorPoolStrategy(size=max(1, min(actors, len(todo))),
                                            max_tasks_in_flight_per_actor=1),
         num_cpus=rcfg.cpus_per_actor,
-        max_restarts=rcfg.max_restarts,
-        max_task_retries=rcfg.max_task_retries,
+        **_actor_retries(rcfg),
     )
     done = sorted(r["unit"] for r in ds.take_all())
     if done != sorted(u.index for u in todo):
@@ -167,8 +175,7 @@ def _tokenize_spread(ctx, todo: list, rcfg, actors: int) -> None:
         fn_constructor_args=(ctx.cfg.input, ctx.cfg.tokenizer.batch_bytes, units),
         compute=ray.data.ActorPoolStrategy(size=max(1, min(actors, len(todo)))),
         num_cpus=rcfg.io_cpus,
-        max_restarts=rcfg.max_restarts,
-        max_task_retries=rcfg.max_task_retries,
+        **_actor_retries(rcfg),
     )
     ds = ds.map_batches(
         TokenizeActor,
@@ -178,8 +185,7 @@ def _tokenize_spread(ctx, todo: list, rcfg, actors: int) -> None:
                              str(parts_dir)),
         compute=ray.data.ActorPoolStrategy(size=actors),
         num_cpus=rcfg.cpus_per_actor,
-        max_restarts=rcfg.max_restarts,
-        max_task_retries=rcfg.max_task_retries,
+        **_actor_retries(rcfg),
     )
     written = ds.take_all()  # the actors wrote the parts; these are (unit, part, docs) rows
     if len({(r["unit"], r["part"]) for r in written}) != len(written):

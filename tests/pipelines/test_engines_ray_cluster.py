@@ -122,3 +122,15 @@ def test_killed_actor_is_restarted_and_output_identical(cluster, corpus, rebalan
     assert proc.returncode == 0, output[-4000:]
     assert not Path(f"/proc/{killed}").exists() or killed not in _actor_pids(cluster, actor)
     assert_same_output(out, want)
+
+
+def test_second_cluster_coexists_and_takes_jobs(cluster, tmp_path):
+    """Every port Ray would fix is a free one: a second cluster on the machine gets its own job
+    agent (Ray's default agent port clashed, and its jobs failed with "No available agent")."""
+    with LocalRayCluster(num_cpus=1) as other:
+        assert other.agent_port != cluster.agent_port
+        proc = other.submit([sys.executable, "-c", "print('second cluster ok')"],
+                            working_dir=tmp_path, timeout=120)
+        assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+        assert "second cluster ok" in proc.stdout + proc.stderr
+    assert not other.pids()

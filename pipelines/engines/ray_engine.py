@@ -107,8 +107,13 @@ def _cpu_nodes() -> int:
 
 
 def _data_context(rcfg, progress: bool):
+    import logging
+
     from ray.data import DataContext
 
+    # Ray Data logs every execution and "N rows and 288 B written" for the shard sink (the
+    # shards are written by the sink's tasks, not counted by Ray): our summary says what counts
+    logging.getLogger("ray.data").setLevel(logging.INFO if progress else logging.WARNING)
     dctx = DataContext.get_current()
     dctx.target_max_block_size = int(rcfg.block_mb * 2**20)
     dctx.enable_progress_bars = progress

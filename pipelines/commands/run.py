@@ -19,6 +19,16 @@ examples:
   fewtrunc run configs/jsonl.yaml input.paths=a.jsonl.zst,b.jsonl.gz input.on_error=fail
   fewtrunc run configs/demo.yaml pack.algorithm=concat output.dir=out-concat  # the baseline
   fewtrunc run configs/demo.yaml pack.window_tokens=50000000   # bounded-memory windows
+
+engines (same bytes on each; docs/engines.md):
+  fewtrunc run configs/demo.yaml local.workers=4               # default: every core
+  fewtrunc run configs/demo.yaml engine=ray                    # a private Ray on 127.0.0.1
+  fewtrunc run configs/demo.yaml engine=ray ray.address=auto   # inside `ray job submit`
+  fewtrunc run configs/demo.yaml engine=beam beam.num_workers=2
+  fewtrunc run configs/demo.yaml engine=beam --runner DataflowRunner --project P --region R
+      --temp_location gs://B/tmp --setup_file ./setup.py   # (one line)
+  ray.rebalance / beam.rebalance=auto|always|never: whole input units per worker (auto, when
+  there are at least 2 per worker) or each unit's batches spread over the workers
 """
 
 

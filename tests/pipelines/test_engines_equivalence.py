@@ -116,11 +116,13 @@ def test_beam_direct_runner_multiprocess_is_byte_identical(reference, rebalance)
 
 
 @pytest.mark.slow
-def test_beam_retried_bundles_leave_no_duplicates(reference):
+@pytest.mark.parametrize("rebalance", ["always", "never"])
+def test_beam_retried_bundles_leave_no_duplicates(reference, rebalance):
     """Every bundle executed twice (as a retry would): same shards, no extra or partial files."""
     root, paths, want = reference
-    out = root / "beam-repeat"
-    cfg = job_config(paths, out, engine="beam", output={"keep_work": True})
+    out = root / f"beam-repeat-{rebalance}"
+    cfg = job_config(paths, out, engine="beam", output={"keep_work": True},
+                     beam={"rebalance": rebalance})
     api.run(cfg, engine_args=["--direct_runner_bundle_repeat=1"])
     g, w = output_files(out), output_files(want)
     shards = sorted(n for n in w if n.startswith("shard-"))

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from packing.api import pack
-from packing.split import split_documents
+from packing.split import positions_within, split_documents
 
 
 @dataclass(frozen=True)
@@ -42,8 +42,7 @@ def pack_token_lists(docs: list, seq_len: int, algorithm: str = "bfd") -> Packed
     seg_len = chunks.length[order]
     doc_start = np.cumsum(lengths) - lengths
     seg_start = doc_start[chunks.doc[order]] + chunks.offset[order]
-    within = np.arange(int(seg_len.sum()), dtype=np.int64) - np.repeat(np.cumsum(seg_len) - seg_len,
-                                                                        seg_len)
+    within = positions_within(seg_len)
     flat = np.concatenate([np.asarray(d) for d in docs]) if docs else np.zeros(0, np.int64)
     tokens = flat[np.repeat(seg_start, seg_len) + within]
     token_ends = np.concatenate([[0], np.cumsum(seg_len)])

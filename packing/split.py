@@ -44,8 +44,15 @@ def split_documents(doc_lengths, capacity: int) -> ChunkTable:
         raise ValueError(f"doc_lengths[{int(bad[0])}] = {int(n[bad[0]])} must be at least 1")
     per_doc = -(-n // capacity)
     doc = np.repeat(np.arange(n.size, dtype=np.int64), per_doc)
-    starts = np.cumsum(per_doc) - per_doc
-    chunk = np.arange(doc.size, dtype=np.int64) - np.repeat(starts, per_doc)
+    chunk = positions_within(per_doc)
     offset = chunk * capacity
     length = np.minimum(capacity, n[doc] - offset)
     return ChunkTable(doc=doc, chunk=chunk.astype(np.int32), offset=offset, length=length)
+
+
+def positions_within(lengths: np.ndarray) -> np.ndarray:
+    """For consecutive segments of ``lengths`` elements, each element's index inside its segment:
+    ``[2, 3] -> [0, 1, 0, 1, 2]`` (vectorized; int64)."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    starts = np.cumsum(lengths) - lengths
+    return np.arange(int(lengths.sum()), dtype=np.int64) - np.repeat(starts, lengths)

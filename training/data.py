@@ -20,6 +20,7 @@ import pyarrow.ipc as ipc
 import torch
 from torch.utils.data import Dataset
 
+from packing.split import positions_within
 from pipelines.errors import ConfigError
 from pipelines.shard_format import list_shards
 
@@ -155,13 +156,12 @@ class DocumentCollator:
             ids, lens = row["input_ids"], np.asarray(row["doc_lens"], dtype=np.int64)
             n = ids.size
             input_ids[b, :n] = ids
-            starts = np.cumsum(lens) - lens
             seg = np.repeat(np.arange(lens.size), lens)
             segments[b, :n] = seg
             same_doc_next = seg[:-1] == seg[1:]
             labels[b, : n - 1] = np.where(same_doc_next, ids[1:], IGNORE_INDEX)
             if self.reset_position_ids:
-                positions[b, :n] = np.arange(n) - np.repeat(starts, lens)
+                positions[b, :n] = positions_within(lens)
             else:
                 positions[b, :n] = np.arange(n)
             if T > n:

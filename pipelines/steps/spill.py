@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from packing.split import positions_within
+
 
 def _name(work: Path, unit: int, suffix: str) -> Path:
     return work / f"unit-{unit:05d}.{suffix}"
@@ -152,6 +154,4 @@ class SpillStore:
             pos += rn
         # staging holds the segments in file order; scatter them back to row order
         dst_start = (np.cumsum(length) - length)[order]
-        src_start = np.cumsum(n) - n
-        step = np.arange(staging.size, dtype=np.int64) - np.repeat(src_start, n)
-        dst[np.repeat(dst_start, n) + step] = staging
+        dst[np.repeat(dst_start, n) + positions_within(n)] = staging

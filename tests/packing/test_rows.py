@@ -27,3 +27,13 @@ def test_rows_match_a_row_by_row_build(seq_len, doc_lengths, seed):
         assert rows.seg_chunk[seg].tolist() == chunks.chunk[items].tolist()
     # every token of every document appears exactly once
     assert rows.tokens.size == sum(doc_lengths)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.integers(0, 30), max_size=40))
+def test_positions_within_matches_a_loop(lengths):
+    from packing.split import positions_within
+
+    want = [i for n in lengths for i in range(n)]
+    got = positions_within(np.array(lengths, dtype=np.int64))
+    assert got.dtype == np.int64 and got.tolist() == want

@@ -43,11 +43,15 @@ class RunContext:
 
 
 ENGINE_KEYS = ("engine", "local", "ray", "beam")  # how a run is executed, not what it produces
+# how ids are computed, not which: every backend gives the reference's ids (the guard checks it)
+BACKEND_KEYS = ("backend", "guard_fraction", "guard_first")
 
 
 def _fingerprint(config: dict, tok_fp: str, digest: str) -> str:
-    """What the output depends on: so a run may be resumed under another engine."""
+    """What the output depends on: so a run may be resumed under another engine or backend."""
     produced = {k: v for k, v in config.items() if k not in ENGINE_KEYS}
+    produced["tokenizer"] = {k: v for k, v in produced.get("tokenizer", {}).items()
+                             if k not in BACKEND_KEYS}
     blob = json.dumps({"config": produced, "tokenizer": tok_fp, "inputs": digest}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
@@ -62,7 +66,7 @@ def prepare(cfg) -> tuple[RunContext, dict | None]:
     fp = _fingerprint(config, tok_fp, digest)
     out = Path(cfg.output.dir)
     tok_info = {"fingerprint": tok_fp, "vocab_size": tokenize.tokenizer.get_vocab_size(),
-                "bos_id": tokenize.bos, "eos_id": tokenize.eos}
+                "bos_id": tokenize.bos, "eos_id": tokenize.eos, "backend": tokenize.backend}
     inputs = {"units": len(units), "sources": sum(len(u.sources) for u in units),
               "digest": digest}
     ctx = RunContext(cfg, out, out / WORK, units, tokenize, tok_info, fp, config, inputs)
@@ -192,6 +196,14 @@ def _write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _json_line(record: dict) -> str:
+    line = json.dumps(record, sort_keys=True, ensure_ascii=False)
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:  # a file name that is not UTF-8: keep it as \udcXX escapes
+        line = json.dumps(record, sort_keys=True)
+    return line + "\n"
+
+
 def _write_lines(path: Path, records: list) -> None:
-    _write_text(path, "".join(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n"
-                              for r in records))
+    _write_text(path, "".join(_json_line(r) for r in records))

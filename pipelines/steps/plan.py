@@ -28,6 +28,7 @@ class Source:
     key: str  # stable name, as written in the config + relative path: seeds document ids
     format: str  # jsonl | parquet | files | hf
     size: int  # bytes on disk (0 for hf)
+    error: str = ""  # why it cannot be read (a directory that cannot be listed): a reject
 
 
 @dataclass(frozen=True)
@@ -72,12 +73,19 @@ def _split_glob(pattern: str) -> tuple[str, str]:
     return pattern, ""
 
 
-def _tree_files(root: Path, include, exclude, limit: int) -> list[Path]:
+def _tree_files(root: Path, include, exclude, limit: int) -> list[tuple[Path, str]]:
+    """(path, "") for every file of the tree in walk order, and (directory, reason) where a
+    directory cannot be listed: the reader turns that into a reject (or the error under fail)."""
     # a directory that an exclude glob "PREFIX/*" covers whole is never walked (site-packages/*)
     pruning = [g[:-2] for g in exclude if g.endswith("/*")]
     top = str(root)
     out = []
-    for dirpath, dirnames, filenames in os.walk(root):
+
+    def unlisted(exc: OSError) -> None:
+        reason = exc.strerror or type(exc).__name__
+        out.append((Path(exc.filename or top), f"cannot list directory: {reason}"))
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unlisted):
         rel_dir = dirpath[len(top) + 1 :].replace(os.sep, "/")
         prefix = rel_dir + "/" if rel_dir else ""
         dirnames[:] = sorted(
@@ -89,7 +97,7 @@ def _tree_files(root: Path, include, exclude, limit: int) -> list[Path]:
                 continue
             if any(fnmatch.fnmatchcase(rel, g) for g in exclude):
                 continue
-            out.append(Path(dirpath) / name)
+            out.append((Path(dirpath) / name, ""))
             if limit and len(out) >= limit:
                 return out
     return out
@@ -129,9 +137,10 @@ def resolve_sources(cfg) -> list[Source]:
             if p.is_dir() and (cfg.format == "hf" or (cfg.format == "auto" and _is_hf_saved(p))):
                 sources.append(Source(match, key, "hf", 0))
             elif p.is_dir():
-                for f in _tree_files(p, cfg.include, cfg.exclude, cfg.max_documents):
+                for f, error in _tree_files(p, cfg.include, cfg.exclude, cfg.max_documents):
                     frel = os.path.relpath(f, p).replace(os.sep, "/")
-                    sources.append(Source(str(f), f"{key}/{frel}", "files", _size(f)))
+                    size = 0 if error else _size(f)
+                    sources.append(Source(str(f), f"{key}/{frel}", "files", size, error))
             else:
                 sources.append(Source(match, key, format_of(match, cfg.format), _size(p)))
     if not sources:
@@ -164,5 +173,6 @@ def inputs_digest(units: list[Unit]) -> str:
     h = hashlib.sha256()
     for unit in units:
         for s in unit.sources:
-            h.update(f"{unit.index}\0{s.key}\0{s.format}\0{s.size}\n".encode())
+            line = f"{unit.index}\0{s.key}\0{s.format}\0{s.size}\n"
+            h.update(line.encode("utf-8", "surrogateescape"))  # a file name may not be UTF-8
     return h.hexdigest()

@@ -32,11 +32,22 @@ class TextBatch:
     rejects: list = field(default_factory=list)  # {"file", "line"|"row", "reason"}
     records: int = 0  # records read, accepted or not
     bytes: int = 0
+    first: bool = False  # the first batch of its unit
+    index: list = field(default_factory=list)  # each document's line/row (see Record.index)
+    spans: list = field(default_factory=list)  # (first document, source path, "line"|"row"|"")
+
+    def locate(self, i: int) -> str:
+        """Where document ``i`` of the batch comes from: ``file:line N``, ``file:row N`` or a path."""
+        start, path, unit = next((s for s in reversed(self.spans) if s[0] <= i), (0, "?", ""))
+        return f"{path}:{unit} {self.index[i]}" if unit else path
 
 
 def stable_id(*parts) -> int:
     """A non-negative int64 from blake2b of the parts: the same on every machine and engine."""
-    digest = hashlib.blake2b("\0".join(map(str, parts)).encode(), digest_size=8).digest()
+    # surrogateescape: a file name that is not UTF-8 hashes as its raw bytes (valid names are
+    # unchanged, so ids do not move)
+    blob = "\0".join(map(str, parts)).encode("utf-8", "surrogateescape")
+    digest = hashlib.blake2b(blob, digest_size=8).digest()
     return int.from_bytes(digest, "little") & _MASK63
 
 
@@ -67,6 +78,12 @@ def check_text(text, cfg, nbytes: int) -> str | None:
         return f"text field {cfg.text_field!r} is {type(text).__name__}, not a string"
     if not text:
         return "empty document"
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:  # a lone surrogate, e.g. the JSON escape "\ud800"
+            return (f"lone surrogate U+{ord(text[exc.start]):04X} at character {exc.start}: "
+                    "not valid Unicode text")
     if len(text) > cfg.max_document_bytes or nbytes > cfg.max_document_bytes:
         size = len(text.encode("utf-8", "surrogatepass"))
         if size > cfg.max_document_bytes:
@@ -91,8 +108,11 @@ class Reader:
         self.batch_bytes = batch_bytes
 
     def __call__(self, unit: Unit) -> Iterator[TextBatch]:
-        batch, size = TextBatch(), 0
+        batch, size = TextBatch(first=True), 0
         for source in unit.sources:
+            word = "" if source.format == "files" else "row" if source.format in ("parquet", "hf") \
+                else "line"
+            batch.spans.append((len(batch.texts), source.path, word))
             for rec, reject in self._checked(source):
                 batch.records += 1  # a file-level reject counts as one record read
                 if reject is not None:
@@ -102,16 +122,20 @@ class Reader:
                 batch.bytes += rec.nbytes
                 batch.doc_ids.append(doc_id_of(source, rec, self.cfg))
                 batch.texts.append(rec.text)
+                batch.index.append(rec.index)
                 size += len(rec.text)
                 if size >= self.batch_bytes:
                     yield batch
-                    batch, size = TextBatch(), 0
+                    batch, size = TextBatch(spans=[(0, source.path, word)]), 0
         if batch.records:
             yield batch
 
     def _checked(self, source: Source) -> Iterator[tuple[Record | None, dict | None]]:
         """(record, None) for a good record, (None, reject) for a bad one; raises under fail."""
         limit = self.cfg.max_documents if source.format != "files" else 0
+        if source.error:  # found while planning (a directory that cannot be listed)
+            yield None, self._reject(source.path, {"file": source.path}, source.error)
+            return
         try:
             for n, rec in enumerate(_records(source, self.cfg)):
                 if limit and n >= limit:

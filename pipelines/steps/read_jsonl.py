@@ -2,7 +2,8 @@
 
 A line longer than ``input.max_document_bytes`` is rejected without being held in memory. A
 truncated or corrupt compressed stream raises ``InputError`` naming the line where it broke; the
-records before it are kept.
+records before it are kept: a gzip piece that fails is replayed byte by byte from the state
+before it, so every byte decompressed before the damage is used (zstd: up to the damaged block).
 """
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from typing import Iterator
 from pipelines.errors import InputError
 from pipelines.steps.read import Record
 
-CHUNK = 1 << 20
+CHUNK = 1 << 20  # bytes read from the file at a time
+FEED = 1 << 16  # compressed bytes per decompress call: what a damaged piece is replayed from
 
 
 def _raw_chunks(f) -> Iterator[bytes]:
@@ -21,14 +23,38 @@ def _raw_chunks(f) -> Iterator[bytes]:
         yield chunk
 
 
+def _pieces(data: bytes) -> Iterator[tuple[int, bytes]]:
+    for i in range(0, len(data), FEED):
+        yield i + FEED, data[i : i + FEED]
+
+
+def _salvage(d, piece: bytes) -> Iterator[bytes]:
+    """Replay a damaged piece byte by byte from the state before it: every byte of output that
+    decompresses before the damage comes out, then the decompressor's error is raised."""
+    for i in range(len(piece)):
+        if out := d.decompress(piece[i : i + 1]):
+            yield out
+        if d.eof:
+            return
+
+
 def _gzip_chunks(f) -> Iterator[bytes]:
     data = f.read(CHUNK)
     while data:
         d = zlib.decompressobj(wbits=31)
         while True:
-            yield d.decompress(data)
+            for end, piece in _pieces(data):
+                before = d.copy()
+                try:
+                    out = d.decompress(piece)
+                except zlib.error:
+                    yield from _salvage(before, piece)  # raises at the damaged byte
+                    raise
+                yield out
+                if d.eof:  # another gzip member may follow
+                    break
             if d.eof:
-                data = d.unused_data or f.read(CHUNK)  # another gzip member may follow
+                data = d.unused_data + data[end:] or f.read(CHUNK)
                 break
             data = f.read(CHUNK)
             if not data:
@@ -42,9 +68,12 @@ def _zstd_chunks(f) -> Iterator[bytes]:
     while data:
         d = zstandard.ZstdDecompressor().decompressobj()
         while True:
-            yield d.decompress(data)
+            for end, piece in _pieces(data):  # damage loses at most the block it is in
+                yield d.decompress(piece)
+                if d.eof:
+                    break
             if d.eof:
-                data = d.unused_data or f.read(CHUNK)
+                data = d.unused_data + data[end:] or f.read(CHUNK)
                 break
             data = f.read(CHUNK)
             if not data:

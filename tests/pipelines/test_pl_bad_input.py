@@ -95,7 +95,8 @@ def test_damaged_compressed_stream(tmp_path, codec, damage):
     path.write_bytes(bytes(data))
     result, out = _run(tmp_path, path)
     t = result["manifest"]["totals"]
-    (rej,) = _rejects(out)
+    *garbled, rej = _rejects(out)  # bytes inflated from the damage before zlib notices it
+    assert all(r["reason"].startswith(("malformed", "invalid")) for r in garbled)
     assert rej["file"] == str(path) and rej["line"] >= 1
     assert "truncated" in rej["reason"] or "corrupt" in rej["reason"]
     assert t["documents_accepted"] < 400 and t["tokens_in"] == t["tokens_out"]

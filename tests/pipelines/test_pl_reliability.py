@@ -108,3 +108,40 @@ def test_directory_without_permission(tmp_path):
             _run(tmp_path / "f", tree, policy="fail")
     finally:
         (tree / "locked").chmod(0o755)
+
+
+def _gz_damaged_after(tmp_path, n_lines, good_lines, name):
+    """A gzip file of n_lines records, flushed after good_lines and damaged just after that."""
+    import zlib
+
+    lines = [json.dumps({"text": f"record {i}: " + GOOD[i % 5][:200]}).encode() + b"\n"
+             for i in range(n_lines)]
+    c = zlib.compressobj(6, zlib.DEFLATED, 31)
+    head = c.compress(b"".join(lines[:good_lines])) + c.flush(zlib.Z_FULL_FLUSH)
+    data = bytearray(head + c.compress(b"".join(lines[good_lines:])) + c.flush())
+    for i in range(len(head) + 40, len(head) + 48):
+        data[i] ^= 0xFF
+    path = tmp_path / name
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.parametrize("n_lines, good", [(20_000, 16_000), (400, 300)])
+def test_gz_damaged_mid_file_keeps_every_record_before_the_damage(tmp_path, n_lines, good):
+    from pipelines.config import load_run_config
+    from pipelines.steps.read import Reader
+    from pipelines.steps.plan import plan_units
+
+    path = _gz_damaged_after(tmp_path, n_lines, good, "d.jsonl.gz")
+    cfg = load_run_config(None, base_overrides(tmp_path / "o", str(path)))
+    (unit,) = plan_units(cfg.input)
+    batches = list(Reader(cfg.input)(unit))
+    texts = [t for b in batches for t in b.texts]
+    rejects = [r for b in batches for r in b.rejects]
+    assert texts[:good] == [f"record {i}: " + GOOD[i % 5][:200] for i in range(good)]
+    broken = [r for r in rejects if "corrupt" in r["reason"] or "truncated" in r["reason"]]
+    assert len(broken) == 1 and broken[0]["line"] > good
+    assert broken[0]["line"] == len(texts) + len(rejects)  # the line where it broke, not line 1
+    with pytest.raises(InputError, match=rf"d\.jsonl\.gz:line {broken[0]['line']}:"):
+        list(Reader(load_run_config(None, base_overrides(
+            tmp_path / "o", str(path), **{"input.on_error": "fail"})).input)(unit))

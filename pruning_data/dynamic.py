@@ -26,9 +26,12 @@ class DynamicPruner:
     ``[n_skip, n_skip + n_keep)`` are kept. The offset exists because the very
     hardest examples by EL2N are often label noise.
 
-    smoothing: None uses each score vector as given; a value a in [0, 1) ranks by the
-    EMA ``a * previous + (1 - a) * scores`` (the first update starts the average),
-    damping rank churn between rescorings.
+    ema_previous_weight: None uses each score vector as given; a value w in [0, 1)
+    ranks by the EMA ``w * previous + (1 - w) * scores`` (the first update starts the
+    average), damping rank churn between rescorings. The name says which side the
+    weight is on because the data-diets code's ``prune_ema_alpha`` weights the *new*
+    scores: ``prune_ema_alpha=a`` ports as ``ema_previous_weight=1 - a``. ``smoothing``
+    is the former name of this argument (same meaning), kept for existing callers.
 
     strategy="random" is the baseline: at each rescore epoch a uniformly random
     subset of the same ``n_keep`` examples, drawn from ``(seed, epoch)`` only; it
@@ -39,13 +42,16 @@ class DynamicPruner:
 
     def __init__(self, n_examples: int, keep_fraction: float, offset_fraction: float = 0.0,
                  full_epochs: int = 1, rescore_every: int = 1, smoothing: Optional[float] = None,
-                 seed: int = 0, strategy: str = "el2n"):
+                 seed: int = 0, strategy: str = "el2n", *, ema_previous_weight: Optional[float] = None):
         if int(n_examples) < 0 or int(full_epochs) < 0 or int(rescore_every) < 1:
             raise ValueError("need n_examples >= 0, full_epochs >= 0 and rescore_every >= 1")
         keep_fraction = check_fraction("keep_fraction", keep_fraction)
         offset_fraction = check_fraction("offset_fraction", offset_fraction)
-        if smoothing is not None and not 0.0 <= float(smoothing) < 1.0:
-            raise ValueError(f"smoothing must be None or in [0, 1), got {smoothing}")
+        if smoothing is not None and ema_previous_weight is not None:
+            raise ValueError("give ema_previous_weight only (smoothing is its former name)")
+        weight = ema_previous_weight if ema_previous_weight is not None else smoothing
+        if weight is not None and not 0.0 <= float(weight) < 1.0:
+            raise ValueError(f"ema_previous_weight must be None or in [0, 1), got {weight}")
         if strategy not in _STRATEGIES:
             raise ValueError(f"strategy must be one of {_STRATEGIES}, got {strategy!r}")
         self.n_examples = int(n_examples)
@@ -53,7 +59,7 @@ class DynamicPruner:
         self.offset_fraction = offset_fraction
         self.full_epochs = int(full_epochs)
         self.rescore_every = int(rescore_every)
-        self.smoothing = None if smoothing is None else float(smoothing)
+        self.ema_previous_weight = None if weight is None else float(weight)
         self.seed = int(seed)
         self.strategy = strategy
         self.n_keep = floor_count(keep_fraction, self.n_examples)
@@ -63,6 +69,11 @@ class DynamicPruner:
         self._scores: Optional[np.ndarray] = None
         self._version = 0  # bumped by update(); says whether a selection is stale
         self._selection: Optional[tuple] = None  # (rescore_epoch, version, indices)
+
+    @property
+    def smoothing(self) -> Optional[float]:
+        """Former name of ``ema_previous_weight``."""
+        return self.ema_previous_weight
 
     def rescore_epoch(self, epoch: int) -> Optional[int]:
         """The latest rescore epoch <= ``epoch``, or None during the full epochs."""
@@ -85,10 +96,11 @@ class DynamicPruner:
             raise ValueError(f"expected {self.n_examples} scores, got shape {values.shape}")
         if not np.isfinite(values).all():
             raise ValueError("scores must be finite (fill empty documents' NaN first)")
-        if self.smoothing is None or self._scores is None:
+        w = self.ema_previous_weight
+        if w is None or self._scores is None:
             self._scores = values.copy()
         else:
-            self._scores = self.smoothing * self._scores + (1.0 - self.smoothing) * values
+            self._scores = w * self._scores + (1.0 - w) * values
         self._version += 1
 
     def indices(self, epoch: int) -> np.ndarray:
@@ -120,7 +132,8 @@ class DynamicPruner:
         return {
             "config": {"n_examples": self.n_examples, "keep_fraction": self.keep_fraction,
                        "offset_fraction": self.offset_fraction, "full_epochs": self.full_epochs,
-                       "rescore_every": self.rescore_every, "smoothing": self.smoothing,
+                       "rescore_every": self.rescore_every,
+                       "ema_previous_weight": self.ema_previous_weight,
                        "seed": self.seed, "strategy": self.strategy},
             "scores": None if self._scores is None else torch.from_numpy(self._scores.copy()),
             "version": self._version,
@@ -132,6 +145,7 @@ class DynamicPruner:
     def load_state_dict(self, state: dict) -> None:
         """Restore a run; refuses a state saved under a different configuration."""
         for key, value in state["config"].items():
+            key = "ema_previous_weight" if key == "smoothing" else key  # states saved before the rename
             if getattr(self, key) != value:
                 raise ValueError(f"state has {key}={value!r}, this pruner {getattr(self, key)!r}")
         scores = state["scores"]

@@ -19,6 +19,7 @@ def el2n(
     doc_lens: Optional[DocLens] = None,
     reduce: str = "sequence",
     ignore_index: int = -100,
+    chunk_tokens: Optional[int] = None,
 ) -> torch.Tensor:
     """EL2N: the mean error norm of an example's predictions (higher = harder).
 
@@ -40,12 +41,28 @@ def el2n(
 
     A row or document with no scored position gets NaN ("no evidence") rather than
     0, which would rank it as the easiest example; callers must fill or drop it.
+
+    ``chunk_tokens`` bounds the scoring memory (see ``error_norm``). To reduce one set
+    of norms several ways, compute ``error_norm`` once and call ``el2n_from_norms``.
     """
+    norms = error_norm(logits, targets, ignore_index=ignore_index, chunk_tokens=chunk_tokens)
+    return el2n_from_norms(norms, targets, doc_lens=doc_lens, reduce=reduce, ignore_index=ignore_index)
+
+
+def el2n_from_norms(
+    norms: torch.Tensor,
+    targets: torch.Tensor,
+    doc_lens: Optional[DocLens] = None,
+    reduce: str = "sequence",
+    ignore_index: int = -100,
+) -> torch.Tensor:
+    """``el2n`` from per-token error norms already computed (``error_norm(logits, targets)``)."""
+    if tuple(norms.shape) != tuple(targets.shape):
+        raise ValueError(f"norms {tuple(norms.shape)} and targets {tuple(targets.shape)} differ")
     if reduce not in _REDUCTIONS:
         raise ValueError(f"reduce must be one of {_REDUCTIONS}, got {reduce!r}")
     if (doc_lens is not None) != (reduce == "document"):
         raise ValueError('doc_lens is required for reduce="document" and only allowed there')
-    norms = error_norm(logits, targets, ignore_index=ignore_index)
     if reduce == "token":
         return norms
     if targets.dim() != 2:
@@ -57,6 +74,29 @@ def el2n(
     if group.numel() == 0:
         return norms.new_zeros(0)
     return _masked_mean(norms, valid & ~is_last, group=group, n_groups=int(group.max()) + 1)
+
+
+def document_stats(norms: torch.Tensor, targets: torch.Tensor, doc_lens: DocLens,
+                   ignore_index: int = -100):
+    """Per document of packed rows: ``(el2n, n_scored, max)`` from per-token norms.
+
+    Same documents, order and scored positions as ``el2n_from_norms(reduce="document")``
+    (so ``el2n`` equals it); ``n_scored`` is an int64 count and ``max`` the largest
+    scored norm (0 when nothing is scored).
+    """
+    if targets.dim() != 2 or tuple(norms.shape) != tuple(targets.shape):
+        raise ValueError("need (rows, length) norms and targets of the same shape")
+    group, is_last = _document_layout(doc_lens, targets.shape[0], targets.shape[1], targets.device)
+    n_groups = int(group.max()) + 1 if group.numel() else 0
+    keep = (targets != ignore_index) & ~is_last
+    means = _masked_mean(norms, keep, group=group, n_groups=n_groups) if n_groups else norms.new_zeros(0)
+    flat = group.reshape(-1)
+    counts = torch.zeros(n_groups, dtype=torch.int64, device=norms.device)
+    counts.index_add_(0, flat, keep.reshape(-1).long())
+    maxima = torch.zeros(n_groups, dtype=norms.dtype, device=norms.device)
+    scored = torch.where(keep, norms, torch.zeros_like(norms)).reshape(-1)  # norms are >= 0
+    maxima.scatter_reduce_(0, flat, scored, reduce="amax", include_self=True)
+    return means, counts, maxima
 
 
 def _document_layout(doc_lens: DocLens, n_rows: int, length: int, device: torch.device):

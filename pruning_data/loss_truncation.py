@@ -57,11 +57,19 @@ class LossTruncation:
             self._since_recompute = 0
         return losses.detach().double() <= self.cutoff  # compare at the buffer's precision
 
-    def truncated_mean(self, losses: torch.Tensor) -> torch.Tensor:
-        """Mean of the kept losses, with gradient; a connected 0 if none is kept."""
+    def truncated_mean(self, losses: torch.Tensor, normalize: str = "all") -> torch.Tensor:
+        """Masked mean of the per-sequence ``losses`` (one call of ``self``), with gradient.
+
+        normalize="all" (default, as ``loss_dropper``: ``loss *= mask; loss.mean()``):
+            sum_{kept i} loss_i / n, over all n sequences of the batch;
+        normalize="kept": sum_{kept i} loss_i / |kept|, a connected 0 if none is kept.
+        """
+        if normalize not in ("all", "kept"):
+            raise ValueError(f"normalize must be 'all' or 'kept', got {normalize!r}")
         keep = self(losses)
         kept = torch.where(keep, losses, torch.zeros_like(losses))
-        return kept.sum() / keep.sum().clamp_min(1)
+        count = keep.numel() if normalize == "all" else int(keep.sum())
+        return kept.sum() / max(count, 1)
 
     def _push(self, values: np.ndarray) -> None:
         n = values.shape[0]

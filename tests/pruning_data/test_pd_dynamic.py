@@ -129,3 +129,36 @@ def test_rejects_bad_scores():
         pruner.update([1.0, 2.0])
     with pytest.raises(ValueError):
         pruner.update([1.0, float("nan"), 2.0])
+
+
+def test_ema_weight_is_named_for_the_previous_scores_and_ports_from_prune_ema_alpha():
+    # data-diets' prune_ema_alpha=a weights the new scores: a * new + (1 - a) * previous.
+    a = 0.8
+    pruner = DynamicPruner(3, keep_fraction=1 / 3, full_epochs=0, ema_previous_weight=1 - a)
+    first, second = np.array([3.0, 0.0, 1.0]), np.array([0.0, 2.0, 1.0])
+    pruner.update(first)
+    pruner.update(second)
+    expected = a * second + (1 - a) * first  # [0.6, 1.6, 1.0]: example 1 is hardest
+    assert pruner.indices(1).tolist() == [int(np.argmax(expected))] == [1]
+    assert pruner.state_dict()["config"]["ema_previous_weight"] == pytest.approx(1 - a)
+    assert DynamicPruner(3, 0.5, smoothing=0.3).ema_previous_weight == 0.3  # former name, same meaning
+    with pytest.raises(ValueError):
+        DynamicPruner(3, 0.5, smoothing=0.3, ema_previous_weight=0.3)
+
+
+def test_state_saved_under_the_former_smoothing_key_still_loads():
+    pruner = DynamicPruner(4, keep_fraction=0.5, full_epochs=0, ema_previous_weight=0.5)
+    pruner.update([1.0, 2.0, 3.0, 4.0])
+    state = pruner.state_dict()
+    state["config"]["smoothing"] = state["config"].pop("ema_previous_weight")
+    other = DynamicPruner(4, keep_fraction=0.5, full_epochs=0, ema_previous_weight=0.5)
+    other.load_state_dict(state)
+    assert other.indices(0).tolist() == pruner.indices(0).tolist()
+
+
+def test_large_tie_groups_keep_the_lower_indices_stable_sort():
+    # An unstable sort (numpy's default quicksort) reorders equal scores at this size.
+    scores = np.random.default_rng(0).integers(0, 3, 1000).astype(float)
+    pruner = DynamicPruner(1000, keep_fraction=0.3, offset_fraction=0.1, full_epochs=0)
+    pruner.update(scores)
+    assert pruner.indices(0).tolist() == reference_window(scores.tolist(), 100, 300)

@@ -83,3 +83,35 @@ def test_confident_correct_predictions_keep_relative_precision_in_fp32():
     targets = torch.tensor([0, 0])
     expected = naive_error_norm(logits, targets)
     assert torch.allclose(error_norm(logits, targets).double(), expected, rtol=1e-5, atol=0)
+
+
+def test_square_is_clamped_to_two_before_the_root():
+    # fp32 rounding: the wrong mass sums to 1 + 1 ulp here, so the unclamped square is
+    # 2.0000002 and its root would exceed sqrt(2) (a spurious drop at threshold sqrt(2)).
+    logits = torch.full((1, 10), -16.8)
+    logits[0, 0], logits[0, 1] = 0.0, -math.inf
+    probs = torch.softmax(logits, -1)
+    probs[0, 1] = 0.0
+    assert (probs.square().sum() + probs.sum().square()).item() > 2.0  # the case is real
+    norm = error_norm(logits, torch.tensor([1]))
+    assert norm.item() == torch.tensor(MAX_ERROR_NORM).item() and norm.item() <= MAX_ERROR_NORM
+
+
+@FAST
+@given(seed=st.integers(0, 2**31 - 1), rows=st.integers(1, 4), length=st.integers(1, 9),
+       vocab=st.integers(1, 40), chunk=st.integers(1, 50),
+       dtype=st.sampled_from([torch.float32, torch.float64, torch.bfloat16]))
+def test_chunked_equals_one_shot_bitwise(seed, rows, length, vocab, chunk, dtype):
+    gen = torch.Generator().manual_seed(seed)
+    logits = (torch.randn(rows, length, vocab, generator=gen) * 4).to(dtype)
+    targets = torch.randint(0, vocab, (rows, length), generator=gen)
+    targets[0, 0] = -100
+    whole = error_norm(logits, targets, chunk_tokens=rows * length)
+    assert torch.equal(error_norm(logits, targets, chunk_tokens=chunk), whole)
+    assert torch.equal(error_norm(logits, targets), whole)  # default: chunk sized from the vocabulary
+    assert torch.allclose(whole.double(), naive_error_norm(logits.double(), targets), atol=1e-6)
+
+
+def test_chunk_tokens_must_be_positive():
+    with pytest.raises(ValueError):
+        error_norm(torch.zeros(2, 3), torch.zeros(2, dtype=torch.long), chunk_tokens=0)

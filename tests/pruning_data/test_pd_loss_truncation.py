@@ -51,14 +51,15 @@ def test_batch_larger_than_buffer_keeps_only_the_newest():
     assert trunc.cutoff == np.percentile(losses[-10:].numpy(), 50.0)
 
 
-def test_truncated_mean_averages_kept_losses_only():
+@pytest.mark.parametrize("normalize, mean, weight", [("all", 1.5, 1 / 4), ("kept", 2.0, 1 / 3)])
+def test_truncated_mean_sums_kept_losses_over_all_or_kept_rows(normalize, mean, weight):
     trunc = LossTruncation(drop_fraction=0.25, min_count=4)
     losses = torch.tensor([1.0, 2.0, 3.0, 10.0], dtype=torch.float64, requires_grad=True)
-    mean = trunc.truncated_mean(losses)
-    mean.backward()
+    value = trunc.truncated_mean(losses, normalize=normalize)
+    value.backward()
     assert trunc.cutoff == np.percentile([1.0, 2.0, 3.0, 10.0], 75.0)
-    assert mean.item() == 2.0
-    assert losses.grad.tolist() == [1 / 3, 1 / 3, 1 / 3, 0.0]
+    assert value.item() == mean
+    assert losses.grad.tolist() == [weight, weight, weight, 0.0]
 
 
 def test_zero_drop_fraction_keeps_everything():

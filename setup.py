@@ -6,7 +6,8 @@ from setuptools import find_packages, setup
 CORE = [
     "numpy==2.4.6",
     "pyarrow==25.0.1",
-    "tokenizers==0.23.3",
+    "tokenizers==0.23.3",  # the reference tokenizer: loads, validates and trains tokenizers
+    "fastokens==0.3.5",  # the fast backend (Rust), used only after a self-test against tokenizers
     "zstandard==0.25.0",
     "PyYAML==6.0.4",
     "tqdm==4.70.1",

@@ -51,6 +51,22 @@ class TokenizerConfig:
     bos_token: str = "<|endoftext|>"
     eos_token: str = "<|endoftext|>"
     batch_bytes: int = 1_000_000  # text per encode_batch call (bounds memory: see docs)
+    # auto: fastokens when it loads the tokenizer and passes the self-test, else tokenizers (the
+    # reference). The backend never changes the output bytes (the guard below checks it).
+    backend: Literal["auto", "tokenizers", "fastokens"] = "auto"
+    guard_fraction: float = 0.01  # documents also encoded with tokenizers and compared (>= 1%)
+    guard_first: int = 4  # ... plus the first documents of every input unit
+    # a special-token string inside a document ("<|endoftext|>" in a web page): encoded as
+    # ordinary text (split), so fewtrunc's BOS/EOS are the only control ids, or as the control
+    # id (keep, the tokenizer's default)
+    special_tokens_in_text: Literal["split", "keep"] = "split"
+
+    def __post_init__(self):
+        _positive("tokenizer.batch_bytes", self.batch_bytes)
+        _positive("tokenizer.guard_first", self.guard_first, 0)
+        if not 0.01 <= self.guard_fraction <= 1:
+            raise ConfigError(f"tokenizer.guard_fraction must be between 0.01 and 1, got "
+                              f"{self.guard_fraction}")
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ _META = [
     pa.field("records", pa.int64()),
     pa.field("bytes", pa.int64()),
     pa.field("rejects", pa.large_string()),
+    pa.field("info", pa.large_string()),  # JSON: the batch's other fields (_info)
 ]
 TEXT_SCHEMA = pa.schema(
     _META
@@ -45,6 +46,14 @@ def _one(values, type_) -> pa.Array:
     return pa.LargeListArray.from_arrays(pa.array([0, len(inner)], pa.int64()), inner)
 
 
+_INFO = ("first", "index", "spans", "guard_docs", "special_docs")
+
+
+def _info(batch) -> str:
+    return json.dumps({k: getattr(batch, k) for k in _INFO if hasattr(batch, k)},
+                      ensure_ascii=False)
+
+
 def _meta(unit: int, part: int, batch) -> list:
     return [
         pa.array([unit], pa.int32()),
@@ -52,6 +61,7 @@ def _meta(unit: int, part: int, batch) -> list:
         pa.array([batch.records], pa.int64()),
         pa.array([batch.bytes], pa.int64()),
         pa.array([json.dumps(batch.rejects, ensure_ascii=False)], pa.large_string()),
+        pa.array([_info(batch)], pa.large_string()),
     ]
 
 
@@ -78,7 +88,8 @@ def _rows(table: pa.Table):
     for i in range(table.num_rows):
         meta = {"rejects": json.loads(table.column("rejects")[i].as_py()),
                 "records": table.column("records")[i].as_py(),
-                "bytes": table.column("bytes")[i].as_py()}
+                "bytes": table.column("bytes")[i].as_py(),
+                **json.loads(table.column("info")[i].as_py())}
         values = lambda name, i=i: table.column(name).chunk(0)[i].values  # noqa: E731
         yield table.column("unit")[i].as_py(), table.column("part")[i].as_py(), values, meta
 
@@ -86,6 +97,7 @@ def _rows(table: pa.Table):
 def text_batches(table: pa.Table):
     """(unit, part, TextBatch) for every row of ``table``."""
     for unit, part, values, meta in _rows(table):
+        meta["spans"] = [tuple(s) for s in meta.get("spans", [])]
         yield unit, part, TextBatch(doc_ids=values("doc_ids").to_numpy().tolist(),
                                     texts=values("texts").to_pylist(), **meta)
 

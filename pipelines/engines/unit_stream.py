@@ -102,7 +102,7 @@ def tokenize_units(work: Path, tok: Tokenize, units, reader: Reader, workers: in
     try:
         with one_thread_per_call(), ThreadPoolExecutor(workers) as pool:
             for unit, batch in prefetch(_batches(units, reader), depth=workers):
-                future = None if batch is None else pool.submit(tok.encode, batch.texts)
+                future = None if batch is None else pool.submit(tok.encode, batch)
                 inflight.append((unit, batch, future))
                 # keep ``workers`` batches encoding; a unit's end is drained once it is oldest
                 while inflight and (inflight[0][2] is None or len(inflight) > workers):

@@ -10,7 +10,7 @@ import platform
 
 from pipelines.shard_format import SCHEMA_VERSION
 
-PACKAGES = ("fewtrunc", "numpy", "pyarrow", "tokenizers", "zstandard")
+PACKAGES = ("fewtrunc", "numpy", "pyarrow", "tokenizers", "fastokens", "zstandard")
 
 
 def package_versions() -> dict:
@@ -47,6 +47,8 @@ def build_manifest(*, config: dict, fingerprint: str, tokenizer: dict, inputs: d
             "lower_bound": stats["lower_bound"],
             "overhead": stats["overhead"],
             "input_bytes": sum(m["bytes"] for m in markers),
+            "documents_with_special_tokens": sum(m.get("special_token_docs", 0) for m in markers),
+            "documents_guard_checked": sum(m.get("guard_docs", 0) for m in markers),
         },
         "checks": {
             "token_conservation": tokens_in == tokens_out,

@@ -46,7 +46,7 @@ class UnitSpill:
         self.doc_ids: list[np.ndarray] = []
         self.lengths: list[np.ndarray] = []
         self.rejects: list = []
-        self.records = self.bytes = 0
+        self.records = self.bytes = self.guard_docs = self.special_docs = 0
 
     def add(self, batch) -> None:
         self.f.write(batch.tokens.astype(np.int32, copy=False).tobytes())
@@ -55,6 +55,8 @@ class UnitSpill:
         self.rejects.extend(batch.rejects)
         self.records += batch.records
         self.bytes += batch.bytes
+        self.guard_docs += batch.guard_docs
+        self.special_docs += batch.special_docs
 
     def abort(self) -> None:
         """Drop an unfinished unit's temporary file (the unit is redone on the next run)."""
@@ -77,6 +79,8 @@ class UnitSpill:
             "rejected": len(self.rejects),
             "tokens": int(lens.sum()),
             "bytes": self.bytes,
+            "guard_docs": self.guard_docs,
+            "special_token_docs": self.special_docs,
             "rejects": self.rejects,
         }
         write_json_atomic(_name(self.work, self.unit, "done.json"), marker)

@@ -1,15 +1,17 @@
 """Tokenize step: ``TextBatch`` -> ``TokenBatch`` (flat int32 ids + per-document lengths).
 
-``encode`` is the expensive, GIL-free part (the Rust tokenizer's own threads use every core); an
-engine may run it for batch k+1 while ``assemble`` (which holds the GIL) turns batch k into numpy.
+``encode`` is the expensive, GIL-free part (the backend from ``pipelines.encoders``, plus the guard's
+re-encoding of its sample); an engine runs it for batch k+1 on another thread while ``assemble``
+(which holds the GIL) turns batch k into a ``TokenBatch``.
 BOS/EOS are inserted with one vectorized ``np.insert``, never a loop over tokens.
 """
 from __future__ import annotations
 
-import itertools
 import os
+import re
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -25,6 +27,8 @@ class TokenBatch:
     rejects: list
     records: int
     bytes: int
+    guard_docs: int = 0  # documents re-encoded with the reference and compared
+    special_docs: int = 0  # documents holding a special-token string
 
 
 @contextmanager
@@ -61,10 +65,50 @@ def set_worker_threads(threads: int) -> None:
 TRIM_EVERY = 4  # batches between heap trims: bounds RSS at a few % of throughput
 
 
-class Tokenize:
-    """Holds the tokenizer (load once per worker, as a Ray callable class or a Beam DoFn does)."""
+class Encoded(NamedTuple):
+    """``Tokenize.encode``'s result: the GIL-free half of tokenizing one batch."""
 
-    def __init__(self, cfg):
+    ids: np.ndarray  # int32, every text's ids back to back
+    counts: np.ndarray  # int64 ids per text
+    guard_docs: int  # documents the guard re-encoded with the reference and compared
+    special_docs: int  # documents holding a special-token string
+
+
+class SpecialFinder:
+    """Counts the texts that contain one of the tokenizer's special-token strings.
+
+    One ``in`` test per distinct two-character prefix over the joined batch (C speed, nothing
+    found in almost every batch); a regex runs only when a prefix occurs.
+    """
+
+    def __init__(self, strings: list[str]):
+        self.prefixes = sorted({s[:2] for s in strings})
+        self.pattern = re.compile("|".join(map(re.escape, sorted(strings, key=len, reverse=True))))
+        self.usable = bool(strings) and not any("\0" in s for s in strings)
+
+    def count(self, texts: list) -> int:
+        if not self.usable or not texts:
+            return 0
+        joined = "\0".join(texts)  # no special string holds NUL, so no match spans two texts
+        if not any(p in joined for p in self.prefixes):
+            return 0
+        hits = [m.start() for m in self.pattern.finditer(joined)]
+        if not hits:
+            return 0
+        ends = np.cumsum(np.fromiter(map(len, texts), dtype=np.int64, count=len(texts)) + 1)
+        return int(np.unique(np.searchsorted(ends, hits, side="right")).size)
+
+
+class Tokenize:
+    """Holds the tokenizer (load once per worker, as a Ray callable class or a Beam DoFn does).
+
+    ``encoder`` replaces the configured backend (a plug-in, or a test's faulty one); the guard
+    still compares it with HF ``tokenizers``.
+    """
+
+    def __init__(self, cfg, encoder=None):
+        from pipelines.encoders import ReferenceEncoder, choose_encoder, special_strings
+        from pipelines.steps.guard import Guard
         from pipelines.tokenizer import load_tokenizer
 
         self.cfg = cfg
@@ -73,7 +117,22 @@ class Tokenize:
         self.tokenizer = load_tokenizer(cfg.path or None)
         self.bos = self._special(cfg.bos_token, "bos") if cfg.add_bos else None
         self.eos = self._special(cfg.eos_token, "eos") if cfg.add_eos else None
-        self._encode = getattr(self.tokenizer, "encode_batch_fast", self.tokenizer.encode_batch)
+        split = cfg.special_tokens_in_text == "split"
+        if encoder is None:
+            encoder, reference, self.reason = choose_encoder(self.tokenizer, cfg.backend, split)
+        else:
+            reference, self.reason = ReferenceEncoder(self.tokenizer, split), "given"
+        self.encoder = encoder
+        self.guard = None if reference is None else Guard(encoder, reference, cfg.guard_fraction,
+                                                          cfg.guard_first)
+        self.specials = SpecialFinder(special_strings(self.tokenizer))
+
+    @property
+    def backend(self) -> dict:
+        """What the manifest records: the backend, its version and why it was chosen."""
+        return {"name": self.encoder.name, "version": self.encoder.version, "reason": self.reason,
+                "guard_fraction": self.cfg.guard_fraction if self.guard else 0.0,
+                "guard_first": self.cfg.guard_first if self.guard else 0}
 
     def _special(self, token: str, which: str) -> int:
         tid = self.tokenizer.token_to_id(token)
@@ -81,17 +140,17 @@ class Tokenize:
             raise ConfigError(f"tokenizer.{which}_token {token!r} is not in the tokenizer's vocab")
         return int(tid)
 
-    def encode(self, texts: list) -> list:
-        return self._encode(texts, add_special_tokens=False) if texts else []
+    def encode(self, batch) -> Encoded:
+        """Encode ``batch.texts`` and check the guard's sample (may run on a worker thread)."""
+        ids, counts = self.encoder.encode_flat(batch.texts)
+        checked = self.guard.check(batch, ids, counts) if self.guard is not None else 0
+        return Encoded(ids, counts, checked, self.specials.count(batch.texts))
 
-    def assemble(self, batch, encodings: list) -> TokenBatch:
+    def assemble(self, batch, encoded: Encoded) -> TokenBatch:
         self._batches += 1
         if self._batches % TRIM_EVERY == 0:  # hand freed encodings back to the OS (~10 ms)
             memory.trim()
-        raw = np.fromiter(map(len, encodings), dtype=np.int64, count=len(encodings))
-        # one document's id list at a time: a batch's ids as Python ints would be ~36 bytes each
-        ids = itertools.chain.from_iterable(e.ids for e in encodings)
-        flat = np.fromiter(ids, dtype=np.int32, count=int(raw.sum()))
+        flat, raw = encoded.ids, encoded.counts
         lengths = raw.copy()
         starts = np.cumsum(raw) - raw
         if self.bos is not None:
@@ -114,7 +173,9 @@ class Tokenize:
             rejects=batch.rejects,
             records=batch.records,
             bytes=batch.bytes,
+            guard_docs=encoded.guard_docs,
+            special_docs=encoded.special_docs,
         )
 
     def __call__(self, batch) -> TokenBatch:
-        return self.assemble(batch, self.encode(batch.texts))
+        return self.assemble(batch, self.encode(batch))

@@ -4,7 +4,8 @@
 """
 
 
-def run(config=None, overrides=(), *, progress: bool = False, engine_args=()) -> dict:
+def run(config=None, overrides=(), *, progress: bool = False, engine_args=(),
+        check: str = "size") -> dict:
     from pipelines.api import run as _run
 
-    return _run(config, overrides, progress=progress, engine_args=engine_args)
+    return _run(config, overrides, progress=progress, engine_args=engine_args, check=check)

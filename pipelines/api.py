@@ -1,11 +1,13 @@
 """``pipelines.run``: the library entry point, the same job as ``fewtrunc run``."""
 from __future__ import annotations
 
+import errno
 import importlib
+import os
 from typing import Sequence
 
 from pipelines.config import load_run_config
-from pipelines.errors import ConfigError
+from pipelines.errors import ConfigError, InputError, OutputError
 
 
 ENGINES = {  # engine name -> module with ``run(cfg, progress=...)``
@@ -13,19 +15,55 @@ ENGINES = {  # engine name -> module with ``run(cfg, progress=...)``
     "ray": "pipelines.engines.ray_engine",
     "beam": "pipelines.engines.beam_engine",
 }
+CHECKS = ("size", "sha256")
+
+# errno -> what to do, for the errors a full, read-only or foreign file system gives
+_WRITE_ERRORS = {
+    errno.ENOSPC: "free space there (or choose another output.dir) and run again: the run "
+                  "resumes where it stopped",
+    errno.EDQUOT: "free space within your quota (or choose another output.dir) and run again: "
+                  "the run resumes where it stopped",
+    errno.EFBIG: "the file system or the process's file size limit (ulimit -f) refuses a file "
+                 "this large; raise the limit or choose another output.dir, then run again",
+    errno.EROFS: "the file system is read-only: choose an output.dir on a writable one",
+    errno.EACCES: "this user may not write there: fix its permissions or choose another "
+                  "output.dir",
+    errno.EPERM: "the operation is not permitted there: fix its permissions or attributes, or "
+                 "choose another output.dir",
+}
 
 
 def run(config=None, overrides: Sequence[str] = (), *, progress: bool = False,
-        engine_args: Sequence[str] = ()) -> dict:
+        engine_args: Sequence[str] = (), check: str = "size") -> dict:
     """Run a job from a ``RunConfig``, a dict or a YAML path, plus dotted ``key=value`` overrides.
 
     Returns ``{"status": "complete" | "already complete", "manifest": {...}, "out": dir}``.
     Raises ``ConfigError`` before any work for a bad config or a missing input path.
+    ``check``: how a finished run's shards are checked before it counts as complete: ``size``
+    (each exists with its recorded size) or ``sha256`` (and its recorded hash).
     """
     cfg = load_run_config(config, overrides)
     engine = importlib.import_module(ENGINES[cfg.engine])  # RunConfig validates the name
     if engine_args and cfg.engine != "beam":
         raise ConfigError(f"unknown arguments {' '.join(engine_args)} (only engine=beam passes "
                           "extra --flags on, to Beam's PipelineOptions)")
+    if check not in CHECKS:
+        raise ConfigError(f"check {check!r} is not one of {', '.join(CHECKS)}")
     kwargs = {"engine_args": tuple(engine_args)} if engine_args else {}
-    return engine.run(cfg, progress=progress, **kwargs)
+    if check != "size":
+        kwargs["check"] = check
+    from pipelines.engines import common
+
+    try:
+        return engine.run(cfg, progress=progress, **kwargs)
+    except OSError as exc:
+        if exc.errno not in _WRITE_ERRORS:
+            raise
+        where = os.fsdecode(exc.filename) if exc.filename else cfg.output.dir
+        out = os.path.realpath(cfg.output.dir)
+        if os.path.commonpath([out, os.path.realpath(where)]) != out:
+            raise InputError(where, exc.strerror) from exc  # not ours to write: an input
+        raise OutputError(f"cannot write {where}: {exc.strerror}; "
+                          f"{_WRITE_ERRORS[exc.errno]}") from exc
+    finally:
+        common.release_output(cfg.output.dir)

@@ -5,6 +5,9 @@
   ``input.on_error=skip`` it becomes a line of ``rejects.jsonl``; under ``fail`` it stops the run.
 - ``RetryableError``: a transient failure (a worker lost, a busy file system); engines retry it.
 - ``FatalError``: an invariant is broken (token conservation, a checksum); never retried.
+- ``OutputError``: the output directory cannot be used as it is: in use by another run, damaged,
+  not a fewtrunc run, or not writable (no space, read-only, permission). Names the path and what
+  to do.
 """
 
 
@@ -31,3 +34,7 @@ class RetryableError(FewtruncError):
 
 class FatalError(FewtruncError):
     """A broken invariant: the run stops and nothing is published."""
+
+
+class OutputError(FewtruncError):
+    """The output directory is busy, damaged, foreign or not writable; says what to do."""

@@ -19,7 +19,6 @@ def add_arguments(parser) -> None:
 
 
 def main(args) -> int:
-    import json
     from pathlib import Path
 
     import numpy as np
@@ -27,13 +26,14 @@ def main(args) -> int:
     from pipelines.commands.run import summary_table
     from pipelines.errors import InputError
     from pipelines.shard_format import open_shard
+    from pipelines.steps.verify import load_manifest
     from pipelines.tokenizer import load_tokenizer, tokenizer_fingerprint
 
     out = Path(args.dir)
     mpath = out / "manifest.json"
     if not mpath.is_file():
         raise InputError(str(out), "no manifest.json: not a finished fewtrunc run")
-    manifest = json.loads(mpath.read_text())
+    manifest = load_manifest(out)  # shard names are checked: only files inside out
     print(summary_table(manifest))
     if args.row is None:
         return 0

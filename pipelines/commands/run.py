@@ -11,7 +11,10 @@ to this Python's standard library and fewtrunc's shipped sample data.
 
 Writes to output.dir: shard-*.arrow (one row per training sequence), manifest.json, stats.json,
 rejects.jsonl, report.html + PNG plots. A run killed at any point resumes when started again and
-ends byte-identical; rerunning a finished run does nothing.
+ends byte-identical; rerunning a finished run does nothing once every shard is found with its
+recorded size (--verify: and sha256). A damaged finished run is repaired from its work files
+(output.keep_work=true) or refused. One run at a time may use an output.dir (a lock names the
+holder); output.dir may not lie inside an input, nor be a non-empty directory of other files.
 
 examples:
   fewtrunc run configs/demo.yaml
@@ -40,6 +43,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="dotted overrides, e.g. pack.seq_len=4096 output.dir=out")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--verify", action="store_true",
+                        help="over a finished run: check every shard's sha256 (as `fewtrunc "
+                        "verify` does), not only that it exists with its recorded size")
 
 
 def summary_table(manifest: dict) -> str:
@@ -71,7 +77,7 @@ def main(args) -> int:
     overrides = list(args.overrides) + [a for a, o in zip(extra, is_override) if o]
     flags = [a for a, o in zip(extra, is_override) if not o]
     result = run(args.config, overrides, progress=not args.quiet and sys.stderr.isatty(),
-                 engine_args=flags)
+                 engine_args=flags, check="sha256" if args.verify else "size")
     m = result["manifest"]
     print(f"{result['status']}: {result['out']}")
     print(summary_table(m))

@@ -120,12 +120,12 @@ def build(p, ctx, units: list[int], t0: float):
     )
 
 
-def run(cfg, progress: bool = False, engine_args=()) -> dict:
+def run(cfg, progress: bool = False, engine_args=(), check: str = "size") -> dict:
     """Run (or resume, or recognize as finished) ``cfg`` with Beam; the local engine's contract."""
     t0 = time.time()
     options = pipeline_options(cfg.beam, engine_args)  # bad flags fail before any work
     runner = make_runner(options)
-    ctx, finished = common.prepare(cfg)
+    ctx, finished = common.prepare(cfg, check)
     if finished is not None:
         return {"status": "already complete", "manifest": finished, "out": str(ctx.out)}
     import apache_beam as beam

@@ -6,6 +6,7 @@ all file names, markers and bytes come from here and from the steps.
 """
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import os
@@ -14,19 +15,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipelines.configio import to_dict
-from pipelines.errors import ConfigError, FatalError
+from pipelines.errors import ConfigError, FatalError, OutputError
 from pipelines.faults import crash_point
 from pipelines.shard_format import fsync_path, list_shards, shard_name, write_shard_batches
 from pipelines.steps import spill
 from pipelines.steps.manifest import build_manifest
 from pipelines.steps.pack import plan_rows
-from pipelines.steps.plan import inputs_digest, plan_units
+from pipelines.steps.plan import expand_placeholders, inputs_digest, plan_units, split_glob
 from pipelines.steps.stats import run_stats
 from pipelines.steps.tokenize import Tokenize
+from pipelines.steps.verify import load_manifest
 from pipelines.steps.write import DocTable, build_shard, sha256_file, shard_ranges
 from pipelines.tokenizer import tokenizer_fingerprint
 
 WORK = "_work"
+LOCK = ".fewtrunc.lock"  # held (flock) while a run uses the directory; removed when it ends
 
 
 @dataclass
@@ -56,42 +59,231 @@ def _fingerprint(config: dict, tok_fp: str, digest: str) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def prepare(cfg) -> tuple[RunContext, dict | None]:
-    """Validate everything before work starts; return (context, manifest if already complete)."""
+def prepare(cfg, check: str = "size") -> tuple[RunContext, dict | None]:
+    """Validate everything before work starts; return (context, manifest if already complete).
+
+    Takes the output directory's lock (released by ``finalize``, or ``release_output``). A
+    finished run counts as complete only when every shard exists with its recorded size
+    (``check="sha256"``: and hash); a damaged one is repaired from kept work files or refused.
+    """
     tokenize = Tokenize(cfg.tokenizer)
     units = plan_units(cfg.input)
     tok_fp = tokenizer_fingerprint(tokenize.tokenizer)
     config = to_dict(cfg)
     digest = inputs_digest(units)
-    fp = _fingerprint(config, tok_fp, digest)
+    fp = _fingerprint(_placeless(config), tok_fp, digest)
     out = Path(cfg.output.dir)
     tok_info = {"fingerprint": tok_fp, "vocab_size": tokenize.tokenizer.get_vocab_size(),
                 "bos_id": tokenize.bos, "eos_id": tokenize.eos, "backend": tokenize.backend}
     inputs = {"units": len(units), "sources": sum(len(u.sources) for u in units),
               "digest": digest}
     ctx = RunContext(cfg, out, out / WORK, units, tokenize, tok_info, fp, config, inputs)
-    manifest_path = out / "manifest.json"
-    if manifest_path.is_file():
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        if manifest.get("run_fingerprint") != fp:
-            raise ConfigError(f"output.dir {str(out)!r} holds a finished run with another config "
-                              "or input; choose another output.dir or delete it")
-        if ctx.work.exists():
-            shutil.rmtree(ctx.work, ignore_errors=True)  # killed after the manifest was written
-        return ctx, manifest
+    _refuse_output_inside_inputs(cfg)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"output.dir {str(out)!r} exists and is not a directory")
+    out.mkdir(parents=True, exist_ok=True)
+    lock_output(out)
+    try:
+        return ctx, _resume(ctx, check)
+    except BaseException:
+        release_output(out)
+        raise
+
+
+def _resume(ctx: RunContext, check: str) -> dict | None:
+    """The finished run's manifest when the output is complete and intact; None when there is
+    work to do (a new run, an unfinished one, or a finished one being repaired)."""
+    out, fp = ctx.out, ctx.fingerprint
+    if (out / "manifest.json").is_file():
+        manifest = load_manifest(out)
+        if manifest["run_fingerprint"] != fp:
+            raise ConfigError(f"output.dir {str(out)!r} holds a finished run with "
+                              f"{_what_differs(manifest.get('config'), ctx)}; choose another "
+                              "output.dir or delete it")
+        damage = output_damage(out, manifest, check)
+        if not damage:
+            if ctx.work.exists() and not ctx.cfg.output.keep_work:
+                shutil.rmtree(ctx.work, ignore_errors=True)  # killed after the manifest
+            release_output(out)
+            return manifest
+        if not _same_run(ctx.work / "run.json", fp):
+            raise OutputError(f"output.dir {str(out)!r} holds a finished run whose output is "
+                              f"damaged: {'; '.join(damage[:3])}"
+                              f"{f' (and {len(damage) - 3} more)' if len(damage) > 3 else ''}."
+                              " Its work files are gone, so it cannot be repaired: delete the "
+                              "directory and run again (output.keep_work=true keeps what a "
+                              "repair needs)")
+        # the kept work files hold the plan's tokens: the damaged shards are rewritten
+    elif not ctx.work.is_dir():
+        foreign = sorted(p.name for p in out.iterdir() if p.name != LOCK)
+        if foreign:
+            raise OutputError(f"output.dir {str(out)!r} is not empty and holds no fewtrunc run "
+                              f"(no manifest.json, no {WORK}/; it has {', '.join(foreign[:3])}"
+                              f"{', …' if len(foreign) > 3 else ''}): choose a new or empty "
+                              "directory")
     ctx.work.mkdir(parents=True, exist_ok=True)
     run_file = ctx.work / "run.json"
     if run_file.is_file():
-        if json.loads(run_file.read_text()).get("run_fingerprint") != fp:
-            raise ConfigError(f"output.dir {str(out)!r} holds an unfinished run with another "
-                              "config or input; delete it or choose another output.dir")
+        if not _same_run(run_file, fp):
+            raise ConfigError(f"output.dir {str(out)!r} holds an unfinished run with "
+                              f"{_what_differs(_read_json(run_file).get('config'), ctx)}; "
+                              "delete it or choose another output.dir")
     else:
-        spill.write_json_atomic(run_file, {"run_fingerprint": fp, "config": config})
+        spill.write_json_atomic(run_file, {"run_fingerprint": fp, "config": ctx.config})
     for stray in list(out.glob(".*.tmp-*")) + list(ctx.work.glob("*.tmp*")):
-        stray.unlink(missing_ok=True)  # temporaries of a killed run
-    return ctx, None
+        stray.unlink(missing_ok=True)  # temporaries of a killed run (the lock keeps others out)
+    return None
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    return obj if isinstance(obj, dict) else {}
+
+
+def _same_run(run_file: Path, fp: str) -> bool:
+    return run_file.is_file() and _read_json(run_file).get("run_fingerprint") == fp
+
+
+def _placeless(config: dict) -> dict:
+    """The config without ``output.dir``: where a run is written does not change its bytes, so
+    it may be resumed through another spelling of the path, or after the directory moved."""
+    return {**config, "output": {k: v for k, v in config.get("output", {}).items() if k != "dir"}}
+
+
+def _what_differs(old: dict | None, ctx: RunContext) -> str:
+    """'another config (pack.seq_len: 512 -> 1024)', or 'another input or tokenizer'."""
+    diffs = []
+
+    def walk(a, b, prefix):
+        for key in sorted(set(a) | set(b)):
+            name = f"{prefix}{key}"
+            if name in ENGINE_KEYS or name == "output.dir":
+                continue
+            x, y = a.get(key), b.get(key)
+            if isinstance(x, dict) and isinstance(y, dict):
+                walk(x, y, name + ".")
+            elif x != y:
+                diffs.append(f"{name}: {x!r} -> {y!r}")
+
+    if isinstance(old, dict):
+        walk(old, ctx.config, "")
+    if diffs:
+        return f"another config ({', '.join(diffs[:4])}{', …' if len(diffs) > 4 else ''})"
+    return "another input (file names or sizes) or tokenizer"
+
+
+def output_damage(out: Path, manifest: dict, check: str = "size") -> list[str]:
+    """What is wrong with a finished run's shards: each must exist with its recorded size
+    (``check="sha256"``: and its recorded sha256, as ``fewtrunc verify`` does); no stray shard."""
+    problems = []
+    listed = set()
+    for entry in manifest["shards"]:
+        name = entry["file"]
+        listed.add(name)
+        path = out / name
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            problems.append(f"{name} is missing")
+            continue
+        if size != entry["bytes"]:
+            problems.append(f"{name} has {size:,} bytes, the manifest records {entry['bytes']:,}")
+        elif check == "sha256" and sha256_file(path) != entry["sha256"]:
+            problems.append(f"{name}: sha256 differs from the manifest's")
+    problems += [f"{p.name} is not in the manifest" for p in list_shards(out)
+                 if p.name not in listed]
+    return problems
+
+
+def _refuse_output_inside_inputs(cfg) -> None:
+    """output.dir where an input path would reach it: its shards and rejects would become input,
+    and every resume or rerun would see another input. Refused before any work."""
+    out = os.path.realpath(cfg.output.dir)
+    ours = ("shard-00000.arrow", "manifest.json", "rejects.jsonl", "stats.json", "config.yaml",
+            "timings.json", "report.html", "lengths.png", WORK, LOCK)
+    for i, written in enumerate(cfg.input.paths):
+        prefix, pattern = split_glob(written)
+        base = os.path.realpath(expand_placeholders(prefix if pattern else written))
+        rel = os.path.relpath(out, base).replace(os.sep, "/")
+        if rel == ".." or rel.startswith("../"):
+            continue  # out is not below this input
+        parts = [] if rel == "." else rel.split("/")
+        if not pattern:
+            reached = os.path.isdir(base)  # a tree (or HF directory) holds everything below it
+        else:
+            globs = pattern.split("/")
+            if "**" in globs or any("**" in g for g in globs):
+                reached = True
+            elif len(parts) >= len(globs):
+                reached = all(fnmatch.fnmatchcase(p, g) for p, g in zip(parts, globs))
+            else:  # out matches the glob's first levels: could a match lie inside it?
+                reached = all(fnmatch.fnmatchcase(p, g) for p, g in zip(parts, globs)) and (
+                    len(globs) - len(parts) > 1
+                    or any(fnmatch.fnmatchcase(n, globs[-1]) for n in ours))
+        if reached:
+            raise ConfigError(f"output.dir {cfg.output.dir!r} is inside input.paths[{i}] "
+                              f"{written!r}: the run's own output would become its input; "
+                              "choose an output.dir outside the inputs")
+
+
+_LOCKS: dict[str, int] = {}  # output directory (real path) -> descriptor of its held lock file
+
+
+def lock_output(out: Path) -> None:
+    """Take the exclusive lock of ``out`` (flock on ``out/.fewtrunc.lock``, which names the
+    holder), or raise ``OutputError`` naming the run that holds it."""
+    import fcntl
+    import socket
+    import time
+
+    key = os.path.realpath(out)
+    if key in _LOCKS:  # this process holds it already (an earlier run here ended in an error)
+        return
+    path = out / LOCK
+    for _ in range(20):
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "unknown"
+            os.close(fd)
+            raise OutputError(f"output.dir {str(out)!r} is in use by another fewtrunc run "
+                              f"({holder}); wait for it to end, or choose another output.dir"
+                              ) from None
+        except OSError as exc:
+            os.close(fd)
+            raise OutputError(f"output.dir {str(out)!r}: cannot lock {path} ({exc.strerror}); "
+                              "use an output.dir on a file system with file locks") from None
+        try:
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # the previous holder removed the file as we opened it: take the new one
+    else:
+        raise OutputError(f"output.dir {str(out)!r}: could not take its lock {path}")
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}, since {stamp}\n".encode(), 0)
+    _LOCKS[key] = fd
+
+
+def release_output(out) -> None:
+    """Remove and release the lock of ``out`` if this process holds it."""
+    fd = _LOCKS.pop(os.path.realpath(out), None)
+    if fd is None:
+        return
+    path = Path(out) / LOCK
+    try:
+        if os.stat(path).st_ino == os.fstat(fd).st_ino:
+            path.unlink()
+    except OSError:
+        pass
+    os.close(fd)
 
 
 def spread_batches(policy: str, n_units: int, workers: int) -> bool:
@@ -152,8 +344,10 @@ def batch_rows(seq_len: int) -> int:
 
 def shard_plan(ctx: RunContext, rows) -> list[tuple[int, int]]:
     ranges = shard_ranges(rows.n_rows, ctx.cfg.output.rows_per_shard)
-    for extra in list_shards(ctx.out)[len(ranges):]:
-        extra.unlink()
+    planned = {shard_name(k) for k in range(len(ranges))}
+    for extra in list_shards(ctx.out):  # only inside a known run (prepare refuses others)
+        if extra.name not in planned:
+            extra.unlink()
     return ranges
 
 
@@ -181,6 +375,7 @@ def finalize(ctx: RunContext, docs, rows, markers, shards: list, timings: dict) 
     fsync_path(ctx.out)
     if not ctx.cfg.output.keep_work:
         shutil.rmtree(ctx.work, ignore_errors=True)
+    release_output(ctx.out)
     return manifest
 
 

@@ -25,10 +25,10 @@ def _bar(progress: bool, total: int, desc: str, unit: str = "B"):
     return bar
 
 
-def run(cfg, progress: bool = False) -> dict:
+def run(cfg, progress: bool = False, check: str = "size") -> dict:
     """Run (or resume, or recognize as finished) the job described by ``cfg``."""
     t0 = time.perf_counter()
-    ctx, finished = common.prepare(cfg)
+    ctx, finished = common.prepare(cfg, check)
     if finished is not None:
         return {"status": "already complete", "manifest": finished, "out": str(ctx.out)}
     timings = {}

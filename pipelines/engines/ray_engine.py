@@ -229,12 +229,12 @@ def write_shards(ctx, docs, rows, rcfg) -> list:
     return [e for _, e in sink.entries]
 
 
-def run(cfg, progress: bool = False) -> dict:
+def run(cfg, progress: bool = False, check: str = "size") -> dict:
     """Run (or resume, or recognize as finished) ``cfg`` on Ray; the local engine's contract."""
     if cfg.ray.address.strip().startswith(("http://", "https://")):
         return submit_job(cfg)
     t0 = time.perf_counter()
-    ctx, finished = common.prepare(cfg)
+    ctx, finished = common.prepare(cfg, check)
     if finished is not None:
         return {"status": "already complete", "manifest": finished, "out": str(ctx.out)}
     started = connect(cfg.ray)

@@ -64,7 +64,7 @@ def _is_hf_saved(directory: Path) -> bool:
     return (directory / "state.json").is_file() and (directory / "dataset_info.json").is_file()
 
 
-def _split_glob(pattern: str) -> tuple[str, str]:
+def split_glob(pattern: str) -> tuple[str, str]:
     """``a/b/*.py`` -> (``a/b``, ``*.py``): the literal prefix and the glob part."""
     parts = pattern.split("/")
     for i, part in enumerate(parts):
@@ -120,7 +120,7 @@ def resolve_sources(cfg) -> list[Source]:
         if cfg.format == "hf" and not os.path.exists(resolved):
             sources.append(Source(resolved, written, "hf", 0))  # a load_dataset name
             continue
-        prefix_w, pattern = _split_glob(written)
+        prefix_w, pattern = split_glob(written)
         if pattern:
             base = expand_placeholders(prefix_w)
             matches = sorted(glob.glob(resolved, recursive=True))

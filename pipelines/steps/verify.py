@@ -7,12 +7,44 @@ list lengths that disagree, and totals that differ from the manifest. Vectorized
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
 
+from pipelines.errors import OutputError
 from pipelines.shard_format import SCHEMA, list_shards, open_shard
 from pipelines.steps.write import sha256_file
+
+SHARD_FILE = re.compile(r"shard-[0-9]{5,}\.arrow")  # a name inside the run directory, no path
+_KEYS = {"run_fingerprint": str, "config": dict, "shards": list, "totals": dict}
+
+
+def load_manifest(directory) -> dict:
+    """The manifest of a finished run, or ``OutputError`` naming what is wrong with it: not JSON,
+    a key missing, or a shard entry that is not a plain shard name (``../x`` would make verify
+    and inspect open files outside the run directory)."""
+    path = Path(directory) / "manifest.json"
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise OutputError(f"{path}: unreadable manifest ({exc}); the run's record is damaged: "
+                          "delete the output directory and run again") from None
+    if not isinstance(manifest, dict):
+        raise OutputError(f"{path}: not a fewtrunc manifest (a JSON {type(manifest).__name__})")
+    for key, kind in _KEYS.items():
+        if not isinstance(manifest.get(key), kind):
+            raise OutputError(f"{path}: not a fewtrunc manifest ({key!r} missing or not a "
+                              f"{kind.__name__})")
+    for entry in manifest["shards"]:
+        name = entry.get("file") if isinstance(entry, dict) else None
+        if not isinstance(name, str) or not SHARD_FILE.fullmatch(name):
+            raise OutputError(f"{path}: shard entry {name!r} is not a shard file name inside "
+                              "the run directory")
+        for key in ("rows", "tokens", "bytes", "sha256"):
+            if key not in entry:
+                raise OutputError(f"{path}: shard entry {name!r} has no {key!r}")
+    return manifest
 
 
 def _offsets(col) -> np.ndarray:
@@ -53,8 +85,13 @@ def verify_dir(directory) -> tuple[list[str], dict]:
     if not mpath.is_file():
         return [f"{mpath}: no manifest (the run is not finished, or this is not a fewtrunc "
                 "output directory)"], {}
-    manifest = json.loads(mpath.read_text(encoding="utf-8"))
-    seq_len = manifest["config"]["pack"]["seq_len"]
+    try:
+        manifest = load_manifest(out)
+        seq_len = int(manifest["config"]["pack"]["seq_len"])
+    except OutputError as exc:
+        return [str(exc)], {}
+    except (KeyError, TypeError, ValueError):
+        return [f"{mpath}: not a fewtrunc manifest (no config.pack.seq_len)"], {}
     problems: list[str] = []
     listed = [s["file"] for s in manifest["shards"]]
     on_disk = [p.name for p in list_shards(out)]

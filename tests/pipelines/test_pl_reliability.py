@@ -23,6 +23,12 @@ def _rejects(out):
     return [json.loads(line) for line in (out / "rejects.jsonl").read_text().splitlines()]
 
 
+def _empty_config(tmp_path):
+    path = tmp_path / "empty.yaml"
+    path.write_text("{}\n")
+    return path
+
+
 def _cli(*args, **kwargs):
     return subprocess.run([sys.executable, "-m", "pipelines.cli", *map(str, args)],
                           capture_output=True, text=True, **kwargs)
@@ -145,3 +151,159 @@ def test_gz_damaged_mid_file_keeps_every_record_before_the_damage(tmp_path, n_li
     with pytest.raises(InputError, match=rf"d\.jsonl\.gz:line {broken[0]['line']}:"):
         list(Reader(load_run_config(None, base_overrides(
             tmp_path / "o", str(path), **{"input.on_error": "fail"})).input)(unit))
+
+
+# --- the output directory ---------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    """30 English documents: several shards of a few rows."""
+    from tests.pipelines.conftest import write_jsonl
+
+    d = tmp_path_factory.mktemp("small")
+    return write_jsonl(d / "en.jsonl", [{"text": r["text"]} for r in english_records(30)])
+
+
+def _small_run(small, out, **extra):
+    return pipelines.run(None, base_overrides(out, str(small), **{"output.rows_per_shard": 8,
+                                                                  **extra}))
+
+
+def test_rerun_over_damaged_shards_refuses_without_work_files(tmp_path, small):
+    from pipelines.errors import OutputError
+    from tests.pipelines.conftest import file_bytes
+
+    out = tmp_path / "o"
+    assert len(_small_run(small, out)["manifest"]["shards"]) >= 3
+    before = file_bytes(out)
+    flipped = bytearray(before["shard-00002.arrow"])
+    flipped[len(flipped) // 2] ^= 0xFF  # same size, other bytes
+    (out / "shard-00002.arrow").write_bytes(bytes(flipped))
+    assert _small_run(small, out)["status"] == "already complete"  # sizes are all as recorded
+    with pytest.raises(OutputError, match=r"shard-00002\.arrow: sha256 differs"):
+        pipelines.run(None, base_overrides(out, str(small), **{"output.rows_per_shard": 8}),
+                      check="sha256")
+    (out / "shard-00000.arrow").unlink()
+    with open(out / "shard-00001.arrow", "r+b") as f:
+        f.truncate(100)
+    with pytest.raises(OutputError, match=r"damaged: shard-00000\.arrow is missing; "
+                       r"shard-00001\.arrow has 100 bytes, the manifest records [\d,]+\..*"
+                       r"cannot be repaired"):
+        _small_run(small, out)
+    (out / "shard-00009.arrow").write_bytes(b"stray")
+    r = _cli("run", _empty_config(tmp_path), "--quiet",
+             *base_overrides(out, str(small), **{"output.rows_per_shard": 8}))
+    assert r.returncode == 2 and r.stdout == ""
+    (line,) = r.stderr.splitlines()
+    assert line.startswith("fewtrunc run: error: output.dir ")
+    assert "shard-00009.arrow is not in the manifest" in line
+
+
+def test_rerun_over_damaged_shards_repairs_from_kept_work_files(tmp_path, small):
+    from tests.pipelines.conftest import file_bytes
+
+    out = tmp_path / "o"
+    _small_run(small, out, **{"output.keep_work": "true"})
+    before = file_bytes(out)
+    (out / "shard-00001.arrow").unlink()
+    (out / "shard-00002.arrow").write_bytes(b"garbage")
+    (out / "shard-00042.arrow").write_bytes(b"stray")
+    assert _small_run(small, out, **{"output.keep_work": "true"})["status"] == "complete"
+    assert file_bytes(out) == before
+    assert _small_run(small, out, **{"output.keep_work": "true"})["status"] == "already complete"
+
+
+def test_where_the_output_is_written_is_not_part_of_the_fingerprint(tmp_path, small):
+    import signal
+
+    (tmp_path / "cwd").mkdir()
+    killed = _cli("run", _empty_config(tmp_path), "--quiet",
+                  *base_overrides("o", str(small), **{"output.rows_per_shard": 8}),
+                  cwd=tmp_path / "cwd", env={**os.environ, "FEWTRUNC_CRASH": "shard:1",
+                                             "PYTHONPATH": os.getcwd()})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    out = tmp_path / "cwd" / "o"
+    assert not (out / "manifest.json").exists()
+    assert _small_run(small, out)["status"] == "complete"  # resumed through the absolute path
+    moved = tmp_path / "moved"
+    out.rename(moved)
+    assert _small_run(small, moved)["status"] == "already complete"
+    from pipelines.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"finished run with another config "
+                       r"\(pack\.seq_len: 256 -> 512\)"):
+        _small_run(small, moved, **{"pack.seq_len": 512})
+
+
+def test_output_inside_an_input_is_refused_before_any_work(tmp_path, small):
+    from pipelines.errors import ConfigError
+    from tests.pipelines.conftest import write_jsonl
+
+    data = tmp_path / "data"
+    (data / "src").mkdir(parents=True)
+    (data / "src" / "a.py").write_text("x = 1\n")
+    write_jsonl(data / "a.jsonl", [{"text": GOOD[0]}])
+    refused = [(data, data / "out"), (data, data), (data / "src", data / "src" / "deep" / "o"),
+               (f"{data}/*.jsonl", data), (f"{data}/**/*.py", data / "out"), (f"{data}/*", data / "o")]
+    for inp, out in refused:
+        with pytest.raises(ConfigError, match=r"inside input\.paths\[0\]"):
+            _run(out, inp)
+        assert not (out / "_work").exists()
+    # not reachable from the input: accepted
+    assert _run(data / "out", f"{data}/*.jsonl")["status"] == "complete"
+    assert _run(data / "src" / "out", data / "a.jsonl")["status"] == "complete"
+
+
+def test_one_run_at_a_time_per_output_dir(tmp_path, small):
+    from pipelines.errors import OutputError
+
+    out = tmp_path / "o"
+    out.mkdir()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; "
+         "from pipelines.engines.common import lock_output; lock_output(Path(sys.argv[1])); "
+         "print('locked', flush=True); time.sleep(60)", str(out)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(OutputError, match=rf"in use by another fewtrunc run \(pid "
+                           rf"{holder.pid} on .*, since .* UTC\); wait for it to end"):
+            _small_run(small, out)
+        assert not (out / "_work").exists()  # nothing of the holder's was touched
+    finally:
+        holder.kill()
+        holder.wait()
+    assert _small_run(small, out)["status"] == "complete"
+    assert not (out / ".fewtrunc.lock").exists()  # released and removed when the run ends
+
+
+def test_corrupt_manifest_is_one_clear_line(tmp_path, small):
+    out = tmp_path / "o"
+    _small_run(small, out)
+    args = base_overrides(out, str(small), **{"output.rows_per_shard": 8})
+    for text, says in [("{not json", "unreadable manifest"),
+                       ("{}", "not a fewtrunc manifest ('run_fingerprint' missing"),
+                       ('{"run_fingerprint": "x", "config": {}, "shards": [{"file": '
+                        '"../../../../etc/hostname", "rows": 1, "tokens": 1, "bytes": 1, '
+                        '"sha256": "0"}], "totals": {}}', "'../../../../etc/hostname' is not a "
+                        "shard file name inside the run directory")]:
+        (out / "manifest.json").write_text(text)
+        r = _cli("run", _empty_config(tmp_path), "--quiet", *args)
+        assert r.returncode == 2 and len(r.stderr.splitlines()) == 1, r.stderr
+        assert r.stderr.startswith("fewtrunc run: error: ") and says in r.stderr
+        v = _cli("verify", out)
+        assert v.returncode == 1 and len(v.stdout.splitlines()) == 1 and says in v.stdout, v
+        i = _cli("inspect", out)
+        assert i.returncode == 2 and says in i.stderr and "Traceback" not in i.stderr
+
+
+def test_non_empty_directory_that_is_not_a_run_is_refused(tmp_path, small):
+    from pipelines.errors import OutputError
+
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "shard-00005.arrow").write_bytes(b"someone else's")
+    with pytest.raises(OutputError, match=r"is not empty and holds no fewtrunc run .*"
+                       r"shard-00005\.arrow"):
+        _small_run(small, out)
+    assert sorted(p.name for p in out.iterdir()) == ["shard-00005.arrow"]

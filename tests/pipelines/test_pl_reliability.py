@@ -307,3 +307,101 @@ def test_non_empty_directory_that_is_not_a_run_is_refused(tmp_path, small):
                        r"shard-00005\.arrow"):
         _small_run(small, out)
     assert sorted(p.name for p in out.iterdir()) == ["shard-00005.arrow"]
+
+
+# --- write errors: one line naming the path and what to do; the resume stays byte-identical ----
+
+def _limited_cli(tmp_path, out, small, fsize=None):
+    import resource
+    import signal
+
+    def limit():
+        if fsize:
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of a signal
+            resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
+
+    return subprocess.run([sys.executable, "-m", "pipelines.cli", "run",
+                           str(_empty_config(tmp_path)), "--quiet",
+                           *base_overrides(out, str(small), **{"output.rows_per_shard": 8})],
+                          capture_output=True, text=True, preexec_fn=limit,
+                          env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+
+
+def _one_error_line(r, *says):
+    assert r.returncode == 2 and r.stdout == "", r.stderr
+    (line,) = r.stderr.splitlines()
+    assert line.startswith("fewtrunc run: error: cannot write "), line
+    for s in says:
+        assert s in line, line
+
+
+def test_file_too_large_is_one_line_and_the_resume_is_identical(tmp_path, small):
+    import shutil
+
+    from tests.pipelines.conftest import file_bytes
+
+    out = tmp_path / "o"
+    _small_run(small, out)
+    reference = file_bytes(out)
+    shutil.rmtree(out)
+    _one_error_line(_limited_cli(tmp_path, out, small, fsize=20_000), str(out),
+                    "File too large", "ulimit -f")
+    assert not (out / "manifest.json").exists()
+    assert _small_run(small, out)["status"] == "complete"
+    assert file_bytes(out) == reference
+
+
+def _mount_tmpfs(where, options):
+    where.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)],
+                       capture_output=True)
+    if r.returncode:
+        pytest.skip("needs a tmpfs mount (root with CAP_SYS_ADMIN)")
+
+
+def _umount(where):
+    subprocess.run(["umount", str(where)], check=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounts a small tmpfs")
+def test_no_space_left_is_one_line_and_the_resume_is_identical(tmp_path, small):
+    from tests.pipelines.conftest import file_bytes
+
+    _small_run(small, tmp_path / "ref")
+    reference = {k: v for k, v in file_bytes(tmp_path / "ref").items() if k != "config.yaml"}
+    disk = tmp_path / "disk"
+    _mount_tmpfs(disk, "size=96k")
+    try:
+        out = disk / "o"
+        _one_error_line(_limited_cli(tmp_path, out, small), str(out),
+                        "No space left on device", "free space", "resumes where it stopped")
+        subprocess.run(["mount", "-o", "remount,size=16m", str(disk)], check=True)
+        assert _small_run(small, out)["status"] == "complete"
+        got = {k: v for k, v in file_bytes(out).items() if k != "config.yaml"}
+        assert got.keys() == reference.keys()
+        assert {k for k in got if got[k] != reference[k]} <= {"manifest.json"}  # output.dir
+    finally:
+        _umount(disk)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounts a read-only tmpfs")
+def test_read_only_file_system_is_one_line(tmp_path, small):
+    disk = tmp_path / "ro"
+    _mount_tmpfs(disk, "ro,size=1m")
+    try:
+        _one_error_line(_limited_cli(tmp_path, disk / "o", small), str(disk / "o"),
+                        "Read-only file system", "writable")
+    finally:
+        _umount(disk)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes whatever the mode")
+def test_permission_denied_is_one_line(tmp_path, small):
+    parent = tmp_path / "locked"
+    parent.mkdir()
+    parent.chmod(0o555)
+    try:
+        _one_error_line(_limited_cli(tmp_path, parent / "o", small), "Permission denied",
+                        "permissions")
+    finally:
+        parent.chmod(0o755)

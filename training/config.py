@@ -76,21 +76,36 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class EntConfig:
-    """Error Norm Truncation (pruning_data.ent_loss); give threshold or fraction."""
+    """Error Norm Truncation (pruning_data.ent_loss); give threshold or fraction.
+
+    warmup_steps=k: the first k optimizer updates are plain MLE. unit (level="sequence" only):
+    "document" ranks each document segment of a packed row (the paper's per-example rule),
+    "row" ranks whole packed rows.
+    """
 
     threshold: Optional[float] = None
     fraction: Optional[float] = None
     level: Literal["token", "sequence"] = "token"
     warmup_steps: int = 0
+    unit: Literal["document", "row"] = "document"
+
+    def __post_init__(self):
+        if self.warmup_steps < 0:
+            raise ConfigError("loss.ent.warmup_steps must be >= 0")
 
 
 @dataclass(frozen=True)
 class TruncationConfig:
-    """Loss truncation (pruning_data.LossTruncation) over per-row mean losses."""
+    """Loss truncation (pruning_data.LossTruncation) over per-example mean losses.
+
+    unit="document": an example is one document segment of a packed row (as in the paper, where
+    each example is one sequence); unit="row": an example is a whole packed row.
+    """
 
     drop_fraction: float = 0.1
     min_count: int = 64
     recompute_every: int = 1
+    unit: Literal["document", "row"] = "document"
 
 
 @dataclass(frozen=True)
@@ -98,6 +113,9 @@ class LossConfig:
     kind: Literal["mle", "ent", "loss_truncation"] = "mle"
     ent: EntConfig = field(default_factory=EntConfig)
     truncation: TruncationConfig = field(default_factory=TruncationConfig)
+    # "all": kept losses summed over all valid tokens (ENT) / all examples (loss truncation), as
+    # the papers' code; "kept": over the kept ones only (see pruning_data.ent_loss)
+    normalize: Literal["all", "kept"] = "all"
 
     def __post_init__(self):
         if self.kind == "ent" and (self.ent.threshold is None) == (self.ent.fraction is None):
@@ -109,8 +127,13 @@ class PruningConfig:
     """Dynamic data pruning (pruning_data.DynamicPruner) applied by the sampler.
 
     unit="row": an example is one packed row; rows are kept or skipped (saves compute).
-    unit="document": an example is one document segment of a row; pruned segments get no loss
-    (labels ignored) and rows whose segments are all pruned are skipped. Rows are not re-packed.
+    unit="document": an example is one document (all its chunks, in whatever rows they were
+    packed, are kept or pruned together; its score is the EL2N over all its chunks); pruned
+    documents get no loss (labels ignored) and rows whose segments are all pruned are skipped.
+    Rows are not re-packed.
+    ema_previous_weight: w ranks by ``w * previous + (1 - w) * new`` scores. The data-diets
+    code's ``prune_ema_alpha`` weights the *new* scores: ``prune_ema_alpha=a`` is
+    ``ema_previous_weight=1-a``.
     """
 
     enabled: bool = False
@@ -120,7 +143,7 @@ class PruningConfig:
     offset_fraction: float = 0.0
     full_epochs: int = 1
     rescore_every: int = 1
-    smoothing: Optional[float] = None
+    ema_previous_weight: Optional[float] = None
 
 
 @dataclass(frozen=True)

@@ -7,10 +7,12 @@ Batches never span two epochs (the last batch of an epoch may be smaller). The o
 Pruning unit (``PrunerSubset``):
   * ``"row"``: the pruner's examples are packed rows; pruned rows are not drawn, so each pruned
     epoch costs ``keep_fraction`` of the steps.
-  * ``"document"``: the pruner's examples are the document segments of the rows, numbered
-    row-major (the order of ``pruning_data.el2n(reduce="document")``). Rows are not re-packed:
-    a row is drawn when at least one of its segments is kept, and the pruned segments of a drawn
-    row get no loss (their labels are ignored). Compute is saved only on rows pruned whole; to
+  * ``"document"``: the pruner's examples are documents; ``segment_example`` maps every
+    document segment of the rows (row-major, the order of ``pruning_data.el2n(reduce="document")``)
+    to its example, so all chunks of a document split across rows are kept or pruned together
+    (default: every segment its own example). Rows are not re-packed: a row is drawn when at
+    least one of its segments is kept, and the pruned segments of a drawn row get no loss (their
+    labels are ignored). Compute is saved only on rows pruned whole; to
     save it fully, write the next epoch's shards from the scores instead (``fewtrunc score``).
 """
 from __future__ import annotations
@@ -86,7 +88,8 @@ class ResumableSampler:
 class PrunerSubset:
     """Turns a ``pruning_data.DynamicPruner`` into the sampler's ``subset`` and per-row keep masks."""
 
-    def __init__(self, pruner, unit: str, segments_per_row: np.ndarray):
+    def __init__(self, pruner, unit: str, segments_per_row: np.ndarray,
+                 segment_example: Optional[np.ndarray] = None):
         if unit not in ("row", "document"):
             raise ValueError(f"unit must be 'row' or 'document', got {unit!r}")
         self.pruner = pruner
@@ -94,7 +97,15 @@ class PrunerSubset:
         self.segments_per_row = np.asarray(segments_per_row, dtype=np.int64)
         self.n_rows = self.segments_per_row.size
         self.first_segment = np.concatenate([[0], np.cumsum(self.segments_per_row)])
-        expected = self.n_rows if unit == "row" else int(self.first_segment[-1])
+        n_segments = int(self.first_segment[-1])
+        if segment_example is not None and unit == "row":
+            raise ValueError("segment_example is only for unit='document'")
+        self.segment_example = np.arange(n_segments, dtype=np.int64) if segment_example is None \
+            else np.asarray(segment_example, dtype=np.int64)
+        if self.segment_example.shape != (n_segments,):
+            raise ValueError(f"segment_example needs one entry per segment ({n_segments})")
+        expected = self.n_rows if unit == "row" else \
+            (int(self.segment_example.max()) + 1 if n_segments else 0)
         if pruner.n_examples != expected:
             raise ValueError(f"pruner has {pruner.n_examples} examples, unit={unit} needs {expected}")
 
@@ -103,12 +114,16 @@ class PrunerSubset:
         if self.unit == "row":
             return kept
         row_of_segment = np.repeat(np.arange(self.n_rows), self.segments_per_row)
-        return np.unique(row_of_segment[kept])
+        return np.unique(row_of_segment[self._kept_segments(kept)])
+
+    def _kept_segments(self, kept_examples: np.ndarray) -> np.ndarray:
+        mask = np.zeros(self.pruner.n_examples, dtype=bool)
+        mask[kept_examples] = True
+        return mask[self.segment_example]
 
     def keep_masks(self, epoch: int, rows: np.ndarray) -> Optional[list]:
         """Per drawn row, a bool per segment (unit="document"); None for unit="row"."""
         if self.unit == "row":
             return None
-        kept = np.zeros(int(self.first_segment[-1]), dtype=bool)
-        kept[self.pruner.indices(epoch)] = True
+        kept = self._kept_segments(self.pruner.indices(epoch))
         return [kept[self.first_segment[r]:self.first_segment[r + 1]] for r in rows]

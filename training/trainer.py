@@ -24,7 +24,7 @@ from training import checkpoint as ckpt
 from training.config import RESUMABLE_CHANGES, TrainRunConfig
 from training.data import DocumentCollator, ShardDataset, mask_documents, vocab_map
 from training.evaluate import score_dataset
-from training.losses import Objective
+from training.losses import Objective, token_tie_ids
 from training.metrics import MetricsLog, plot_metrics
 from training.model import GPT
 from training.sampler import PrunerSubset, ResumableSampler
@@ -88,12 +88,19 @@ class Trainer:
         self.collator = DocumentCollator(cfg.data.reset_position_ids)
         self.pruner = self.subset = None
         p = cfg.pruning
+        self.segment_document = None  # unit=document: the pruner's example index of every segment
         if p.enabled:
-            per_row = np.array([self.dataset[i]["doc_lens"].size for i in range(len(self.dataset))])
-            n = len(per_row) if p.unit == "row" else int(per_row.sum())
+            doc_ids = [self.dataset[i]["doc_ids"] for i in range(len(self.dataset))]
+            per_row = np.array([d.size for d in doc_ids])
+            if p.unit == "row":
+                n = len(per_row)
+            else:  # every chunk of a document, in whatever row, is one example: kept or pruned together
+                _, self.segment_document = np.unique(np.concatenate(doc_ids), return_inverse=True)
+                n = int(self.segment_document.max()) + 1 if self.segment_document.size else 0
             self.pruner = DynamicPruner(n, p.keep_fraction, p.offset_fraction, p.full_epochs,
-                                        p.rescore_every, p.smoothing, cfg.data.seed, p.strategy)
-            self.subset = PrunerSubset(self.pruner, p.unit, per_row)
+                                        p.rescore_every, seed=cfg.data.seed, strategy=p.strategy,
+                                        ema_previous_weight=p.ema_previous_weight)
+            self.subset = PrunerSubset(self.pruner, p.unit, per_row, segment_example=self.segment_document)
         self.sampler = ResumableSampler(len(self.dataset), cfg.data.batch_size, cfg.data.seed,
                                         subset=self.subset, on_epoch_start=self._on_epoch_start)
         self.rescored_epochs: list[int] = []
@@ -128,7 +135,14 @@ class Trainer:
         if self.pruner is None or not self.pruner.needs_scores(epoch):
             return
         s = score_dataset(self.model, self.dataset, self.collator, self.cfg.data.batch_size, self.device)
-        scores = s["row_el2n"] if self.cfg.pruning.unit == "row" else s["el2n"]
+        if self.cfg.pruning.unit == "row":
+            scores = s["row_el2n"]
+        else:  # a document's EL2N: the mean over all its chunks' scored targets
+            n = self.pruner.n_examples
+            weight = s["n_scored"].astype(np.float64)
+            sums = np.bincount(self.segment_document, np.nan_to_num(s["el2n"], nan=0.0) * weight, n)
+            counts = np.bincount(self.segment_document, weight, n)
+            scores = np.divide(sums, counts, out=np.zeros(n), where=counts > 0)
         self.pruner.update(np.nan_to_num(scores, nan=0.0))  # nothing scored: no loss to lose
         self.rescored_epochs.append(epoch)
 
@@ -167,7 +181,12 @@ class Trainer:
                                         batch["position_ids"].to(self.device),
                                         batch["segment_ids"].to(self.device))
         labels = batch["labels"].to(self.device)
-        loss, stats = self.objective(logits, labels, self.step + 1)
+        e = self.cfg.loss.ent
+        tie_ids = token_tie_ids(batch).to(self.device) \
+            if self.cfg.loss.kind == "ent" and e.fraction is not None else None
+        # step = updates already done, so loss.ent.warmup_steps=k gives exactly k MLE updates
+        loss, stats = self.objective(logits, labels, self.step,
+                                     segment_ids=batch["segment_ids"].to(self.device), tie_ids=tie_ids)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if t.grad_clip > 0:

@@ -54,7 +54,7 @@ def test_resume_with_more_steps_logs_the_losses_of_an_uninterrupted_run(demo_con
 
 def test_checkpoint_loads_with_weights_only_and_holds_all_state(demo_config, shard_dir, tmp_path):
     _train(demo_config, shard_dir, tmp_path, "train.max_steps=4", "train.checkpoint_every=2",
-           "loss.kind=loss_truncation", "loss.truncation.min_count=4")
+           "loss.kind=loss_truncation", "loss.truncation.min_count=4", "loss.truncation.unit=row")
     assert [p.name for p in list_checkpoints(tmp_path)] == ["step-00000002.pt", "step-00000004.pt"]
     state = torch.load(latest_checkpoint(tmp_path), weights_only=True)
     assert state["step"] == 4
@@ -84,7 +84,7 @@ def test_loss_kinds_switch(demo_config, shard_dir, tmp_path, kind, extra):
     elif kind == "ent":
         assert all(r["dropped_tokens"] == int(0.2 * r["tokens"]) for r in rows)
     else:
-        assert rows[0]["dropped_rows"] >= 1 and dropped > 0
+        assert rows[0]["dropped_examples"] >= 1 and dropped > 0
 
 
 def _config(shard_dir, out, *extra):
@@ -97,7 +97,7 @@ def test_ent_drops_exactly_the_tokens_above_the_threshold_in_the_loop(shard_dir,
     def check(step, batch, logits, stats):
         labels = batch["labels"]
         norms = error_norm(logits, labels)
-        expected = (labels != IGNORE_INDEX) & (norms > 0.97) & (step >= 3)  # ent_loss: active from step 3
+        expected = (labels != IGNORE_INDEX) & (norms > 0.97) & (step > 3)  # updates 1-3 are MLE
         assert torch.equal(stats["dropped_mask"], expected)
         seen.append((step, int(expected.sum())))
 
@@ -105,8 +105,8 @@ def test_ent_drops_exactly_the_tokens_above_the_threshold_in_the_loop(shard_dir,
                   "loss.ent.warmup_steps=3")
     Trainer(cfg, step_callback=check).fit()
     assert [s for s, _ in seen] == [1, 2, 3, 4, 5]
-    assert [n for _, n in seen[:2]] == [0, 0]  # warmup: nothing dropped
-    assert all(n > 0 for _, n in seen[2:])
+    assert [n for _, n in seen[:3]] == [0, 0, 0]  # warmup_steps=3: exactly 3 plain MLE updates
+    assert all(n > 0 for _, n in seen[3:])
 
 
 def test_dynamic_pruning_in_the_loop_trains_on_the_kept_rows(shard_dir, tmp_path):

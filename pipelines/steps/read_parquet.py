@@ -1,4 +1,6 @@
-"""Parquet: the ``input.text_field`` column, streamed in row batches (never the whole file)."""
+"""Parquet: the ``input.text_field`` column, streamed in row batches (never the whole file), one
+row group at a time: a damaged row group is one reject naming it and its rows, and the groups
+around it are read."""
 from __future__ import annotations
 
 from typing import Iterator
@@ -19,13 +21,20 @@ def records(source, cfg) -> Iterator[Record]:
     if cfg.text_field not in names:
         raise InputError(source.path, f"no column {cfg.text_field!r} (columns: {names})")
     columns = [cfg.text_field] + ([cfg.id_field] if cfg.id_field in names else [])
-    row = 0
-    try:
-        for batch in pf.iter_batches(batch_size=1024, columns=columns):
-            texts = batch.column(0).to_pylist()
-            keys = batch.column(1).to_pylist() if len(columns) > 1 else [None] * len(texts)
-            for text, key in zip(texts, keys):
-                yield Record(row, text, key, len(text) if isinstance(text, str) else 0)
-                row += 1
-    except (pa.ArrowException, OSError) as exc:
-        raise InputError(f"{source.path}:row {row}", f"corrupt Parquet data: {exc}") from exc
+    meta = pf.metadata
+    first = 0  # the first row of the current row group
+    for group in range(meta.num_row_groups):
+        n_rows = meta.row_group(group).num_rows
+        row = first
+        try:
+            for batch in pf.iter_batches(batch_size=1024, row_groups=[group], columns=columns):
+                texts = batch.column(0).to_pylist()
+                keys = batch.column(1).to_pylist() if len(columns) > 1 else [None] * len(texts)
+                for text, key in zip(texts, keys):
+                    yield Record(row, text, key, len(text) if isinstance(text, str) else 0)
+                    row += 1
+        except (pa.ArrowException, OSError) as exc:
+            # the rest of the group is one reject; the next group is read
+            yield Record(row, None, None, 0, f"corrupt Parquet data in row group {group} (rows "
+                         f"{row}..{first + n_rows - 1} not read): {exc}")
+        first += n_rows

@@ -405,3 +405,34 @@ def test_permission_denied_is_one_line(tmp_path, small):
                         "permissions")
     finally:
         parent.chmod(0o755)
+
+
+def _parquet_with_damaged_group(path, groups=10, rows=100, damaged=4):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    texts = [f"row {i}: " + GOOD[i % 5][:100] for i in range(groups * rows)]
+    pq.write_table(pa.table({"text": texts}), path, row_group_size=rows)
+    col = pq.ParquetFile(path).metadata.row_group(damaged).column(0)
+    start = col.dictionary_page_offset or col.data_page_offset
+    data = bytearray(path.read_bytes())
+    for i in range(start, start + 16):  # the page header: the group cannot be decoded
+        data[i] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_corrupt_parquet_row_group_rejects_only_that_group(tmp_path):
+    path = tmp_path / "d.parquet"
+    _parquet_with_damaged_group(path)
+    result = _run(tmp_path / "o", path)
+    t = result["manifest"]["totals"]
+    assert (t["documents_accepted"], t["documents_rejected"]) == (900, 1)
+    (rej,) = _rejects(tmp_path / "o")
+    assert rej["row"] == 400 and rej["reason"].startswith(
+        "corrupt Parquet data in row group 4 (rows 400..499 not read)")
+    from tests.pipelines.conftest import segments_by_doc
+
+    assert len(segments_by_doc(tmp_path / "o")) == 900
+    with pytest.raises(InputError, match=r"d\.parquet:row 400: corrupt Parquet data in row "
+                       r"group 4"):
+        _run(tmp_path / "f", path, policy="fail")

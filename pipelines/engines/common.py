@@ -24,7 +24,7 @@ from pipelines.steps.pack import plan_rows
 from pipelines.steps.plan import expand_placeholders, inputs_digest, plan_units, split_glob
 from pipelines.steps.stats import run_stats
 from pipelines.steps.tokenize import Tokenize
-from pipelines.steps.verify import load_manifest
+from pipelines.steps.verify import SHARD_FILE, load_manifest, manifest_seal
 from pipelines.steps.write import DocTable, build_shard, sha256_file, shard_ranges
 from pipelines.tokenizer import tokenizer_fingerprint
 
@@ -193,6 +193,14 @@ def output_damage(out: Path, manifest: dict, check: str = "size") -> list[str]:
             problems.append(f"{name} has {size:,} bytes, the manifest records {entry['bytes']:,}")
         elif check == "sha256" and sha256_file(path) != entry["sha256"]:
             problems.append(f"{name}: sha256 differs from the manifest's")
+    for name, entry in manifest.get("files", {}).items():
+        path = out / name
+        if not path.is_file() or path.stat().st_size != entry["bytes"]:
+            problems.append(f"{name} is missing or has another size than the manifest records")
+        elif check == "sha256" and sha256_file(path) != entry["sha256"]:
+            problems.append(f"{name}: sha256 differs from the manifest's")
+    if check == "sha256" and manifest.get("seal") != manifest_seal(manifest):
+        problems.append("manifest.json was edited after the run (its seal differs)")
     problems += [f"{p.name} is not in the manifest" for p in list_shards(out)
                  if p.name not in listed]
     return problems
@@ -370,6 +378,8 @@ def finalize(ctx: RunContext, docs, rows, markers, shards: list, timings: dict) 
 
         write_report(ctx.out, stats, manifest)
     spill.write_json_atomic(ctx.out / "timings.json", timings)
+    manifest["files"] = output_files(ctx.out)
+    manifest["seal"] = manifest_seal(manifest)
     crash_point("manifest", 0)
     spill.write_json_atomic(ctx.out / "manifest.json", manifest, sync=True)
     fsync_path(ctx.out)
@@ -377,6 +387,22 @@ def finalize(ctx: RunContext, docs, rows, markers, shards: list, timings: dict) 
         shutil.rmtree(ctx.work, ignore_errors=True)
     release_output(ctx.out)
     return manifest
+
+
+UNHASHED = ("manifest.json", "timings.json")  # the record itself; the one file that varies
+
+
+def output_files(out: Path) -> dict:
+    """{name: {"bytes", "sha256"}} of every file of the run besides its shards, the manifest and
+    timings.json (rejects.jsonl, stats.json, config.yaml, the report): ``verify`` checks them."""
+    files = {}
+    for path in sorted(Path(out).iterdir()):
+        name = path.name
+        if (name.startswith(".") or name in UNHASHED or not path.is_file()
+                or SHARD_FILE.fullmatch(name)):
+            continue
+        files[name] = {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
+    return files
 
 
 def _yaml(config: dict) -> str:

@@ -6,6 +6,7 @@ list lengths that disagree, and totals that differ from the manifest. Vectorized
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -18,6 +19,12 @@ from pipelines.steps.write import sha256_file
 
 SHARD_FILE = re.compile(r"shard-[0-9]{5,}\.arrow")  # a name inside the run directory, no path
 _KEYS = {"run_fingerprint": str, "config": dict, "shards": list, "totals": dict}
+
+
+def manifest_seal(manifest: dict) -> str:
+    """sha256 of the manifest without its seal: any edit after the run shows in ``verify``."""
+    body = {k: v for k, v in manifest.items() if k != "seal"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
 def load_manifest(directory) -> dict:
@@ -44,6 +51,14 @@ def load_manifest(directory) -> dict:
         for key in ("rows", "tokens", "bytes", "sha256"):
             if key not in entry:
                 raise OutputError(f"{path}: shard entry {name!r} has no {key!r}")
+    files = manifest.get("files", {})
+    if not isinstance(files, dict):
+        raise OutputError(f"{path}: not a fewtrunc manifest ('files' is not an object)")
+    for name, entry in files.items():
+        if "/" in name or "\\" in name or name.startswith(".") or not isinstance(entry, dict) \
+                or not {"bytes", "sha256"} <= set(entry):
+            raise OutputError(f"{path}: file entry {name!r} is not a file name inside the run "
+                              "directory with its bytes and sha256")
     return manifest
 
 
@@ -99,7 +114,7 @@ def verify_dir(directory) -> tuple[list[str], dict]:
         missing = sorted(set(listed) - set(on_disk))
         extra = sorted(set(on_disk) - set(listed))
         problems.append(f"shards differ from the manifest: missing {missing}, extra {extra}")
-    rows = tokens = 0
+    rows = tokens = segments = firsts = 0
     for entry in manifest["shards"]:
         path = out / entry["file"]
         if not path.is_file():
@@ -117,10 +132,52 @@ def verify_dir(directory) -> tuple[list[str], dict]:
             problems.append(f"{entry['file']}: {table.num_rows} rows / {t} tokens, manifest "
                             f"says {entry['rows']} / {entry['tokens']}")
         rows, tokens = rows + table.num_rows, tokens + t
+        chunk = table.column("chunk_index").combine_chunks().values
+        segments += len(chunk)
+        firsts += int((np.asarray(chunk) == 0).sum())
     totals = manifest["totals"]
-    if rows != totals["sequences"]:
+    problems += _check_files(out, manifest)
+    problems += _rederived(out, manifest, segments, firsts)
+    if rows != totals.get("sequences"):
         problems.append(f"{rows} rows in shards, manifest totals say {totals['sequences']}")
-    if tokens != totals["tokens_out"] or totals["tokens_out"] != totals["tokens_in"]:
+    if tokens != totals.get("tokens_out") or totals.get("tokens_out") != totals.get("tokens_in"):
         problems.append(f"{tokens} tokens in shards; manifest tokens_out "
-                        f"{totals['tokens_out']}, tokens_in {totals['tokens_in']}")
+                        f"{totals.get('tokens_out')}, tokens_in {totals.get('tokens_in')}")
     return problems, manifest
+
+
+def _check_files(out: Path, manifest: dict) -> list[str]:
+    problems = []
+    if "seal" not in manifest:
+        problems.append("manifest.json has no seal (not written by this fewtrunc, or edited)")
+    elif manifest["seal"] != manifest_seal(manifest):
+        problems.append("manifest.json was edited after the run (its seal differs)")
+    for name, entry in manifest.get("files", {}).items():
+        path = out / name
+        if not path.is_file():
+            problems.append(f"{name}: missing")
+        elif sha256_file(path) != entry["sha256"]:
+            problems.append(f"{name}: sha256 mismatch (the file changed after the run)")
+    return problems
+
+
+def _rederived(out: Path, manifest: dict, segments: int, firsts: int) -> list[str]:
+    """Totals that the shards and rejects.jsonl determine, compared with the manifest's."""
+    t = manifest["totals"]
+    problems = []
+    if segments != t.get("chunks"):
+        problems.append(f"{segments} document segments in shards, manifest chunks {t.get('chunks')}")
+    if firsts != t.get("documents_accepted"):
+        problems.append(f"{firsts} documents start in the shards (chunk 0), manifest "
+                        f"documents_accepted {t.get('documents_accepted')}")
+    rejects = out / "rejects.jsonl"
+    if rejects.is_file():
+        with open(rejects, "rb") as f:
+            n = sum(1 for _ in f)
+        if n != t.get("documents_rejected"):
+            problems.append(f"{n} lines in rejects.jsonl, manifest documents_rejected "
+                            f"{t.get('documents_rejected')}")
+    if t.get("documents_read") != (t.get("documents_accepted") or 0) + (
+            t.get("documents_rejected") or 0):
+        problems.append("manifest documents_read != documents_accepted + documents_rejected")
+    return problems

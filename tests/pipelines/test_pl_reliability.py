@@ -436,3 +436,44 @@ def test_corrupt_parquet_row_group_rejects_only_that_group(tmp_path):
     with pytest.raises(InputError, match=r"d\.parquet:row 400: corrupt Parquet data in row "
                        r"group 4"):
         _run(tmp_path / "f", path, policy="fail")
+
+
+def test_verify_catches_edits_of_the_manifest_and_of_every_output_file(tmp_path, small):
+    from pipelines.steps.verify import manifest_seal, verify_dir
+
+    out = tmp_path / "o"
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(small.read_text() + '{"text": ""}\n')
+    pipelines.run(None, base_overrides(out, str(bad), **{"output.report": "true"}))
+    assert verify_dir(out)[0] == []
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert {"rejects.jsonl", "stats.json", "config.yaml", "report.html"} <= set(manifest["files"])
+    pristine = {p: p.read_bytes() for p in out.iterdir() if p.is_file()}
+
+    def edited(path, change):
+        path.write_bytes(change(pristine[path]))
+        problems = verify_dir(out)[0]
+        path.write_bytes(pristine[path])
+        return problems
+
+    def manifest_edit(fn, reseal=False):
+        def change(raw):
+            m = json.loads(raw)
+            fn(m)
+            if reseal:
+                m["seal"] = manifest_seal(m)
+            return json.dumps(m).encode()
+        return change
+
+    m = out / "manifest.json"
+    seq = edited(m, manifest_edit(lambda m: m["config"]["pack"].update(seq_len=4096)))
+    assert seq == ["manifest.json was edited after the run (its seal differs)"]
+    # resealed by hand: the totals are still re-derived from the shards and rejects.jsonl
+    for key in ("documents_accepted", "documents_rejected", "chunks"):
+        problems = edited(m, manifest_edit(lambda m: m["totals"].update({key: 7}), True))
+        assert any(key in p for p in problems), (key, problems)
+    assert edited(out / "rejects.jsonl", lambda b: b + b"{}\n")[0].startswith(
+        "rejects.jsonl: sha256 mismatch")
+    assert edited(out / "stats.json", lambda b: b.replace(b"1", b"2", 1)) == [
+        "stats.json: sha256 mismatch (the file changed after the run)"]
+    assert verify_dir(out)[0] == []

@@ -1,0 +1,140 @@
+"""MLE, Error Norm Truncation and loss truncation as a ``transformers.Trainer`` ``compute_loss_func``.
+
+``FewtruncLoss`` is both the loss (``Trainer(compute_loss_func=loss)``) and a callback
+(``callbacks=[loss]``) that tells it the step (ENT's warm-up) and keeps its state (the
+loss-truncation buffer, the drop counts) in the Trainer's checkpoints. Labels are Hugging Face's
+unshifted labels (``PackedCollator`` makes them): ``logits[:, t]`` is scored against ``labels[:, t+1]``.
+
+  * ``mle``: mean cross-entropy over the targets (as the model's own loss);
+  * ``ent``: ``pruning_data.ent_loss`` - drop targets whose error norm is above ``threshold``, or the
+    top ``fraction`` (``level="token"``), or whole rows (``level="sequence"``: the batch's rows, so
+    stack the rows with ``PackedCollator(layout="stack")``); no truncation before ``warmup_steps``;
+  * ``loss_truncation``: ``pruning_data.LossTruncation`` over per-sequence mean losses, where a
+    sequence is a batch row (``unit="row"``) or a document segment (``unit="document"``, found from
+    the labels: every document starts with an ignored label, so it works with flattened rows).
+
+Gradient accumulation: the Trainer passes ``num_items_in_batch`` (targets in all accumulated
+micro-batches) and expects a loss already scaled by it. Each micro-batch's objective (a mean over
+its kept targets or rows) is weighted by its share of the targets: with one micro-batch per step
+the loss is exactly the objective's.
+
+From a plain loop: ``loss = objective(model(**batch_without_labels), batch["labels"], step=step)``.
+"""
+from __future__ import annotations
+
+
+import torch
+import torch.nn.functional as F
+
+from pruning_data import LossTruncation, ent_loss
+from training.hf.checkpoint_state import CheckpointedCallback
+from training.hf.collator import IGNORE_INDEX
+
+KINDS = ("mle", "ent", "loss_truncation")
+
+
+class FewtruncLoss(CheckpointedCallback):
+    state_file = "fewtrunc-loss.pt"
+
+    def __init__(self, kind: str = "mle", *, threshold: float | None = None, fraction: float | None = None,
+                 level: str = "token", warmup_steps: int = 0, drop_fraction: float = 0.1, min_count: int = 64,
+                 recompute_every: int = 1, unit: str = "row"):
+        super().__init__()
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+        if unit not in ("row", "document"):
+            raise ValueError(f"unit must be 'row' or 'document', got {unit!r}")
+        if kind == "ent" and (threshold is None) == (fraction is None):
+            raise ValueError("ENT needs exactly one of threshold or fraction")
+        self.kind = kind
+        self.ent = {"threshold": threshold, "fraction": fraction, "level": level, "warmup_steps": int(warmup_steps)}
+        self.unit = unit
+        self.truncation = LossTruncation(drop_fraction, min_count, recompute_every) \
+            if kind == "loss_truncation" else None
+        self.step = 0
+        self.totals = {"targets": 0, "dropped_targets": 0, "dropped_sequences": 0}
+        self.last: dict = {}
+
+    # -- the loss ------------------------------------------------------------------------------
+    def __call__(self, outputs, labels: torch.Tensor, num_items_in_batch=None, step: int | None = None):
+        logits = outputs["logits"] if isinstance(outputs, dict) or hasattr(outputs, "keys") else outputs[0]
+        if step is not None:
+            self.step = int(step)
+        logits, targets = logits[..., :-1, :], labels[..., 1:].to(logits.device)
+        valid = targets != IGNORE_INDEX
+        n_valid = int(valid.sum())
+        dropped_targets, dropped_sequences = 0, 0
+        if self.kind == "mle":
+            loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                                   ignore_index=IGNORE_INDEX, reduction="sum")
+            loss = loss / max(n_valid, 1)
+        elif self.kind == "ent":
+            e = self.ent
+            loss, info = ent_loss(logits.float(), targets, threshold=e["threshold"], fraction=e["fraction"],
+                                  level=e["level"], warmup_steps=e["warmup_steps"], step=self.step,
+                                  ignore_index=IGNORE_INDEX)
+            dropped_targets, dropped_sequences = info.n_dropped, info.n_dropped_sequences
+        else:
+            loss, dropped_targets, dropped_sequences = self._truncated(logits, targets, valid)
+        if num_items_in_batch is not None:
+            total = float(num_items_in_batch)
+            loss = loss * (n_valid / total if total > 0 else 0.0)
+        self.last = {"step": self.step, "loss": float(loss.detach()), "targets": n_valid, "dropped_targets": int(dropped_targets),
+                     "dropped_sequences": int(dropped_sequences)}
+        self.totals["targets"] += n_valid
+        self.totals["dropped_targets"] += int(dropped_targets)
+        self.totals["dropped_sequences"] += int(dropped_sequences)
+        return loss
+
+    def _truncated(self, logits, targets, valid):
+        per_token = F.cross_entropy(logits.float().transpose(1, 2), targets, ignore_index=IGNORE_INDEX,
+                                    reduction="none")
+        group = sequence_ids(targets, self.unit)
+        n_groups = int(group.max()) + 1 if group.numel() else 0
+        flat_group, flat_valid = group.reshape(-1), valid.reshape(-1)
+        sums = per_token.new_zeros(n_groups).index_add(0, flat_group, per_token.reshape(-1))
+        counts = torch.zeros(n_groups, device=per_token.device).index_add_(0, flat_group, flat_valid.float())
+        has = counts > 0
+        losses = sums[has] / counts[has]
+        if losses.numel() == 0:
+            return per_token.sum() * 0.0, 0, 0
+        keep = self.truncation(losses)
+        kept = torch.where(keep, losses, torch.zeros_like(losses))
+        loss = kept.sum() / keep.sum().clamp_min(1)
+        return loss, int(counts[has][~keep].sum()), int((~keep).sum())
+
+    # -- callback: step and checkpoints ----------------------------------------------------------
+    def on_step_begin(self, args, state, control, **kwargs):
+        self.step = state.global_step
+
+    @property
+    def dropped_share(self) -> float:
+        """Share of all targets seen so far that were dropped."""
+        return self.totals["dropped_targets"] / self.totals["targets"] if self.totals["targets"] else 0.0
+
+    def state_dict(self) -> dict:
+        return {"kind": self.kind, "step": self.step, "totals": dict(self.totals),
+                "truncation": None if self.truncation is None else self.truncation.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["kind"] != self.kind:
+            raise ValueError(f"checkpoint has loss kind {state['kind']!r}, this loss {self.kind!r}")
+        self.step = int(state["step"])
+        self.totals = {k: int(v) for k, v in state["totals"].items()}
+        if self.truncation is not None:
+            self.truncation.load_state_dict(state["truncation"])
+
+
+def sequence_ids(targets: torch.Tensor, unit: str) -> torch.Tensor:
+    """Sequence number of every (shifted) target: its row, or its document segment.
+
+    A document's first token has an ignored label, so in the shifted ``targets`` a new segment
+    starts right after every ignored position (and at every row start).
+    """
+    rows, length = targets.shape[0], targets.shape[-1]
+    if unit == "row":
+        return torch.arange(rows, device=targets.device)[:, None].expand(rows, length)
+    starts = torch.zeros_like(targets, dtype=torch.long)
+    starts[:, 0] = 1
+    starts[:, 1:] = (targets[:, :-1] == IGNORE_INDEX).long()
+    return starts.reshape(-1).cumsum(0).reshape(targets.shape) - 1

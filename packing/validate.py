@@ -4,11 +4,19 @@ from __future__ import annotations
 import numpy as np
 
 
+# The packers keep O(capacity) state (BFD: ~80 bytes per unit of capacity, and a scan of it per
+# distinct length): 2**24 tokens is ~1.3 GB and minutes; beyond it a pack is not worth trying.
+MAX_CAPACITY = 1 << 24
+
+
 def check_capacity(capacity) -> int:
     if isinstance(capacity, bool) or not isinstance(capacity, (int, np.integer)):
         raise ValueError(f"capacity must be a positive integer, got {capacity!r}")
     if capacity < 1:
         raise ValueError(f"capacity must be a positive integer, got {capacity}")
+    if capacity > MAX_CAPACITY:
+        raise ValueError(f"capacity {capacity:,} exceeds the packers' limit of {MAX_CAPACITY:,} "
+                         "tokens (their memory grows with the capacity)")
     return int(capacity)
 
 

@@ -66,6 +66,7 @@ def prepare(cfg, check: str = "size") -> tuple[RunContext, dict | None]:
     finished run counts as complete only when every shard exists with its recorded size
     (``check="sha256"``: and hash); a damaged one is repaired from kept work files or refused.
     """
+    _check_seq_len(cfg.pack.seq_len)
     tokenize = Tokenize(cfg.tokenizer)
     units = plan_units(cfg.input)
     tok_fp = tokenizer_fingerprint(tokenize.tokenizer)
@@ -133,6 +134,17 @@ def _resume(ctx: RunContext, check: str) -> dict | None:
     for stray in list(out.glob(".*.tmp-*")) + list(ctx.work.glob("*.tmp*")):
         stray.unlink(missing_ok=True)  # temporaries of a killed run (the lock keeps others out)
     return None
+
+
+def _check_seq_len(seq_len: int) -> None:
+    """Before any work: a seq_len the packer cannot hold used to fail after the whole corpus was
+    tokenized (MemoryError, or OverflowError from numpy)."""
+    from packing.validate import MAX_CAPACITY
+
+    if seq_len > MAX_CAPACITY:
+        raise ConfigError(f"pack.seq_len = {seq_len:,} exceeds the packer's limit of "
+                          f"{MAX_CAPACITY:,} tokens (its memory grows with seq_len, ~80 bytes "
+                          "per token of it)")
 
 
 def _read_json(path: Path) -> dict:

@@ -477,3 +477,17 @@ def test_verify_catches_edits_of_the_manifest_and_of_every_output_file(tmp_path,
     assert edited(out / "stats.json", lambda b: b.replace(b"1", b"2", 1)) == [
         "stats.json: sha256 mismatch (the file changed after the run)"]
     assert verify_dir(out)[0] == []
+
+
+@pytest.mark.parametrize("seq_len", [100_000_000, 3_000_000_000, 10**23])
+def test_seq_len_beyond_the_packer_is_refused_before_any_work(tmp_path, small, seq_len):
+    from packing import pack
+    from packing.validate import MAX_CAPACITY
+    from pipelines.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"pack\.seq_len"):
+        _small_run(small, tmp_path / "o", **{"pack.seq_len": seq_len})
+    assert not (tmp_path / "o").exists()
+    with pytest.raises(ValueError, match="exceeds the packers' limit"):
+        pack([1, 2], MAX_CAPACITY + 1)
+    assert pack([1, 2], MAX_CAPACITY).n_bins == 1

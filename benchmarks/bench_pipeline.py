@@ -1,25 +1,34 @@
-"""End-to-end throughput of the local pipeline against the raw tokenizer, and peak RSS at 1x, 2x,
-4x and 8x corpus size.
+"""End-to-end ``fewtrunc run`` against the raw tokenizers, on a source tree and on the same texts
+as one JSONL.zst, plus each engine on ~100 MB, with peak RSS.
 
-Corpus: the CPython standard library sources (no tests) plus fewtrunc's shipped English text,
-written as one JSON-lines.zst file per copy (4x = four copies, so the same documents repeat).
-Raw baselines tokenize the same documents, already in memory, in the same batch size on the same
-cores: ``encode_batch`` alone, ``encode_batch_fast`` alone, and ``encode_batch_fast`` plus reading
-the ids out (``[e.ids for e in ...]``), which any consumer of the ids must pay. Each pipeline run
-is a fresh subprocess (``pipelines.run``), so its ``ru_maxrss`` is its own peak RSS; a thread
-samples ``/proc/self/status`` every 2 ms for the peaks of anonymous and file-backed memory.
+    python benchmarks/bench_pipeline.py [--tree DIR --include '*.c,*.h'] [--engines] [--write-readme]
 
-    python benchmarks/bench_pipeline.py [--write-readme]
+Corpus: ``--tree`` (every file matching ``--include``; the Linux kernel sources of Debian's
+``linux-source-6.1`` package are ~1.2 GB of C in 55k files: ``apt-get download linux-source-6.1``,
+``dpkg-deb -x`` it and untar ``usr/src/linux-source-6.1.tar.xz``), by default this Python's
+standard library (``*.py``). The texts the pipeline accepts (UTF-8, under
+``input.max_document_bytes``) are loaded once; in the same process the raw backends encode them
+in the pipeline's 1 MB batches on a thread per core, ``fastokens.encode_batch_flat`` over all of
+them and ``tokenizers.encode_batch_fast`` (ids read out) over the first ``--hf-mb`` MB (it is
+~50x slower). The runs are fresh ``fewtrunc run`` subprocesses (seq_len 8192, report off), timed
+from launch to exit, so interpreter start and imports count; a thread samples the child's peak
+RSS. "vs raw fast" is the run's MB/s over the raw fast backend's. ``--check-ids`` (on by default
+for corpora under 300 MB) also runs ``tokenizer.backend=tokenizers`` over the tree and checks the
+shards byte-identical.
 """
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import os
 import subprocess
 import sys
+import sysconfig
 import tempfile
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import zstandard
@@ -27,50 +36,32 @@ import zstandard
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-CHILD = """
-import json, resource, sys, threading, time, pipelines
-peak = {"RssAnon": 0, "RssFile": 0}
-def sample():
-    while True:
-        with open("/proc/self/status") as f:
-            for line in f:
-                key = line.split(":")[0]
-                if key in peak:
-                    peak[key] = max(peak[key], int(line.split()[1]))
-        time.sleep(0.002)
-threading.Thread(target=sample, daemon=True).start()
-r = pipelines.run(None, sys.argv[1:])
-m = r["manifest"]["totals"]
-print(json.dumps({"tokens": m["tokens_in"], "docs": m["documents_accepted"],
-                  "seconds": r["timings"]["total_s"], "timings": r["timings"],
-                  "anon_kb": peak["RssAnon"], "file_kb": peak["RssFile"],
-                  "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
-"""
-
-def corpus_texts() -> list[str]:
-    import sysconfig
-
-    from pipelines.steps.plan import ASSETS
-
-    root = Path(sysconfig.get_paths()["stdlib"])
-    texts = []
-    raw = zstandard.ZstdDecompressor().stream_reader(
-        (ASSETS / "python-docs-en.jsonl.zst").read_bytes()).read()
-    texts += [json.loads(line)["text"] for line in raw.decode().splitlines()]
-    for p in sorted(root.rglob("*.py")):
-        rel = p.relative_to(root).as_posix()
-        if "site-packages" in rel or "/test" in f"/{rel}" or "tests/" in rel:
-            continue
-        try:
-            t = p.read_text(encoding="utf-8")
-        except (UnicodeDecodeError, OSError):
-            continue
-        if t:
-            texts.append(t)
-    return texts
+SEQ_LEN = 8192
+MAX_DOC = 8_000_000  # the pipeline's default input.max_document_bytes
 
 
-def batches(texts: list[str], batch_bytes: int):
+def tree_texts(root: Path, include: list[str]) -> tuple[list[str], list[str]]:
+    """(relative paths, texts) of the files the pipeline would accept, in its walk order."""
+    rels, texts = [], []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames):
+            path = Path(dirpath) / name
+            rel = path.relative_to(root).as_posix()
+            if not any(fnmatch.fnmatchcase(rel, g) for g in include):
+                continue
+            data = path.read_bytes()
+            if not data or len(data) > MAX_DOC:
+                continue
+            try:
+                texts.append(data.decode("utf-8"))
+            except UnicodeDecodeError:
+                continue
+            rels.append(rel)
+    return rels, texts
+
+
+def batches(texts: list[str], batch_bytes: int = 1_000_000):
     batch, size = [], 0
     for t in texts:
         batch.append(t)
@@ -82,84 +73,193 @@ def batches(texts: list[str], batch_bytes: int):
         yield batch
 
 
-def raw_rates(texts: list[str], batch_bytes: int, repeats: int = 2) -> dict:
+def raw_rates(texts: list[str], hf_mb: float) -> dict:
+    """MB/s of each backend alone over the same texts, a thread per core, best of 2."""
+    from pipelines.encoders import FastokensEncoder, ReferenceEncoder
+    from pipelines.engines.unit_stream import usable_cores
+    from pipelines.steps.tokenize import one_thread_per_call
     from pipelines.tokenizer import load_tokenizer
 
     tok = load_tokenizer()
-    modes = {
-        "encode_batch": lambda b: tok.encode_batch(b, add_special_tokens=False),
-        "encode_batch_fast": lambda b: tok.encode_batch_fast(b, add_special_tokens=False),
-        "encode_batch_fast + ids": lambda b: [e.ids for e in
-                                              tok.encode_batch_fast(b, add_special_tokens=False)],
-    }
-    n_tokens = sum(len(e.ids) for b in batches(texts, batch_bytes)
-                   for e in tok.encode_batch_fast(b, add_special_tokens=False)) + len(texts)
+    cores = usable_cores()
     out = {}
-    for name, fn in modes.items():
+    hf_texts, size = [], 0
+    for t in texts:
+        if size >= hf_mb * 1e6:
+            break
+        hf_texts.append(t)
+        size += len(t.encode())
+    for name, enc, sample in (("fastokens", FastokensEncoder(tok, True), texts),
+                              ("tokenizers", ReferenceEncoder(tok, True), hf_texts)):
+        mb = sum(len(t.encode()) for t in sample) / 1e6
         best = float("inf")
-        for _ in range(repeats):
+        for _ in range(2):
             t0 = time.perf_counter()
-            for b in batches(texts, batch_bytes):
-                fn(b)
+            with one_thread_per_call(), ThreadPoolExecutor(cores) as pool:
+                tokens = sum(ids.size for ids, _ in pool.map(enc.encode_flat, batches(sample)))
             best = min(best, time.perf_counter() - t0)
-        out[name] = {"seconds": best, "tokens_per_s": n_tokens / best}
+        out[name] = {"mb": mb, "seconds": best, "mb_s": mb / best, "tokens": tokens}
     return out
 
 
-def pipeline_run(paths: list[Path], out: Path, batch_bytes: int) -> dict:
-    args = [f"input.paths={','.join(map(str, paths))}", f"output.dir={out}",
-            "output.report=false", f"tokenizer.batch_bytes={batch_bytes}"]
-    proc = subprocess.run([sys.executable, "-c", CHILD, *args], capture_output=True, text=True,
-                          cwd=ROOT, check=True)
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+class PeakRss:
+    """Samples a process's VmHWM (its own peak RSS, kept by the kernel) until it exits."""
+
+    def __init__(self, pid: int):
+        self.pid, self.peak_kb = pid, 0
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        path = f"/proc/{self.pid}/status"
+        while True:
+            try:
+                with open(path) as f:
+                    for line in f:
+                        if line.startswith("VmHWM:"):
+                            self.peak_kb = max(self.peak_kb, int(line.split()[1]))
+            except OSError:
+                return
+            time.sleep(0.05)
 
 
-COPIES = (1, 2, 4, 8)
+def fewtrunc_run(out: Path, *overrides: str) -> dict:
+    """One ``fewtrunc run`` subprocess: wall seconds, peak RSS, and the manifest's totals."""
+    config = out.parent / "bench.yaml"
+    config.write_text("# every key from the command line\n{}\n")
+    args = [sys.executable, "-m", "pipelines.cli", "run", str(config), f"output.dir={out}",
+            "output.report=false", f"pack.seq_len={SEQ_LEN}", "--quiet", *overrides]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    rss = PeakRss(proc.pid)
+    _, err = proc.communicate()
+    wall = time.perf_counter() - t0
+    if proc.returncode:
+        raise SystemExit(f"fewtrunc run {' '.join(overrides)} failed:\n{err[-3000:]}")
+    manifest = json.loads((out / "manifest.json").read_text())
+    timings = json.loads((out / "timings.json").read_text())
+    return {"wall": wall, "rss_mb": rss.peak_kb / 1024, "totals": manifest["totals"],
+            "timings": timings, "shards": [s["sha256"] for s in manifest["shards"]],
+            "backend": manifest["tokenizer"].get("backend", {}).get("name")}
+
+
+def write_jsonl_zst(path: Path, texts: list[str], ids: list[str]) -> Path:
+    cctx = zstandard.ZstdCompressor(level=3, threads=-1)
+    with open(path, "wb") as f, cctx.stream_writer(f) as w:
+        for b in range(0, len(texts), 4096):
+            w.write("".join(json.dumps({"text": t, "id": i}) + "\n"
+                            for t, i in zip(texts[b : b + 4096], ids[b : b + 4096])).encode())
+    return path
+
+
+def engine_rows(texts: list[str], tmp: Path, mb_target: float) -> list[tuple]:
+    """Each engine over the first ~``mb_target`` MB of the texts, as 4 JSONL.zst units."""
+    sub, size = [], 0
+    for t in texts:
+        if size >= mb_target * 1e6:
+            break
+        sub.append(t)
+        size += len(t.encode())
+    q = (len(sub) + 3) // 4
+    files = [write_jsonl_zst(tmp / f"engines-{k}.jsonl.zst", sub[k * q : (k + 1) * q],
+                             [str(k * q + i) for i in range(len(sub[k * q : (k + 1) * q]))])
+             for k in range(4)]
+    paths = "input.paths=[" + ",".join(f'"{f}"' for f in files) + "]"
+    rows, ref = [], None
+    for engine, extra in (("local", ["local.workers=2"]), ("ray", ["ray.num_cpus=2"]),
+                          ("beam", ["beam.num_workers=2"])):
+        r = fewtrunc_run(tmp / f"out-{engine}", paths, f"engine={engine}", "input.unit_bytes=1",
+                         *extra)
+        ref = ref or r["shards"]
+        rows.append((f"fewtrunc run, engine={engine}, {size / 1e6:.0f} MB JSONL", size / 1e6,
+                     r, r["shards"] == ref))
+    return rows
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tree", default=sysconfig.get_paths()["stdlib"])
+    ap.add_argument("--include", default="*.py")
+    ap.add_argument("--hf-mb", type=float, default=30.0, help="MB the slow reference encodes")
+    ap.add_argument("--engines", action="store_true", help="also local, Ray and Beam on ~100 MB")
+    ap.add_argument("--engines-mb", type=float, default=100.0)
+    ap.add_argument("--check-ids", choices=("auto", "yes", "no"), default="auto")
     ap.add_argument("--write-readme", action="store_true", help="update benchmarks/README.md")
-    ap.add_argument("--batch-bytes", type=int, default=1_000_000)
     args = ap.parse_args()
-    texts = corpus_texts()
+    tree, include = Path(args.tree), [g.strip() for g in args.include.split(",")]
+    rels, texts = tree_texts(tree, include)
     mb = sum(len(t.encode()) for t in texts) / 1e6
+    raw = raw_rates(texts, args.hf_mb)
+    fast = raw["fastokens"]["mb_s"]
+    inc = "input.include=[" + ",".join(f'"{g}"' for g in include) + "]"
+    rows = [(f"raw fastokens encode_batch_flat ({raw['fastokens']['mb']:.0f} MB)",
+             raw["fastokens"]["mb"], None, None),
+            (f"raw tokenizers encode_batch_fast ({raw['tokenizers']['mb']:.0f} MB)",
+             raw["tokenizers"]["mb"], None, None)]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        data = "".join(json.dumps({"text": t}) + "\n" for t in texts).encode()
-        files = []
-        for i in range(max(COPIES)):
-            f = tmp / f"copy{i}.jsonl.zst"
-            f.write_bytes(zstandard.ZstdCompressor(level=3).compress(data))
-            files.append(f)
-        raw = raw_rates(texts, args.batch_bytes)
-        runs = {n: pipeline_run(files[:n], tmp / f"out{n}", args.batch_bytes) for n in COPIES}
-    cores = os.cpu_count()
-    rows = [("raw " + k, f"{v['tokens_per_s'] / 1e6:.3f}", "", "", "") for k, v in raw.items()]
-    for n, r in runs.items():
-        rate = r["tokens"] / r["seconds"]
-        rows.append((f"fewtrunc run, {n}x ({r['tokens'] / 1e6:.1f} M tokens)",
-                     f"{rate / 1e6:.3f}",
-                     f"{rate / raw['encode_batch']['tokens_per_s']:.0%} / "
-                     f"{rate / raw['encode_batch_fast + ids']['tokens_per_s']:.0%}",
-                     f"{r['maxrss_kb'] / 1024:.0f}",
-                     f"{r['anon_kb'] / 1024:.0f} / {r['file_kb'] / 1024:.0f}"))
-    head = ("| what | M tokens/s | vs encode_batch / vs fast+ids | peak RSS MiB "
-            "| peak anon / file MiB |\n|---|---:|---:|---:|---:|\n")
-    table = head + "".join(f"| {' | '.join(r)} |\n" for r in rows)
-    note = (f"{len(texts):,} documents, {mb:.1f} MB of text, {runs[1]['tokens']:,} tokens per copy; "
-            f"{cores} cores; GPT-2 BPE; batches of {args.batch_bytes / 1e6:g} MB; pipeline = "
-            f"read .jsonl.zst + tokenize + global BFD + zstd Arrow shards + manifest "
-            f"(report off).\n")
+        files = fewtrunc_run(tmp / "out-files", f'input.paths=["{tree}"]', "input.format=files",
+                             inc, "input.exclude=[]")
+        jsonl = write_jsonl_zst(tmp / "corpus.jsonl.zst", texts, rels)
+        lines = fewtrunc_run(tmp / "out-jsonl", f'input.paths=["{jsonl}"]')
+        rows += [(f"fewtrunc run, file tree ({len(texts):,} files)", mb, files, None),
+                 ("fewtrunc run, the same texts as one JSONL.zst", mb, lines, None)]
+        check = args.check_ids == "yes" or (args.check_ids == "auto" and mb < 300)
+        if check:
+            ref = fewtrunc_run(tmp / "out-ref", f'input.paths=["{tree}"]', "input.format=files",
+                               inc, "input.exclude=[]", "tokenizer.backend=tokenizers")
+            rows.append(("fewtrunc run, file tree, tokenizer.backend=tokenizers", mb, ref,
+                         ref["shards"] == files["shards"]))
+        if args.engines:
+            rows += engine_rows(texts, tmp, args.engines_mb)
+    table = ("| what | MB | seconds | MB/s | vs raw fast | peak RSS MiB | M tokens | "
+             "same shards |\n|---|---:|---:|---:|---:|---:|---:|---|\n")
+    for name, size, r, same in rows:
+        if r is None:
+            key = "fastokens" if "fastokens" in name else "tokenizers"
+            sec, tok, rss = raw[key]["seconds"], raw[key]["tokens"] / 1e6, ""
+        else:
+            sec, tok, rss = r["wall"], r["totals"]["tokens_in"] / 1e6, f"{r['rss_mb']:.0f}"
+        rate = size / sec
+        same_s = "" if same is None else ("yes" if same else "**NO**")
+        table += (f"| {name} | {size:,.0f} | {sec:.1f} | {rate:.1f} | {rate / fast:.0%} | {rss} | "
+                  f"{tok:,.1f} | {same_s} |\n")
+    note = (f"Corpus: {tree.name} ({', '.join(include)}), {len(texts):,} files, {mb:,.0f} MB; "
+            f"{os.cpu_count()} cores; GPT-2 BPE; seq_len {SEQ_LEN}; special-token strings split "
+            f"(the default); runs timed from process launch to exit.\n")
     print(note)
     print(table)
-    for n, r in runs.items():
-        print(f"pipeline phases (s), {n}x:", {k: round(v, 2) for k, v in r["timings"].items()})
+    for name, _, r, _ in rows:
+        if r is not None:
+            print(f"{name}: phases (s)", {k: round(v, 2) for k, v in r["timings"].items()},
+                  "guard-checked documents:", r["totals"].get("documents_guard_checked"))
     if args.write_readme:
         write_section(ROOT / "benchmarks" / "README.md", "Pipeline",
-                      "Measured by `python benchmarks/bench_pipeline.py --write-readme`. " + note
-                      + "\n" + table)
+                      "Measured by `python benchmarks/bench_pipeline.py`. " + note + "\n" + table)
     return 0
+
+
+def corpus_texts() -> list[str]:
+    """The engine-scaling benchmark's corpus: the shipped English text plus the standard
+    library's sources without tests."""
+    from pipelines.steps.plan import ASSETS
+
+    raw = zstandard.ZstdDecompressor().stream_reader(
+        (ASSETS / "python-docs-en.jsonl.zst").read_bytes()).read()
+    texts = [json.loads(line)["text"] for line in raw.decode().splitlines()]
+    root = Path(sysconfig.get_paths()["stdlib"])
+    for p in sorted(root.rglob("*.py")):
+        rel = p.relative_to(root).as_posix()
+        if "site-packages" in rel or "/test" in f"/{rel}" or "tests/" in rel:
+            continue
+        try:
+            t = p.read_text(encoding="utf-8")
+        except (UnicodeDecodeError, OSError):
+            continue
+        if t:
+            texts.append(t)
+    return texts
 
 
 def write_section(path: Path, heading: str, body: str) -> None:

@@ -56,6 +56,7 @@ class TokenizerConfig:
     backend: Literal["auto", "tokenizers", "fastokens"] = "auto"
     guard_fraction: float = 0.01  # documents also encoded with tokenizers and compared (>= 1%)
     guard_first: int = 4  # ... plus the first documents of every input unit
+    guard_chars: int = 2048  # a longer sampled document is compared on its first guard_chars
     # a special-token string inside a document ("<|endoftext|>" in a web page): encoded as
     # ordinary text (split), so fewtrunc's BOS/EOS are the only control ids, or as the control
     # id (keep, the tokenizer's default)
@@ -64,6 +65,7 @@ class TokenizerConfig:
     def __post_init__(self):
         _positive("tokenizer.batch_bytes", self.batch_bytes)
         _positive("tokenizer.guard_first", self.guard_first, 0)
+        _positive("tokenizer.guard_chars", self.guard_chars, 64)
         if not 0.01 <= self.guard_fraction <= 1:
             raise ConfigError(f"tokenizer.guard_fraction must be between 0.01 and 1, got "
                               f"{self.guard_fraction}")

@@ -31,7 +31,7 @@ def _libc():
         return None
 
 
-def cap_arenas(arenas: int = 2, mmap_threshold: int = 1 << 20) -> None:
+def cap_arenas(arenas: int = 2, mmap_threshold: int = 32 << 20) -> None:
     """Call before the tokenizer's threads start: later threads share ``arenas`` arenas, and
     allocations of ``mmap_threshold`` bytes or more are always returned to the OS when freed."""
     libc = _libc()

@@ -47,7 +47,7 @@ class RunContext:
 
 ENGINE_KEYS = ("engine", "local", "ray", "beam")  # how a run is executed, not what it produces
 # how ids are computed, not which: every backend gives the reference's ids (the guard checks it)
-BACKEND_KEYS = ("backend", "guard_fraction", "guard_first")
+BACKEND_KEYS = ("backend", "guard_fraction", "guard_first", "guard_chars")
 
 
 def _fingerprint(config: dict, tok_fp: str, digest: str) -> str:

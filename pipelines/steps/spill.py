@@ -49,7 +49,7 @@ class UnitSpill:
         self.records = self.bytes = self.guard_docs = self.special_docs = 0
 
     def add(self, batch) -> None:
-        self.f.write(batch.tokens.astype(np.int32, copy=False).tobytes())
+        self.f.write(np.ascontiguousarray(batch.tokens, dtype=np.int32).data)  # no copy
         self.doc_ids.append(batch.doc_ids)
         self.lengths.append(batch.lengths)
         self.rejects.extend(batch.rejects)
@@ -104,22 +104,29 @@ class SpillStore:
 
     Nothing is memory-mapped: a page-cache folio faulted into a mapping can be up to megabytes,
     so gathering scattered documents through ``mmap`` made resident memory follow the corpus.
-    ``os.preadv`` copies each run of adjacent segments straight from the page cache into a
-    staging block, and one vectorized permutation puts the block in row order. Memory is the
-    output plus one block; file descriptors are opened per call, so the store is thread-safe.
+    Segments are read in file order, one ``os.preadv`` per run of file-adjacent segments. Long
+    segments (code files, chunks of long documents) are read straight into their place in the
+    output, each segment one buffer of the vector read. Short ones (a corpus of tweets) go
+    through a staging block that one vectorized permutation puts in row order, so the Python
+    work stays per run, not per segment. Memory is the output plus one block; file descriptors
+    are opened per call, so the store is thread-safe.
     """
+
+    DIRECT_MIN_TOKENS = 64  # mean segment length from which segments are read in place
+    IOV_MAX = 1024  # buffers per preadv (Linux's limit)
 
     def __init__(self, work: Path, n_units: int):
         self.paths = [_name(Path(work), u, "tokens") for u in range(n_units)]
 
     def gather(self, unit: np.ndarray, start: np.ndarray, length: np.ndarray,
-               block_tokens: int = 1 << 18) -> np.ndarray:
+               block_tokens: int = 1 << 18, direct_min_tokens: int | None = None) -> np.ndarray:
         """Tokens of segments ``[start, start+length)`` of ``unit``'s file, concatenated in order.
 
         Works in blocks of about ``block_tokens`` tokens, so index arrays stay small whatever the
         shard size; one read per run of segments adjacent in their file (not one per segment
         where documents follow each other, as chunks of a long document do).
         """
+        direct = self.DIRECT_MIN_TOKENS if direct_min_tokens is None else direct_min_tokens
         length = length.astype(np.int64, copy=False)
         out = np.empty(int(length.sum()), dtype=np.int32)
         ends = np.cumsum(length)
@@ -130,31 +137,56 @@ class SpillStore:
             for a, b in zip(np.r_[0, bounds], np.r_[bounds, length.size]):
                 if a < b:
                     base = int(ends[a] - length[a])
-                    self._block(fds, unit[a:b], start[a:b], length[a:b],
-                                out[base : base + int(ends[b - 1]) - base])
+                    dst = out[base : base + int(ends[b - 1]) - base]
+                    in_place = (int(ends[b - 1]) - base) >= direct * (b - a)
+                    block = self._direct if in_place else self._staged
+                    block(fds, unit[a:b], start[a:b], length[a:b], dst)
         finally:
             for fd in fds.values():
                 os.close(fd)
         return out
 
-    def _block(self, fds: dict, unit, start, length, dst: np.ndarray) -> None:
+    @staticmethod
+    def _runs(unit, start, length):
+        """File order of the segments, and where each run of file-adjacent segments begins."""
         order = np.lexsort((start, unit))  # file order: adjacent segments become one read
         u, s, n = unit[order], start[order], length[order]
         new_run = np.ones(u.size, dtype=bool)
         new_run[1:] = (u[1:] != u[:-1]) | (s[1:] != s[:-1] + n[:-1])
-        heads = np.flatnonzero(new_run)
-        run_len = np.add.reduceat(n, heads)
+        return order, u, s, n, np.flatnonzero(new_run)
+
+    def _read(self, fds: dict, u: int, s: int, buffers: list, nbytes: int) -> None:
+        fd = fds.get(u)
+        if fd is None:
+            fd = fds[u] = os.open(self.paths[u], os.O_RDONLY)
+        got = os.preadv(fd, buffers, s * 4)
+        if got != nbytes:
+            raise OSError(f"{self.paths[u]}: short read at token {s} "
+                          f"({got} of {nbytes} bytes): spill file truncated")
+
+    def _direct(self, fds: dict, unit, start, length, dst: np.ndarray) -> None:
+        order, u, s, n, heads = self._runs(unit, start, length)
+        lo = (np.cumsum(length) - length)[order] * 4  # each segment's place in dst, in bytes
+        hi = lo + n * 4
+        view = memoryview(dst).cast("B")
+        slices = [view[a:b] for a, b in zip(lo.tolist(), hi.tolist())]
+        run_ends = np.r_[heads[1:], u.size].tolist()
+        for h, e in zip(heads.tolist(), run_ends):
+            pos = int(s[h])
+            for k in range(h, e, self.IOV_MAX):
+                part = slices[k : min(e, k + self.IOV_MAX)]
+                nbytes = int(hi[k : k + len(part)].sum() - lo[k : k + len(part)].sum())
+                self._read(fds, int(u[h]), pos, part, nbytes)
+                pos += nbytes // 4
+
+    def _staged(self, fds: dict, unit, start, length, dst: np.ndarray) -> None:
+        order, u, s, n, heads = self._runs(unit, start, length)
+        run_len = np.add.reduceat(n, heads) if heads.size else np.zeros(0, np.int64)
         staging = np.empty(int(n.sum()), dtype=np.int32)
         view = memoryview(staging).cast("B")
         pos = 0
         for ru, rs, rn in zip(u[heads].tolist(), s[heads].tolist(), run_len.tolist()):
-            fd = fds.get(ru)
-            if fd is None:
-                fd = fds[ru] = os.open(self.paths[ru], os.O_RDONLY)
-            got = os.preadv(fd, [view[pos * 4 : (pos + rn) * 4]], rs * 4)
-            if got != rn * 4:
-                raise OSError(f"{self.paths[ru]}: short read at token {rs} "
-                              f"({got} of {rn * 4} bytes): spill file truncated")
+            self._read(fds, ru, rs, [view[pos * 4 : (pos + rn) * 4]], rn * 4)
             pos += rn
         # staging holds the segments in file order; scatter them back to row order
         dst_start = (np.cumsum(length) - length)[order]

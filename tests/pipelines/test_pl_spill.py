@@ -21,8 +21,10 @@ def _write_units(tmp_path, sizes, seed):
 
 @settings(max_examples=40, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), n_units=st.integers(1, 4), n_seg=st.integers(0, 60),
-       block=st.sampled_from([1, 7, 64, 1 << 18]), adjacent=st.floats(0, 1))
-def test_gather_matches_slicing(tmp_path_factory, seed, n_units, n_seg, block, adjacent):
+       block=st.sampled_from([1, 7, 64, 1 << 18]), adjacent=st.floats(0, 1),
+       direct=st.sampled_from([0, 10**9, None]))
+def test_gather_matches_slicing(tmp_path_factory, seed, n_units, n_seg, block, adjacent, direct):
+    """Both read paths (in place: direct=0; staged: direct=huge; chosen by length: None)."""
     tmp = tmp_path_factory.mktemp("spill")
     rng = np.random.default_rng(seed)
     arrays = _write_units(tmp, rng.integers(1, 400, n_units), seed)
@@ -39,7 +41,8 @@ def test_gather_matches_slicing(tmp_path_factory, seed, n_units, n_seg, block, a
         length[i] = rng.integers(0, size - start[i] + 1)
     want = (np.concatenate([arrays[u][s : s + n] for u, s, n in zip(unit, start, length)])
             if n_seg else np.zeros(0, np.int32))
-    got = spill.SpillStore(tmp, n_units).gather(unit, start, length, block_tokens=block)
+    got = spill.SpillStore(tmp, n_units).gather(unit, start, length, block_tokens=block,
+                                                direct_min_tokens=direct)
     assert got.dtype == np.int32
     np.testing.assert_array_equal(got, want)
 
@@ -49,5 +52,19 @@ def test_truncated_spill_is_an_error(tmp_path):
     store = spill.SpillStore(tmp_path, 1)
     with open(tmp_path / "unit-00000.tokens", "r+b") as f:
         f.truncate(40 * 4)
-    with pytest.raises(OSError, match="short read"):
-        store.gather(np.array([0]), np.array([30]), np.array([20]))
+    for direct in (0, 10**9):
+        with pytest.raises(OSError, match="short read"):
+            store.gather(np.array([0]), np.array([30]), np.array([20]), direct_min_tokens=direct)
+
+
+def test_in_place_reads_split_long_runs_into_several_vector_reads(tmp_path):
+    """A run of more adjacent segments than one preadv takes (IOV_MAX) is read in pieces."""
+    (a,) = _write_units(tmp_path, [1000], 1)
+    store = spill.SpillStore(tmp_path, 1)
+    store.IOV_MAX = 3
+    length = np.array([5, 0, 7, 1, 30, 2, 9, 11], np.int64)
+    start = np.cumsum(length) - length + 100  # one run of 8 file-adjacent segments
+    order = np.array([3, 0, 7, 1, 5, 2, 6, 4])  # asked for in another order than the file's
+    got = store.gather(np.zeros(8, np.int64), start[order], length[order], direct_min_tokens=0)
+    want = np.concatenate([a[s : s + n] for s, n in zip(start[order], length[order])])
+    np.testing.assert_array_equal(got, want)

@@ -172,7 +172,9 @@ def _sequence_groups(valid: torch.Tensor, segment_ids: Optional[torch.Tensor]) -
 def _drop_groups(scores, valid, groups, keys, threshold, fraction):
     """Drop whole sequences by their mean error norm over valid targets."""
     member = valid & (groups >= 0)
-    n_groups = int(groups.max()) + 1 if groups.numel() else 0
+    if not bool(member.any()):
+        return torch.zeros_like(valid), 0
+    n_groups = int(groups.max()) + 1
     flat = torch.where(member, groups, torch.zeros_like(groups)).reshape(-1)
     counts = torch.zeros(n_groups, dtype=torch.float64, device=scores.device)
     sums = torch.zeros(n_groups, dtype=torch.float64, device=scores.device)
@@ -188,8 +190,6 @@ def _drop_groups(scores, valid, groups, keys, threshold, fraction):
         member_keys = torch.where(member, keys, torch.full_like(keys, torch.iinfo(torch.int64).max))
         group_keys.scatter_reduce_(0, flat, member_keys.reshape(-1), reduce="amin")
         chosen = _top_k_mask(means, has_tokens, floor_count(fraction, int(has_tokens.sum())), group_keys)
-    if n_groups == 0:
-        return torch.zeros_like(valid), 0
     dropped = member & chosen[torch.where(member, groups, torch.zeros_like(groups))]
     return dropped, int(chosen.sum())
 

@@ -62,4 +62,5 @@ def error_norm(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = 
             wrong_mass = probs.sum(dim=-1)
             squared = probs.square_().sum(dim=-1).add_(wrong_mass.square_())
             out[start:stop] = squared.clamp_(0.0, 2.0).sqrt_()
+            del probs  # free this chunk's buffer before the next one is allocated
         return out.masked_fill_(~valid, 0.0).reshape(targets.shape)

@@ -51,7 +51,7 @@ def example_losses(logits: torch.Tensor, labels: torch.Tensor, segment_ids: Opti
         width = max(int(seg.max()) + 1, 1) if seg.numel() else 1
         group = torch.where(seg >= 0, rows * width + seg, torch.full_like(seg, -1))
     member = valid & (group >= 0)
-    n_groups = int(group.max()) + 1 if group.numel() else 0
+    n_groups = max(int(group.max()) + 1 if group.numel() else 0, 1)  # group 0 may be empty: dropped below
     flat = torch.where(member, group, torch.zeros_like(group)).reshape(-1)
     per_token = F.cross_entropy(logits.float().transpose(1, 2), labels, ignore_index=IGNORE_INDEX,
                                 reduction="none")

@@ -185,3 +185,14 @@ def test_ema_config_key_names_the_previous_weight():
     with pytest.raises(Exception, match="ema_previous_weight"):
         load_config(TrainRunConfig, None, ["pruning.smoothing=0.2"])  # the old name is refused
     assert LossConfig().normalize == "all"
+
+
+@pytest.mark.parametrize("kind, extra", [("loss_truncation", {"truncation.min_count": 1}),
+                                         ("ent", {"ent.fraction": 0.5, "ent.level": "sequence"})])
+def test_a_batch_with_nothing_to_score_gives_a_connected_zero(kind, extra):
+    logits = torch.randn(2, 4, V, requires_grad=True)
+    loss, stats = _objective(kind, **extra)(logits, torch.full((2, 4), IGNORE_INDEX), 0,
+                                            segment_ids=torch.full((2, 4), -1))
+    loss.backward()
+    assert loss.item() == 0.0 and torch.equal(logits.grad, torch.zeros_like(logits))
+    assert stats["dropped_tokens"] == 0

@@ -115,10 +115,15 @@ def resolve_sources(cfg) -> list[Source]:
     if not cfg.paths:
         raise ConfigError("input.paths is empty: give at least one file, directory or glob")
     sources: list[Source] = []
+    seen: dict[str, int] = {}  # real path (or dataset name) -> the input.paths entry it came from
     for i, written in enumerate(cfg.paths):
         resolved = expand_placeholders(written)
         if cfg.format == "hf" and not os.path.exists(resolved):
+            if _looks_like_path(written, resolved):
+                raise ConfigError(f"input.paths[{i}] {written!r}: no such file or directory (a "
+                                  "path, not a dataset name)")
             sources.append(Source(resolved, written, "hf", 0))  # a load_dataset name
+            _once(seen, f"hf:{written}", i, cfg.paths)
             continue
         prefix_w, pattern = split_glob(written)
         if pattern:
@@ -130,6 +135,7 @@ def resolve_sources(cfg) -> list[Source]:
             base, matches = resolved, [resolved]
             if not os.path.exists(resolved):
                 raise ConfigError(f"input.paths[{i}] {written!r}: no such file or directory")
+        first = len(sources)
         for match in matches:
             p = Path(match)
             rel = os.path.relpath(match, base).replace(os.sep, "/")
@@ -143,9 +149,30 @@ def resolve_sources(cfg) -> list[Source]:
                     sources.append(Source(str(f), f"{key}/{frel}", "files", size, error))
             else:
                 sources.append(Source(match, key, format_of(match, cfg.format), _size(p)))
+        for src in sources[first:]:
+            _once(seen, os.path.realpath(src.path), i, cfg.paths)
     if not sources:
         raise ConfigError("input.paths match no files (check input.include / input.exclude)")
     return sources
+
+
+def _once(seen: dict, name: str, i: int, paths) -> None:
+    """The same input reached from two entries of input.paths would go in twice, with the
+    same document ids: a ConfigError naming both."""
+    j = seen.setdefault(name, i)
+    if j != i:
+        raise ConfigError(f"input.paths[{i}] {paths[i]!r} reaches {name.removeprefix('hf:')!r}, "
+                          f"which input.paths[{j}] {paths[j]!r} already gives: every input must "
+                          "be listed once")
+
+
+def _looks_like_path(written: str, resolved: str) -> bool:
+    """A format=hf entry that does not exist: a load_dataset name ("user/name", "json"), or a
+    local path that is missing (absolute, ./ ../ ~, a placeholder, or under a local directory)?"""
+    if written.startswith(("/", "./", "../", "~", "{")) or os.path.isabs(resolved):
+        return True
+    head = written.split("/", 1)[0]
+    return "/" in written and os.path.isdir(head)
 
 
 def group_units(sources: list[Source], unit_bytes: int) -> list[Unit]:

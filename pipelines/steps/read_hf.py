@@ -46,5 +46,6 @@ def records(source, cfg) -> Iterator[Record]:
         texts = batch[cfg.text_field]
         keys = batch[cfg.id_field] if len(columns) > 1 else [None] * len(texts)
         for text, key in zip(texts, keys):
-            yield Record(row, text, key, len(text) if isinstance(text, str) else 0)
+            yield Record(row, text, key, len(text) if isinstance(text, str) else 0,
+                         None if text is not None else f"text field {cfg.text_field!r} is null")
             row += 1

@@ -145,4 +145,7 @@ def _parse(number: int, line: bytes | None, size: int, cfg) -> Record:
     if not isinstance(obj, dict):
         return Record(number, None, None, size + 1, "JSON value is not an object")
     key = obj.get(cfg.id_field) if cfg.id_field else None
-    return Record(number, obj.get(cfg.text_field), key, size + 1)
+    text = obj.get(cfg.text_field)
+    if text is None and cfg.text_field in obj:
+        return Record(number, None, key, size + 1, f"text field {cfg.text_field!r} is null")
+    return Record(number, text, key, size + 1)

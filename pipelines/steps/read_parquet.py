@@ -22,6 +22,7 @@ def records(source, cfg) -> Iterator[Record]:
         raise InputError(source.path, f"no column {cfg.text_field!r} (columns: {names})")
     columns = [cfg.text_field] + ([cfg.id_field] if cfg.id_field in names else [])
     meta = pf.metadata
+    null = f"text field {cfg.text_field!r} is null"
     first = 0  # the first row of the current row group
     for group in range(meta.num_row_groups):
         n_rows = meta.row_group(group).num_rows
@@ -31,7 +32,8 @@ def records(source, cfg) -> Iterator[Record]:
                 texts = batch.column(0).to_pylist()
                 keys = batch.column(1).to_pylist() if len(columns) > 1 else [None] * len(texts)
                 for text, key in zip(texts, keys):
-                    yield Record(row, text, key, len(text) if isinstance(text, str) else 0)
+                    yield Record(row, text, key, len(text) if isinstance(text, str) else 0,
+                                 None if text is not None else null)
                     row += 1
         except (pa.ArrowException, OSError) as exc:
             # the rest of the group is one reject; the next group is read

@@ -491,3 +491,44 @@ def test_seq_len_beyond_the_packer_is_refused_before_any_work(tmp_path, small, s
     with pytest.raises(ValueError, match="exceeds the packers' limit"):
         pack([1, 2], MAX_CAPACITY + 1)
     assert pack([1, 2], MAX_CAPACITY).n_bins == 1
+
+
+def test_null_text_is_named_null(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "n.jsonl"
+    path.write_text('{"text": null}\n{"body": "x"}\n' + json.dumps({"text": GOOD[0]}) + "\n")
+    _run(tmp_path / "o", path)
+    assert [r["reason"] for r in _rejects(tmp_path / "o")] == [
+        "text field 'text' is null", "missing text field 'text'"]
+    pq.write_table(pa.table({"text": [GOOD[0], None]}), tmp_path / "n.parquet")
+    _run(tmp_path / "p", tmp_path / "n.parquet")
+    assert [r["reason"] for r in _rejects(tmp_path / "p")] == ["text field 'text' is null"]
+
+
+def test_the_same_input_listed_twice_is_refused(tmp_path):
+    from pipelines.errors import ConfigError
+    from tests.pipelines.conftest import write_jsonl
+
+    (tmp_path / "d").mkdir()
+    a = write_jsonl(tmp_path / "d" / "a.jsonl", [{"text": GOOD[0]}])
+    write_jsonl(tmp_path / "d" / "b.jsonl", [{"text": GOOD[1]}])
+    os.symlink(a, tmp_path / "alias.jsonl")
+    for paths in [(a, a), (f"{tmp_path}/d/*.jsonl", a), (a, tmp_path / "alias.jsonl")]:
+        with pytest.raises(ConfigError, match=r"input\.paths\[1\] .* which input\.paths\[0\] "
+                           r".* already gives: every input must be listed once"):
+            _run(tmp_path / "o", *paths)
+    assert _run(tmp_path / "o", a, tmp_path / "d" / "b.jsonl")["status"] == "complete"
+
+
+def test_missing_local_path_with_format_hf_is_an_error(tmp_path, monkeypatch):
+    from pipelines.errors import ConfigError
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    for missing in (str(tmp_path / "nope"), "./nope", "data/nope", "{assets}/nope"):
+        with pytest.raises(ConfigError, match=r"no such file or directory \(a path, not a "
+                           r"dataset name\)"):
+            _run(tmp_path / "o", missing, **{"input.format": "hf"})
+    assert not (tmp_path / "o").exists()

@@ -29,6 +29,7 @@ class Source:
     format: str  # jsonl | parquet | files | hf
     size: int  # bytes on disk (0 for hf)
     error: str = ""  # why it cannot be read (a directory that cannot be listed): a reject
+    mtime_ns: int = 0  # modification time when planned; 0 = unknown (hf, unreadable)
 
 
 @dataclass(frozen=True)
@@ -103,11 +104,13 @@ def _tree_files(root: Path, include, exclude, limit: int) -> list[tuple[Path, st
     return out
 
 
-def _size(path: Path) -> int:
+def _stat(path: Path) -> tuple[int, int]:
+    """(size, mtime_ns) when planned: the reader checks both again after reading the source."""
     try:
-        return path.stat().st_size
+        st = path.stat()
     except OSError:
-        return 0  # an unreadable file: the reader reports it under input.on_error
+        return 0, 0  # an unreadable file: the reader reports it under input.on_error
+    return st.st_size, st.st_mtime_ns
 
 
 def resolve_sources(cfg) -> list[Source]:
@@ -145,10 +148,11 @@ def resolve_sources(cfg) -> list[Source]:
             elif p.is_dir():
                 for f, error in _tree_files(p, cfg.include, cfg.exclude, cfg.max_documents):
                     frel = os.path.relpath(f, p).replace(os.sep, "/")
-                    size = 0 if error else _size(f)
-                    sources.append(Source(str(f), f"{key}/{frel}", "files", size, error))
+                    size, mtime = (0, 0) if error else _stat(f)
+                    sources.append(Source(str(f), f"{key}/{frel}", "files", size, error, mtime))
             else:
-                sources.append(Source(match, key, format_of(match, cfg.format), _size(p)))
+                size, mtime = _stat(p)
+                sources.append(Source(match, key, format_of(match, cfg.format), size, "", mtime))
         for src in sources[first:]:
             _once(seen, os.path.realpath(src.path), i, cfg.paths)
     if not sources:

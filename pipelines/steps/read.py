@@ -8,6 +8,7 @@ line/row (or of ``input.id_field``), so any engine derives the same id for the s
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass, field
 from typing import Iterator, NamedTuple
 
@@ -113,6 +114,7 @@ class Reader:
             word = "" if source.format == "files" else "row" if source.format in ("parquet", "hf") \
                 else "line"
             batch.spans.append((len(batch.texts), source.path, word))
+            mark, mark_size, passed_on = len(batch.texts), size, False
             for rec, reject in self._checked(source):
                 batch.records += 1  # a file-level reject counts as one record read
                 if reject is not None:
@@ -127,6 +129,17 @@ class Reader:
                 if size >= self.batch_bytes:
                     yield batch
                     batch, size = TextBatch(spans=[(0, source.path, word)]), 0
+                    passed_on = True
+            change = changed_since_planned(source)
+            if change is not None:
+                if self.cfg.on_error == "fail" or passed_on:
+                    raise InputError(source.path, change + ("" if not passed_on else
+                                     "; its first records already went on, so the run stops"))
+                taken = len(batch.texts) - mark  # withdraw its records: the source is a reject
+                del batch.doc_ids[mark:], batch.texts[mark:], batch.index[mark:]
+                size = mark_size
+                batch.records += 1 - taken
+                batch.rejects.append({"file": source.path, "reason": change})
         if batch.records:
             yield batch
 
@@ -155,6 +168,22 @@ class Reader:
         if self.cfg.on_error == "fail":
             raise InputError(where, reason)
         return {**info, "reason": reason}
+
+
+def changed_since_planned(source: Source) -> str | None:
+    """Why a source read to its end is not the file that was planned (and fingerprinted): its
+    size or modification time moved while the run read it. None when unchanged or unknown."""
+    if not source.mtime_ns:
+        return None
+    try:
+        st = os.stat(source.path)
+    except OSError:
+        return None  # gone: reading it failed and was reported, or it went after being read
+    if st.st_size == source.size and st.st_mtime_ns == source.mtime_ns:
+        return None
+    what = (f"{source.size:,} bytes when planned, {st.st_size:,} after reading"
+            if st.st_size != source.size else "modified, same size")
+    return f"changed while the run read it ({what}): run again once it is stable"
 
 
 def _tail(exc: InputError) -> dict:

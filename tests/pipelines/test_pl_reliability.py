@@ -532,3 +532,31 @@ def test_missing_local_path_with_format_hf_is_an_error(tmp_path, monkeypatch):
                            r"dataset name\)"):
             _run(tmp_path / "o", missing, **{"input.format": "hf"})
     assert not (tmp_path / "o").exists()
+
+
+def test_a_file_that_changes_during_the_run_is_detected(tmp_path):
+    from pipelines.config import load_run_config
+    from pipelines.steps.plan import plan_units
+    from pipelines.steps.read import Reader
+    from tests.pipelines.conftest import write_jsonl
+
+    a = write_jsonl(tmp_path / "a.jsonl", [{"text": t} for t in GOOD[:3]])
+    b = write_jsonl(tmp_path / "b.jsonl", [{"text": t} for t in GOOD[3:]])
+
+    def read(policy, batch_bytes=10**9):
+        cfg = load_run_config(None, base_overrides(tmp_path / "o", str(a), str(b),
+                                                   **{"input.on_error": policy}))
+        (unit,) = plan_units(cfg.input)
+        with open(a, "a") as f:  # appended after planning, before the reader is done
+            f.write(json.dumps({"text": "appended"}) + "\n")
+        return list(Reader(cfg.input, batch_bytes)(unit))
+
+    (batch,) = read("skip")
+    assert batch.texts == GOOD[3:]  # a's records withdrawn: it is one reject
+    assert batch.records == 1 + 2 and len(batch.doc_ids) == len(batch.index) == 2
+    (rej,) = batch.rejects
+    assert rej["file"] == str(a) and rej["reason"].startswith("changed while the run read it (")
+    with pytest.raises(InputError, match=r"a\.jsonl: changed while the run read it"):
+        read("fail")
+    with pytest.raises(InputError, match="already went on, so the run stops"):
+        read("skip", batch_bytes=10)  # its first records left in an earlier batch

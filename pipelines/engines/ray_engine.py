@@ -73,6 +73,9 @@ def connect(rcfg) -> bool:
     if address:
         ray.init(address=address, **kwargs)
     else:
+        from pipelines.engines import ray_watchdog
+
+        ray_watchdog.start()  # the private Ray dies with this driver, even by SIGKILL
         ray.init(
             num_cpus=rcfg.num_cpus or None,
             include_dashboard=False,
@@ -256,7 +259,10 @@ def run(cfg, progress: bool = False, check: str = "size") -> dict:
         if started:
             import ray
 
+            from pipelines.engines import ray_watchdog
+
             ray.shutdown()
+            ray_watchdog.stop()
     timings["total_s"] = time.perf_counter() - t0
     manifest = common.finalize(ctx, docs, rows, markers, shards, timings)
     return {"status": "complete", "manifest": manifest, "out": str(ctx.out), "timings": timings}

@@ -560,3 +560,46 @@ def test_a_file_that_changes_during_the_run_is_detected(tmp_path):
         read("fail")
     with pytest.raises(InputError, match="already went on, so the run stops"):
         read("skip", batch_bytes=10)  # its first records left in an earlier batch
+
+
+# --- engines ----------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_private_ray_dies_with_a_killed_driver(tmp_path):
+    """engine=ray without an address: kill -9 the driver while its Ray is up, and every Ray
+    process it started (GCS, raylet, dashboard and runtime-env agents, workers) goes too."""
+    import signal
+    import time
+
+    from pipelines.engines.ray_cluster import loopback_env
+    from pipelines.engines.ray_watchdog import ray_descendants
+    from tests.pipelines.conftest import write_jsonl
+
+    recs = [{"text": r["text"]} for r in english_records()] * 20
+    data = write_jsonl(tmp_path / "big.jsonl", recs)
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "pipelines.cli", "run", str(_empty_config(tmp_path)), "--quiet",
+         "engine=ray", "ray.num_cpus=1", *base_overrides(tmp_path / "o", str(data))],
+        env=loopback_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline, ray_procs = time.monotonic() + 120, {}
+        while time.monotonic() < deadline and driver.poll() is None:
+            ray_procs.update(ray_descendants(driver.pid))
+            if len(ray_procs) >= 4:  # gcs_server, raylet, both agents
+                break
+            time.sleep(0.2)
+        assert len(ray_procs) >= 4, "Ray did not start"
+        time.sleep(1.0)  # the watchdog's list is refreshed every 0.25 s
+        ray_procs.update(ray_descendants(driver.pid))
+        driver.send_signal(signal.SIGKILL)
+        driver.wait()
+        deadline = time.monotonic() + 15
+        alive = list(ray_procs)
+        while alive and time.monotonic() < deadline:
+            time.sleep(0.5)
+            alive = [p for p in alive if os.path.exists(f"/proc/{p}")
+                     and open(f"/proc/{p}/stat").read().split(") ")[1][0] != "Z"]
+        assert not alive, f"Ray processes outlived the killed driver: {alive}"
+    finally:
+        driver.kill()
+        driver.wait()

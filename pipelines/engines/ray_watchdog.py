@@ -1,0 +1,115 @@
+"""The private Ray of ``engine=ray`` dies with the driver that started it, even by SIGKILL.
+
+``ray.init()`` without an address starts the GCS, a raylet, the dashboard and runtime-env agents
+and workers as descendants of the driver; killed with ``kill -9``, the driver leaves them running
+(the agents, ~210 MB, for about a minute). ``start(driver_pid)`` runs this module as a small
+process in its own session that keeps a list of the driver's Ray descendants (pid and start time,
+from /proc) and waits on a pipe from the driver: end of file without a goodbye means the driver is
+gone, and every listed process still alive is killed. ``stop()`` says goodbye after
+``ray.shutdown()``. Linux only (/proc); elsewhere it is not started.
+"""
+from __future__ import annotations
+
+import os
+import select
+import signal
+import subprocess
+import sys
+
+GOODBYE = b"q"
+_watchdog: subprocess.Popen | None = None
+
+
+def _table() -> dict[int, list[tuple[int, str]]]:
+    """parent pid -> [(pid, start time)] of every live process."""
+    kids: dict[int, list[tuple[int, str]]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as f:
+                stat = f.read().decode("ascii", "replace")
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2 :].split()
+        if len(fields) > 19 and fields[0] != "Z":
+            kids.setdefault(int(fields[1]), []).append((int(entry.name), fields[19]))
+    return kids
+
+
+def _is_ray(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmd = f.read()
+    except OSError:
+        return False
+    return cmd.startswith(b"ray::") or b"/ray/" in cmd
+
+
+def ray_descendants(root: int, skip: int = 0) -> dict[int, str]:
+    """{pid: start time} of the Ray processes below ``root``."""
+    kids, found, stack = _table(), {}, [root]
+    while stack:
+        for pid, start in kids.get(stack.pop(), []):
+            if pid != skip and pid not in found:
+                found[pid] = start
+                stack.append(pid)
+    return {pid: start for pid, start in found.items() if _is_ray(pid)}
+
+
+def _start_time(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read().decode("ascii", "replace")
+    except OSError:
+        return None
+    return stat[stat.rfind(")") + 2 :].split()[19]
+
+
+def watch(driver: int, interval: float = 0.25) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the driver
+    seen: dict[int, str] = {}
+    fd = sys.stdin.fileno()
+    while True:
+        ready, _, _ = select.select([fd], [], [], interval)
+        if ready:
+            data = os.read(fd, 64)
+            if data == GOODBYE or data.endswith(GOODBYE):
+                return  # the driver shut Ray down itself
+            if not data:
+                break  # end of file: the driver is gone
+        seen.update(ray_descendants(driver, skip=os.getpid()))
+    for pid, start in seen.items():
+        if _start_time(pid) == start:  # the same process, not a reused pid
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+
+def start() -> None:
+    """Watch this process's Ray descendants until ``stop()``; no-op without /proc."""
+    global _watchdog
+    if _watchdog is not None or not os.path.isdir("/proc/self"):
+        return
+    _watchdog = subprocess.Popen(
+        [sys.executable, "-m", "pipelines.engines.ray_watchdog", str(os.getpid())],
+        stdin=subprocess.PIPE, start_new_session=True, close_fds=True,
+    )
+
+
+def stop() -> None:
+    global _watchdog
+    if _watchdog is None:
+        return
+    try:
+        _watchdog.stdin.write(GOODBYE)
+        _watchdog.stdin.close()
+        _watchdog.wait(timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        _watchdog.kill()
+    _watchdog = None
+
+
+if __name__ == "__main__":
+    watch(int(sys.argv[1]))

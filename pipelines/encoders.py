@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib.metadata
 import itertools
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 import numpy as np
@@ -162,11 +163,13 @@ def choose_encoder(tokenizer, backend: str, split_special: bool):
     the reference itself) and why this backend was chosen."""
     if backend not in BACKENDS:
         raise ConfigError(f"tokenizer.backend {backend!r}: choose one of {BACKENDS}")
-    reference = ReferenceEncoder(tokenizer, split_special)
     if backend == "tokenizers":
-        return reference, None, "tokenizer.backend=tokenizers"
+        return ReferenceEncoder(tokenizer, split_special), None, "tokenizer.backend=tokenizers"
+    with ThreadPoolExecutor(1) as pool:  # both parse the tokenizer's JSON; fastokens frees the GIL
+        loading = pool.submit(FastokensEncoder, tokenizer, split_special)
+        reference = ReferenceEncoder(tokenizer, split_special)
     try:
-        fast = FastokensEncoder(tokenizer, split_special)
+        fast = loading.result()
     except Exception as exc:  # noqa: BLE001 - ImportError, or a tokenizer.json it cannot load
         reason = f"fastokens cannot load this tokenizer: {type(exc).__name__}: {exc}"
         if backend == "fastokens":

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from pipelines.steps.stats import run_stats
 from pipelines.steps.tokenize import Tokenize
 from pipelines.steps.verify import SHARD_FILE, load_manifest, manifest_seal
 from pipelines.steps.write import DocTable, build_shard, sha256_file, shard_ranges
-from pipelines.tokenizer import tokenizer_fingerprint
+from pipelines.tokenizer import load_tokenizer, tokenizer_fingerprint
 
 WORK = "_work"
 LOCK = ".fewtrunc.lock"  # held (flock) while a run uses the directory; removed when it ends
@@ -67,9 +68,12 @@ def prepare(cfg, check: str = "size") -> tuple[RunContext, dict | None]:
     (``check="sha256"``: and hash); a damaged one is repaired from kept work files or refused.
     """
     _check_seq_len(cfg.pack.seq_len)
-    tokenize = Tokenize(cfg.tokenizer)
-    units = plan_units(cfg.input)
-    tok_fp = tokenizer_fingerprint(tokenize.tokenizer)
+    reference = load_tokenizer(cfg.tokenizer.path or None)
+    with ThreadPoolExecutor(1) as pool:  # the backends load (GIL released) while inputs resolve
+        loading = pool.submit(Tokenize, cfg.tokenizer)
+        units = plan_units(cfg.input)
+        tok_fp = tokenizer_fingerprint(reference)
+        tokenize = loading.result()
     config = to_dict(cfg)
     digest = inputs_digest(units)
     fp = _fingerprint(_placeless(config), tok_fp, digest)

@@ -11,6 +11,8 @@ import json
 import zlib
 from typing import Iterator
 
+import orjson
+
 from pipelines.errors import InputError
 from pipelines.steps.read import Record
 
@@ -134,14 +136,12 @@ def _parse(number: int, line: bytes | None, size: int, cfg) -> Record:
         return Record(number, None, None, size, f"line of {size:,} bytes exceeds the size limit")
     if not line.strip():
         return Record(number, None, None, size + 1, "empty line")
-    try:
-        text = line.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return Record(number, None, None, size + 1, f"invalid UTF-8 at byte {exc.start}")
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as exc:
-        return Record(number, None, None, size + 1, f"malformed JSON: {exc.msg} (col {exc.colno})")
+    try:  # orjson parses and checks UTF-8 in one pass, ~2.5x json's speed
+        obj = orjson.loads(line)
+    except orjson.JSONDecodeError:  # json, on the way to the exact reason (or to what only it
+        obj = _slow_parse(line)  # accepts: NaN, lone-surrogate escapes, huge integers)
+        if isinstance(obj, str):
+            return Record(number, None, None, size + 1, obj)
     if not isinstance(obj, dict):
         return Record(number, None, None, size + 1, "JSON value is not an object")
     key = obj.get(cfg.id_field) if cfg.id_field else None
@@ -149,3 +149,16 @@ def _parse(number: int, line: bytes | None, size: int, cfg) -> Record:
     if text is None and cfg.text_field in obj:
         return Record(number, None, key, size + 1, f"text field {cfg.text_field!r} is null")
     return Record(number, text, key, size + 1)
+
+
+def _slow_parse(line: bytes):
+    """The value of a line orjson refused, or the reason it is not valid JSON (a str)."""
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"invalid UTF-8 at byte {exc.start}"
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return f"malformed JSON: {exc.msg} (col {exc.colno})"
+    return [obj] if isinstance(obj, str) else obj  # a bare JSON string is not a reason

@@ -1,8 +1,10 @@
-"""Report step: ``stats.json`` (+ manifest totals) -> PNG plots and ``report.html``.
+"""Report step: ``stats.json`` (+ manifest totals) -> ``report.html`` with its charts inline (SVG),
+and PNG plots on request.
 
 Figures: document length histogram; truncated documents by length, chosen algorithm vs concat
-(the paper's Figure 4); fill distribution of the rows; rows over the lower bound. Rebuilt from the
-files alone by ``fewtrunc report DIR``.
+(the paper's Figure 4); fill distribution of the rows; rows over the lower bound. A run writes
+the HTML alone (no plotting library: a small run's fixed cost stays well under a second);
+``fewtrunc report DIR --png`` rebuilds it from the files and adds the same figures as PNGs.
 """
 from __future__ import annotations
 
@@ -67,7 +69,37 @@ def _plots(out: Path, stats: dict) -> None:
     save_png(fig, out / PLOTS[3])
 
 
-def render_html(stats: dict, manifest: dict | None) -> str:
+def _charts(stats: dict) -> list[str]:
+    """The four figures as inline SVG, from the same numbers as the PNGs."""
+    from pipelines.svgchart import bar_chart
+
+    algo, L = stats["algorithm"], stats["seq_len"]
+    h, t, f = stats["length_histogram"], stats["truncation_by_length"], stats["fill_histogram"]
+    docs = [max(d, 1) for d in t["documents"]]
+    pct = lambda xs: [100 * x / d for x, d in zip(xs, docs)]  # noqa: E731
+    names = ["lower bound", algo, "concat"] if algo != "concat" else ["lower bound", "concat"]
+    values = [stats["lower_bound"], stats["rows"], stats["concat"]["rows"]][: len(names)]
+    bound = stats["lower_bound"] or 1
+    notes = [f"{v:,}\n(+{v / bound - 1:.4%})" for v in values]
+    fill_labels = [f"{100 * a:.0f}" for a in f["edges"][:-1]]
+    return [
+        bar_chart(_labels(h["edges"]), [("documents", h["counts"], "#4c72b0")],
+                  title="Document lengths", xlabel="document length (tokens)",
+                  ylabel="documents"),
+        bar_chart(_labels(t["edges"]), [("concat", pct(t["truncated_concat"]), "#c44e52"),
+                                        (algo, pct(t["truncated"]), "#55a868")],
+                  title=f"Truncated documents by length, L={L}: {algo} vs concat",
+                  xlabel="document length (tokens)", ylabel="% of documents truncated"),
+        bar_chart(fill_labels, [("rows", f["counts"], "#8172b2")], log=True,
+                  title="Fill distribution of the rows", xlabel="row fill (% of seq_len, bin start)",
+                  ylabel="rows (log)"),
+        bar_chart(names, [("rows", values, ["#999999", "#55a868", "#c44e52"][: len(names)])],
+                  notes=notes, width=560,
+                  title="Rows over the lower bound ceil(tokens/L)", xlabel="", ylabel="rows"),
+    ]
+
+
+def render_html(stats: dict, manifest: dict | None, png: bool = False) -> str:
     totals = (manifest or {}).get("totals", {})
     rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{v:,}</td></tr>" if isinstance(v, int)
                    else f"<tr><td>{html.escape(k)}</td><td>{v:.6g}</td></tr>"
@@ -79,7 +111,9 @@ def render_html(stats: dict, manifest: dict | None) -> str:
                f"{stats['lower_bound']:,}), {stats['documents_truncated']:,} documents "
                f"truncated. concat: {c['rows']:,} rows, {c['documents_truncated']:,} documents "
                f"truncated.")
-    imgs = "".join(f'<p><img src="{p}" alt="{p}"></p>' for p in PLOTS)
+    imgs = "".join(f"<p>{svg}</p>" for svg in _charts(stats))
+    if png:
+        imgs += "<h2>PNG</h2>" + "".join(f'<p><img src="{p}" alt="{p}"></p>' for p in PLOTS)
     return (
         "<!doctype html><html><head><meta charset='utf-8'><title>fewtrunc report</title>"
         "<style>body{font-family:sans-serif;max-width:900px;margin:2em auto}"
@@ -89,11 +123,13 @@ def render_html(stats: dict, manifest: dict | None) -> str:
     )
 
 
-def write_report(out, stats: dict, manifest: dict | None = None) -> Path:
+def write_report(out, stats: dict, manifest: dict | None = None, png: bool = False) -> Path:
+    """``report.html`` (charts inline); with ``png``, the four figures as PNG files as well."""
     out = Path(out)
-    _plots(out, stats)
+    if png:
+        _plots(out, stats)
     path = out / "report.html"
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(render_html(stats, manifest), encoding="utf-8")
+    tmp.write_text(render_html(stats, manifest, png), encoding="utf-8")
     os.replace(tmp, path)
     return path

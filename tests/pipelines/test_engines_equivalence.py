@@ -59,6 +59,8 @@ def comparable_manifest(out: Path) -> dict:
         m["config"].pop(key, None)
     m["config"]["output"].pop("dir", None)
     m.pop("run_fingerprint", None)  # a hash of the config, engine and directory included
+    m.pop("seal", None)  # the manifest's own hash, and config.yaml's, which names the engine
+    m.get("files", {}).pop("config.yaml", None)
     return m
 
 

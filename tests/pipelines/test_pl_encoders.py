@@ -244,3 +244,42 @@ def test_guard_passes_and_counts_when_backends_agree(tokenizer):
     ids, counts = fast.encode_flat(texts)
     batch = TextBatch(doc_ids=list(range(len(texts))), texts=texts, index=list(range(len(texts))))
     assert guard.check(batch, ids, counts) == len(texts)
+
+
+# --- end to end: the backend changes no byte ------------------------------------------------
+
+
+def test_backends_write_identical_shards_and_share_the_fingerprint(tmp_path):
+    import pipelines
+    from tests.pipelines.conftest import base_overrides, file_bytes
+
+    texts = [r["text"] for r in english_records(40)] + ["a<|endoftext|>b", "<|endoftext|>"]
+    src = _jsonl(tmp_path / "in.jsonl", texts)
+    runs = {}
+    for backend in ("tokenizers", "fastokens"):
+        out = tmp_path / backend
+        r = pipelines.run(None, base_overrides(out, str(src), **{"tokenizer.backend": backend}))
+        runs[backend] = (out, r["manifest"])
+    (a, ma), (b, mb) = runs["tokenizers"], runs["fastokens"]
+    shards = lambda d: {k: v for k, v in file_bytes(d).items() if k.endswith(".arrow")}  # noqa
+    assert shards(a) == shards(b) and shards(a)
+    assert ma["run_fingerprint"] == mb["run_fingerprint"]
+    assert mb["tokenizer"]["backend"]["name"] == "fastokens"
+    assert mb["tokenizer"]["backend"]["version"] == mb["packages"]["fastokens"]
+    assert ma["tokenizer"]["backend"]["name"] == "tokenizers"
+    assert mb["totals"]["documents_with_special_tokens"] == 2
+    assert mb["totals"]["documents_guard_checked"] >= 4 and ma["totals"][
+        "documents_guard_checked"] == 0
+    # a finished run is the same run under the other backend
+    again = pipelines.run(None, base_overrides(a, str(src), **{"tokenizer.backend": "auto"}))
+    assert again["status"] == "already complete"
+
+
+def test_guard_fraction_below_one_percent_is_refused():
+    from pipelines.config import load_run_config
+    from pipelines.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="guard_fraction"):
+        load_run_config(None, ["input.paths=x", "tokenizer.guard_fraction=0.001"])
+    with pytest.raises(ConfigError, match="backend"):
+        load_run_config(None, ["input.paths=x", "tokenizer.backend=sentencepiece"])

@@ -88,7 +88,8 @@ def pack_table(table: pa.Table, seq_length: int, algorithm: str = "bfd") -> pa.T
 
 
 def _list_column(table: pa.Table, name: str):
-    col = table.column(name).combine_chunks()
+    chunked = table.column(name)
+    col = chunked.chunk(0) if chunked.num_chunks == 1 else chunked.combine_chunks()
     if not (pa.types.is_list(col.type) or pa.types.is_large_list(col.type)):
         raise ValueError(f"column {name!r} ({col.type}) cannot be packed: keep only token-aligned list columns, "
                          "e.g. dataset.select_columns(['input_ids'])")

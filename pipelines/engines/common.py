@@ -128,13 +128,19 @@ def _resume(ctx: RunContext, check: str) -> dict | None:
                               "directory")
     ctx.work.mkdir(parents=True, exist_ok=True)
     run_file = ctx.work / "run.json"
+    tokens_fp = _tokens_fingerprint(ctx)
+    record = {"run_fingerprint": fp, "tokens_fingerprint": tokens_fp, "config": ctx.config}
     if run_file.is_file():
         if not _same_run(run_file, fp):
-            raise ConfigError(f"output.dir {str(out)!r} holds an unfinished run with "
-                              f"{_what_differs(_read_json(run_file).get('config'), ctx)}; "
-                              "delete it or choose another output.dir")
+            old = _read_json(run_file)
+            if old.get("tokens_fingerprint") != tokens_fp:
+                raise ConfigError(f"output.dir {str(out)!r} holds an unfinished run with "
+                                  f"{_what_differs(old.get('config'), ctx)}; delete it or "
+                                  "choose another output.dir")
+            _drop_shards(ctx)  # only pack.* / output.* differ: keep the tokenized units
+            spill.write_json_atomic(run_file, record)
     else:
-        spill.write_json_atomic(run_file, {"run_fingerprint": fp, "config": ctx.config})
+        spill.write_json_atomic(run_file, record)
     for stray in list(out.glob(".*.tmp-*")) + list(ctx.work.glob("*.tmp*")):
         stray.unlink(missing_ok=True)  # temporaries of a killed run (the lock keeps others out)
     return None
@@ -149,6 +155,22 @@ def _check_seq_len(seq_len: int) -> None:
         raise ConfigError(f"pack.seq_len = {seq_len:,} exceeds the packer's limit of "
                           f"{MAX_CAPACITY:,} tokens (its memory grows with seq_len, ~80 bytes "
                           "per token of it)")
+
+
+def _tokens_fingerprint(ctx: RunContext) -> str:
+    """What the spilled tokens depend on: the input and tokenizer, not pack.* or output.*. An
+    unfinished run whose config differs only in those resumes with its tokenized units (a
+    seq_len fixed after a failed pack does not re-tokenize the corpus)."""
+    config = {k: v for k, v in ctx.config.items() if k not in ("pack", "output")}
+    return _fingerprint(config, ctx.tokenizer_info["fingerprint"], ctx.inputs["digest"])
+
+
+def _drop_shards(ctx: RunContext) -> None:
+    """Shards and shard markers of an unfinished run's old row plan (their rows would differ)."""
+    for marker in ctx.work.glob("shard-*.done.json"):
+        marker.unlink()
+    for shard in list_shards(ctx.out):
+        shard.unlink()
 
 
 def _read_json(path: Path) -> dict:

@@ -603,3 +603,33 @@ def test_private_ray_dies_with_a_killed_driver(tmp_path):
     finally:
         driver.kill()
         driver.wait()
+
+
+def test_pack_change_over_an_unfinished_run_reuses_its_tokens(tmp_path, small):
+    import signal
+
+    from pipelines.errors import ConfigError
+    from tests.pipelines.conftest import file_bytes
+
+    out = tmp_path / "o"
+    args = base_overrides(out, str(small), **{"output.rows_per_shard": 8})
+    killed = _cli("run", _empty_config(tmp_path), "--quiet", *args,
+                  env={**os.environ, "FEWTRUNC_CRASH": "shard:1"})
+    assert killed.returncode == -signal.SIGKILL
+    assert (out / "shard-00000.arrow").exists()
+    # another seq_len and shard size: the units are not tokenized again (unit:0 would crash)
+    again = _cli("run", _empty_config(tmp_path), "--quiet", *args, "pack.seq_len=512",
+                 "output.rows_per_shard=5", env={**os.environ, "FEWTRUNC_CRASH": "unit:0"})
+    assert again.returncode == 0, again.stderr
+    fresh = tmp_path / "fresh"
+    _small_run(small, fresh, **{"pack.seq_len": 512, "output.rows_per_shard": 5})
+    got, want = file_bytes(out), file_bytes(fresh)
+    assert {k: v for k, v in got.items() if k.endswith(".arrow")} == \
+        {k: v for k, v in want.items() if k.endswith(".arrow")}
+    assert got["rejects.jsonl"] == want["rejects.jsonl"] and got["stats.json"] == want["stats.json"]
+    # the tokens depend on the input and tokenizer: a change there is still refused
+    killed = _cli("run", _empty_config(tmp_path), "--quiet", *base_overrides(
+        tmp_path / "k", str(small)), env={**os.environ, "FEWTRUNC_CRASH": "shard:0"})
+    with pytest.raises(ConfigError, match=r"unfinished run with another config "
+                       r"\(tokenizer\.add_bos: False -> True"):
+        _run(tmp_path / "k", small, **{"tokenizer.add_bos": "true"})

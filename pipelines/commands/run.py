@@ -63,6 +63,12 @@ def summary_table(manifest: dict) -> str:
         ("shards", len(manifest["shards"])),
         ("token conservation", "ok" if manifest["checks"]["token_conservation"] else "BROKEN"),
     ]
+    backend = manifest.get("tokenizer", {}).get("backend")
+    if backend:  # which tokenizer ran, and what the guard and the special-token policy saw
+        lines.append(("tokenizer", f"{backend['name']} {backend['version']}"))
+        if backend["guard_fraction"]:
+            lines.append(("guard-checked docs", t.get("documents_guard_checked", 0)))
+    lines.append(("special-token docs", t.get("documents_with_special_tokens", 0)))
     return "\n".join(f"  {k:<22} {v:>18,}" if isinstance(v, int) else f"  {k:<22} {v:>18}"
                      for k, v in lines)
 

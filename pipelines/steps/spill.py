@@ -112,7 +112,9 @@ class SpillStore:
     are opened per call, so the store is thread-safe.
     """
 
-    DIRECT_MIN_TOKENS = 64  # mean segment length from which segments are read in place
+    # mean segment length from which segments are read in place: below it, scattered segments
+    # cost a few us each as vector-read buffers, more than the staging copy's index per token
+    DIRECT_MIN_TOKENS = 192
     IOV_MAX = 1024  # buffers per preadv (Linux's limit)
 
     def __init__(self, work: Path, n_units: int):
@@ -170,13 +172,14 @@ class SpillStore:
         hi = lo + n * 4
         view = memoryview(dst).cast("B")
         slices = [view[a:b] for a, b in zip(lo.tolist(), hi.tolist())]
-        run_ends = np.r_[heads[1:], u.size].tolist()
-        for h, e in zip(heads.tolist(), run_ends):
-            pos = int(s[h])
+        filled = np.r_[0, np.cumsum(n * 4)].tolist()  # bytes read before each segment
+        file_u, file_s = u.tolist(), s.tolist()
+        for h, e in zip(heads.tolist(), np.r_[heads[1:], u.size].tolist()):
+            pos = file_s[h]
             for k in range(h, e, self.IOV_MAX):
-                part = slices[k : min(e, k + self.IOV_MAX)]
-                nbytes = int(hi[k : k + len(part)].sum() - lo[k : k + len(part)].sum())
-                self._read(fds, int(u[h]), pos, part, nbytes)
+                k2 = min(e, k + self.IOV_MAX)
+                nbytes = filled[k2] - filled[k]
+                self._read(fds, file_u[h], pos, slices[k:k2], nbytes)
                 pos += nbytes // 4
 
     def _staged(self, fds: dict, unit, start, length, dst: np.ndarray) -> None:

@@ -82,8 +82,9 @@ def main(args) -> int:
     is_override = [("=" in a and not a.startswith("-")) for a in extra]
     overrides = list(args.overrides) + [a for a, o in zip(extra, is_override) if o]
     flags = [a for a, o in zip(extra, is_override) if not o]
+    check = {"check": "sha256"} if args.verify else {}
     result = run(args.config, overrides, progress=not args.quiet and sys.stderr.isatty(),
-                 engine_args=flags, check="sha256" if args.verify else "size")
+                 engine_args=flags, **check)
     m = result["manifest"]
     print(f"{result['status']}: {result['out']}")
     print(summary_table(m))

@@ -183,6 +183,9 @@ def test_rerun_over_damaged_shards_refuses_without_work_files(tmp_path, small):
     with pytest.raises(OutputError, match=r"shard-00002\.arrow: sha256 differs"):
         pipelines.run(None, base_overrides(out, str(small), **{"output.rows_per_shard": 8}),
                       check="sha256")
+    r = _cli("run", _empty_config(tmp_path), "--quiet", "--verify",
+             *base_overrides(out, str(small), **{"output.rows_per_shard": 8}))
+    assert r.returncode == 2 and "shard-00002.arrow: sha256 differs" in r.stderr
     (out / "shard-00000.arrow").unlink()
     with open(out / "shard-00001.arrow", "r+b") as f:
         f.truncate(100)

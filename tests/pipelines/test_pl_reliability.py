@@ -606,6 +606,16 @@ def test_private_ray_dies_with_a_killed_driver(tmp_path):
     finally:
         driver.kill()
         driver.wait()
+    # the killed driver's lock and work files: resumed by the local engine, same bytes as a
+    # run of its own
+    from tests.pipelines.conftest import file_bytes
+
+    assert _run(tmp_path / "o", data)["status"] == "complete"
+    _run(tmp_path / "fresh", data)
+    got, want = file_bytes(tmp_path / "o"), file_bytes(tmp_path / "fresh")
+    assert {k: v for k, v in got.items() if k.endswith(".arrow")} == \
+        {k: v for k, v in want.items() if k.endswith(".arrow")}
+    assert not (tmp_path / "o" / ".fewtrunc.lock").exists()
 
 
 def test_pack_change_over_an_unfinished_run_reuses_its_tokens(tmp_path, small):

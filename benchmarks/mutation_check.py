@@ -76,6 +76,9 @@ MUTANTS = [
            '        os.replace(self.tmp, _name(self.work, self.unit, "tokens"))\n',
            '        write_json_atomic(_name(self.work, self.unit, "done.json"), {})\n'
            '        os.replace(self.tmp, _name(self.work, self.unit, "tokens"))\n', EXACT),
+    Mutant("spill-fsync-skipped", "pipelines/steps/spill.py",
+           "        os.fsync(self.f.fileno())\n        self.f.close()",
+           "        self.f.close()", EXACT),
     Mutant("spill-runs-across-units", "pipelines/steps/spill.py",
            "new_run[1:] = (u[1:] != u[:-1]) | (s[1:] != s[:-1] + n[:-1])",
            "new_run[1:] = s[1:] != s[:-1] + n[:-1]", EXACT),

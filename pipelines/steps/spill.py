@@ -64,13 +64,20 @@ class UnitSpill:
         self.tmp.unlink(missing_ok=True)
 
     def finish(self) -> dict:
+        # data on disk before the names that point at it: after a power loss a marker never
+        # stands for a tokens file that is shorter (resume trusts markers without a hash)
+        self.f.flush()
+        os.fsync(self.f.fileno())
         self.f.close()
         os.replace(self.tmp, _name(self.work, self.unit, "tokens"))
         ids = np.concatenate(self.doc_ids) if self.doc_ids else np.zeros(0, np.int64)
         lens = np.concatenate(self.lengths) if self.lengths else np.zeros(0, np.int64)
         docs = _name(self.work, self.unit, "docs.npy")
         tmp = docs.with_name(f"{docs.name}.tmp-{os.getpid()}-{os.urandom(4).hex()}.npy")
-        np.save(tmp, np.stack([ids, lens.astype(np.int64)]))
+        with open(tmp, "wb") as f:
+            np.save(f, np.stack([ids, lens.astype(np.int64)]))
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, docs)
         marker = {
             "unit": self.unit,
@@ -83,7 +90,7 @@ class UnitSpill:
             "special_token_docs": self.special_docs,
             "rejects": self.rejects,
         }
-        write_json_atomic(_name(self.work, self.unit, "done.json"), marker)
+        write_json_atomic(_name(self.work, self.unit, "done.json"), marker, sync=True)
         return marker
 
 

@@ -249,7 +249,7 @@ def main() -> int:
             share = guard / (t["tokenize_s"] * len(os.sched_getaffinity(0)) or 1)
             print(f"{name}: phases (s)", {k: round(v, 2) for k, v in t.items()},
                   f"guard: {r['totals'].get('documents_guard_checked')} documents, "
-                  f"{guard:.2f} thread-s = {share:.1%} of the tokenize phase's thread time, "
+                  f"{guard:.2f} CPU-s = {share:.1%} of the tokenize phase's core time, "
                   f"{guard / (len(os.sched_getaffinity(0)) * r['wall']):.1%} of the run's")
     if args.write_readme:
         write_section(ROOT / "benchmarks" / "README.md", "Pipeline",

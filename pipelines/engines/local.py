@@ -39,7 +39,7 @@ def run(cfg, progress: bool = False, check: str = "size") -> dict:
     tokenize_units(ctx.work, ctx.tokenize, todo, reader, cfg.local.workers or usable_cores(), bar)
     bar.close()
     timings["tokenize_s"] = time.perf_counter() - t0
-    if ctx.tokenize.guard is not None:  # thread seconds re-encoding the guard's sample
+    if ctx.tokenize.guard is not None:  # CPU seconds re-encoding the guard's sample
         timings["guard_thread_s"] = ctx.tokenize.guard.seconds
 
     t1 = time.perf_counter()

@@ -19,7 +19,7 @@ lengths in GPT-2 tokens (bytes/4), L = 2048, 4 copies (~23k chunks), ``min_fill=
 
 (global BFD: 15,394 bins.) The default buffer is 256 L (2 MB of int32 ids at L = 2048).
 
-(measured by ``python -m packing.online``). ``OnlinePacker`` wraps it for token sequences inside
+(measured by ``python benchmarks/bench_online_buffer.py``). ``OnlinePacker`` wraps it for token sequences inside
 a training script: documents in, packed rows with ``doc_lens`` out.
 """
 from __future__ import annotations
@@ -160,20 +160,3 @@ class OnlinePacker:
                 np.array([p[1] for p in parts], dtype=np.int64),
                 np.array([p[2] for p in parts], dtype=np.int32),
             )
-
-
-def _measure() -> None:  # pragma: no cover - prints the table in the module docstring
-    from packing.split import split_documents
-    from pipelines.commands.pack_demo import stdlib_lengths
-
-    L = 2048
-    chunks = split_documents(np.tile(stdlib_lengths(), 4), L).length
-    global_bins = pack(chunks, L).n_bins
-    for mult in (32, 256, 2048):
-        p = BufferedPacker(L, mult * L)
-        n = p.push(chunks).n_bins + p.flush().n_bins
-        print(f"buffer {mult:5d} L: {n} bins vs global {global_bins}: {n / global_bins - 1:+.3%}")
-
-
-if __name__ == "__main__":  # pragma: no cover
-    _measure()

@@ -16,13 +16,25 @@ from pipelines.steps import spill
 from pipelines.steps.read import Reader
 
 
-def _bar(progress: bool, total: int, desc: str, unit: str = "B"):
-    from tqdm import tqdm
+class Progress:
+    """A tqdm bar (bytes or shards) with the documents and tokens done so far beside it."""
 
-    bar = tqdm(total=total or None, desc=desc, unit=unit, unit_scale=True, unit_divisor=1000,
-               disable=not progress, dynamic_ncols=True, leave=True)
-    bar.docs = bar.tokens = 0
-    return bar
+    def __init__(self, progress: bool, total: int, desc: str, unit: str = "B"):
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total or None, desc=desc, unit=unit, unit_scale=True,
+                        unit_divisor=1000, disable=not progress, dynamic_ncols=True, leave=True)
+        self.docs = self.tokens = 0
+
+    def add(self, n: int, docs: int = 0, tokens: int = 0) -> None:
+        self.bar.update(n)
+        if docs or tokens:
+            self.docs += docs
+            self.tokens += tokens
+            self.bar.set_postfix_str(f"{self.docs:,} docs, {self.tokens:,} tokens", refresh=False)
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 def run(cfg, progress: bool = False, check: str = "size") -> dict:
@@ -35,7 +47,7 @@ def run(cfg, progress: bool = False, check: str = "size") -> dict:
     todo = common.pending_units(ctx)
     reader = Reader(cfg.input, cfg.tokenizer.batch_bytes)
     total = sum(s.size for u in todo for s in u.sources)
-    bar = _bar(progress, total, "tokenize")
+    bar = Progress(progress, total, "tokenize")
     tokenize_units(ctx.work, ctx.tokenize, todo, reader, cfg.local.workers or usable_cores(), bar)
     bar.close()
     timings["tokenize_s"] = time.perf_counter() - t0
@@ -49,7 +61,7 @@ def run(cfg, progress: bool = False, check: str = "size") -> dict:
     t2 = time.perf_counter()
     ranges = common.shard_plan(ctx, rows)
     store = spill.SpillStore(ctx.work, len(ctx.units))
-    bar = _bar(progress, len(ranges), "write", unit="shard")
+    bar = Progress(progress, len(ranges), "write", unit="shard")
     try:
         with ThreadPoolExecutor(min(usable_cores(), 8)) as pool:
             futures = [pool.submit(common.write_shard_job, ctx, rows, docs, store, k, a, b)
@@ -57,7 +69,7 @@ def run(cfg, progress: bool = False, check: str = "size") -> dict:
             shards = []
             for f in futures:
                 shards.append(f.result())
-                bar.update(1)
+                bar.add(1)
     finally:
         bar.close()
     timings["write_s"] = time.perf_counter() - t2

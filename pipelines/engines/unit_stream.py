@@ -91,11 +91,8 @@ def tokenize_units(work: Path, tok: Tokenize, units, reader: Reader, workers: in
             return
         tb = tok.assemble(batch, future.result())
         out.add(tb)
-        if bar is not None:
-            bar.update(tb.bytes)
-            bar.docs += tb.records
-            bar.tokens += int(tb.lengths.sum())
-            bar.set_postfix_str(f"{bar.docs:,} docs, {bar.tokens:,} tokens", refresh=False)
+        if bar is not None:  # a local.Progress
+            bar.add(tb.bytes, tb.records, int(tb.lengths.sum()))
 
     workers = max(1, workers)
     inflight: deque = deque()

@@ -124,7 +124,7 @@ def _data_context(rcfg, progress: bool):
     return dctx
 
 
-def tokenize_units(ctx, todo: list, rcfg, progress: bool = False) -> None:
+def tokenize_on_ray(ctx, todo: list, rcfg, progress: bool = False) -> None:
     """Read, tokenize and spill ``todo`` on the cluster (every unit gets its marker)."""
     _data_context(rcfg, progress)
     actors = _actors(rcfg)
@@ -247,7 +247,7 @@ def run(cfg, progress: bool = False, check: str = "size") -> dict:
         timings = {}
         todo = common.pending_units(ctx)
         if todo:
-            tokenize_units(ctx, todo, cfg.ray, progress)
+            tokenize_on_ray(ctx, todo, cfg.ray, progress)
         timings["tokenize_s"] = time.perf_counter() - t0
         t1 = time.perf_counter()
         docs, rows, markers = common.plan(ctx)

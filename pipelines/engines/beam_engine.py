@@ -28,14 +28,11 @@ import shutil
 import time
 from pathlib import Path
 
-import numpy as np
 
 from pipelines.engines import common
+from pipelines.engines.beam_plan import PARTS
 from pipelines.errors import ConfigError, FatalError
-from pipelines.steps import spill
 
-PLAN = "beam-plan"
-PARTS = "beam-parts"  # token batches, one file each, until their unit is committed
 _DIRECT = {"", "directrunner", "direct", "switchingdirectrunner"}
 _PRISM = {"prismrunner", "prism"}
 
@@ -147,38 +144,3 @@ def run(cfg, progress: bool = False, engine_args=(), check: str = "size") -> dic
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     timings = {"total_s": time.time() - t0}
     return {"status": "complete", "manifest": manifest, "out": str(ctx.out), "timings": timings}
-
-
-# --- the row plan, shared through the work directory ----------------------------------------
-
-
-def save_plan(work: Path, docs, rows) -> None:
-    """Write the plan's arrays (``.npy``, atomic) for the shard writers to memory-map."""
-    d = Path(work) / PLAN
-    d.mkdir(parents=True, exist_ok=True)
-    for prefix, obj in (("docs", docs), ("rows", rows)):
-        for f in dataclasses.fields(obj):
-            path = d / f"{prefix}.{f.name}.npy"
-            tmp = d / f".{prefix}.{f.name}.tmp-{os.getpid()}.npy"
-            np.save(tmp, getattr(obj, f.name))
-            os.replace(tmp, path)
-
-
-def load_plan(work: Path):
-    from pipelines.steps.pack import RowPlan
-    from pipelines.steps.write import DocTable
-
-    d = Path(work) / PLAN
-
-    def load(cls, prefix):
-        return cls(**{f.name: np.load(d / f"{prefix}.{f.name}.npy", mmap_mode="r")
-                      for f in dataclasses.fields(cls)})
-
-    return load(DocTable, "docs"), load(RowPlan, "rows")
-
-
-def unit_markers(ctx) -> list:
-    markers = [spill.load_marker(ctx.work, u.index) for u in ctx.units]
-    if any(m is None for m in markers):
-        raise FatalError("a unit has no completion marker after the spill stage")
-    return markers

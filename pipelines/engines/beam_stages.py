@@ -1,6 +1,7 @@
 """Beam workers' side of the Beam engine: composite PTransforms and DoFns, each wrapping one step.
 
-Imported lazily by ``beam_engine`` (Beam is an optional extra).
+Imported lazily by ``beam_engine`` (Beam is an optional extra); neither imports the other at
+module level (what both need is in ``beam_plan``).
 """
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import apache_beam as beam
 
-from pipelines.engines import beam_engine, common
+from pipelines.engines import beam_plan, common
 from pipelines.engines.arrow_batches import read_part, write_part
 from pipelines.errors import FatalError
 from pipelines.steps import spill
@@ -153,9 +154,9 @@ class PackFn(beam.DoFn):
         self.ctx = ctx
 
     def process(self, _units_done):
-        shutil.rmtree(self.ctx.work / beam_engine.PARTS, ignore_errors=True)  # all committed
+        shutil.rmtree(self.ctx.work / beam_plan.PARTS, ignore_errors=True)  # all committed
         docs, rows, _ = common.plan(self.ctx)
-        beam_engine.save_plan(self.ctx.work, docs, rows)
+        beam_plan.save_plan(self.ctx.work, docs, rows)
         for k, (a, b) in enumerate(common.shard_plan(self.ctx, rows)):
             yield k, a, b
 
@@ -168,7 +169,7 @@ class WriteShardFn(beam.DoFn):
 
     def process(self, element):
         k, a, b = element
-        docs, rows = beam_engine.load_plan(self.ctx.work)
+        docs, rows = beam_plan.load_plan(self.ctx.work)
         store = spill.SpillStore(self.ctx.work, len(self.ctx.units))
         yield k, common.write_shard_job(self.ctx, rows, docs, store, k, a, b)
 
@@ -187,12 +188,12 @@ class WriteShards(beam.PTransform):
 def finalize_run(entries: list, ctx, t0: float) -> str:
     """Every shard written: rejects, stats, report, manifest (last); returns the manifest path."""
     entries = sorted(entries, key=lambda e: e[0])
-    docs, rows = beam_engine.load_plan(ctx.work)
+    docs, rows = beam_plan.load_plan(ctx.work)
     if [k for k, _ in entries] != list(range(len(entries))) or (
         sum(e["rows"] for _, e in entries) != rows.n_rows
     ):
         raise FatalError(f"shards {[k for k, _ in entries]} do not cover the {rows.n_rows} rows")
-    markers = beam_engine.unit_markers(ctx)
+    markers = beam_plan.unit_markers(ctx)
     common.finalize(ctx, docs, rows, markers, [e for _, e in entries],
                     {"total_s": time.time() - t0})
     return str(ctx.out / "manifest.json")

@@ -29,6 +29,16 @@ def _empty_config(tmp_path):
     return path
 
 
+def _cli_here(capsys, *args) -> tuple[int, str, str]:
+    """The command line in this process: (exit code, stdout, stderr)."""
+    from pipelines.cli import main
+
+    capsys.readouterr()
+    rc = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
 def _cli(*args, **kwargs):
     return subprocess.run([sys.executable, "-m", "pipelines.cli", *map(str, args)],
                           capture_output=True, text=True, **kwargs)
@@ -280,7 +290,7 @@ def test_one_run_at_a_time_per_output_dir(tmp_path, small):
     assert not (out / ".fewtrunc.lock").exists()  # released and removed when the run ends
 
 
-def test_corrupt_manifest_is_one_clear_line(tmp_path, small):
+def test_corrupt_manifest_is_one_clear_line(tmp_path, small, capsys):
     out = tmp_path / "o"
     _small_run(small, out)
     args = base_overrides(out, str(small), **{"output.rows_per_shard": 8})
@@ -291,13 +301,15 @@ def test_corrupt_manifest_is_one_clear_line(tmp_path, small):
                         '"sha256": "0"}], "totals": {}}', "'../../../../etc/hostname' is not a "
                         "shard file name inside the run directory")]:
         (out / "manifest.json").write_text(text)
-        r = _cli("run", _empty_config(tmp_path), "--quiet", *args)
-        assert r.returncode == 2 and len(r.stderr.splitlines()) == 1, r.stderr
-        assert r.stderr.startswith("fewtrunc run: error: ") and says in r.stderr
-        v = _cli("verify", out)
-        assert v.returncode == 1 and len(v.stdout.splitlines()) == 1 and says in v.stdout, v
-        i = _cli("inspect", out)
-        assert i.returncode == 2 and says in i.stderr and "Traceback" not in i.stderr
+        rc, stdout, stderr = _cli_here(capsys, "run", _empty_config(tmp_path), "--quiet", *args)
+        assert rc == 2 and len(stderr.splitlines()) == 1, stderr
+        assert stderr.startswith("fewtrunc run: error: ") and says in stderr
+        rc, stdout, _ = _cli_here(capsys, "verify", out)
+        assert rc == 1 and len(stdout.splitlines()) == 1 and says in stdout, stdout
+        rc, _, stderr = _cli_here(capsys, "inspect", out)
+        assert rc == 2 and says in stderr and len(stderr.splitlines()) == 1
+    r = _cli("verify", out)  # and as a process: one line, no traceback
+    assert r.returncode == 1 and r.stdout.startswith("FAIL ") and r.stderr == ""
 
 
 def test_non_empty_directory_that_is_not_a_run_is_refused(tmp_path, small):
@@ -482,18 +494,18 @@ def test_verify_catches_edits_of_the_manifest_and_of_every_output_file(tmp_path,
     assert verify_dir(out)[0] == []
 
 
-@pytest.mark.parametrize("seq_len", [100_000_000, 3_000_000_000, 10**23])
-def test_seq_len_beyond_the_packer_is_refused_before_any_work(tmp_path, small, seq_len):
+def test_seq_len_beyond_the_packer_is_refused_before_any_work(tmp_path, small):
     from packing import pack
-    from packing.validate import MAX_CAPACITY
+    from packing.validate import MAX_CAPACITY, check_capacity
     from pipelines.errors import ConfigError
 
-    with pytest.raises(ConfigError, match=r"pack\.seq_len"):
-        _small_run(small, tmp_path / "o", **{"pack.seq_len": seq_len})
-    assert not (tmp_path / "o").exists()
+    for seq_len in (100_000_000, 3_000_000_000, 10**23):
+        with pytest.raises(ConfigError, match=r"pack\.seq_len = [\d,]+ exceeds the packer's"):
+            _small_run(small, tmp_path / "o", **{"pack.seq_len": seq_len})
+        assert not (tmp_path / "o").exists()
     with pytest.raises(ValueError, match="exceeds the packers' limit"):
         pack([1, 2], MAX_CAPACITY + 1)
-    assert pack([1, 2], MAX_CAPACITY).n_bins == 1
+    assert check_capacity(MAX_CAPACITY) == MAX_CAPACITY
 
 
 def test_null_text_is_named_null(tmp_path):

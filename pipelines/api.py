@@ -43,6 +43,10 @@ def run(config=None, overrides: Sequence[str] = (), *, progress: bool = False,
     (each exists with its recorded size) or ``sha256`` (and its recorded hash).
     """
     cfg = load_run_config(config, overrides)
+    from pipelines.encoders import preload
+
+    tcfg = cfg.tokenizer  # the backends load while the engine imports and the inputs resolve
+    preload(tcfg.path, tcfg.backend, tcfg.special_tokens_in_text == "split")
     engine = importlib.import_module(ENGINES[cfg.engine])  # RunConfig validates the name
     if engine_args and cfg.engine != "beam":
         raise ConfigError(f"unknown arguments {' '.join(engine_args)} (only engine=beam passes "

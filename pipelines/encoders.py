@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib.metadata
 import itertools
 import logging
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
@@ -185,3 +186,36 @@ def choose_encoder(tokenizer, backend: str, split_special: bool):
         log.warning("tokenizer.backend=auto uses tokenizers: %s", reason)
         return reference, None, reason
     return fast, reference, f"fastokens passed the self-test ({backend})"
+
+
+# --- warm start: load the backends while the rest of the process imports and plans -----------
+
+_PRELOADED: dict = {}
+_PRELOAD_LOCK = threading.Lock()
+
+
+def preload(path: str, backend: str, split_special: bool) -> None:
+    """Start loading the tokenizer and choosing its backend in a thread (fastokens' parse of the
+    tokenizer.json frees the GIL), so ``encoders_for`` finds them ready. A run calls this as soon
+    as its config is valid: start-up is then the longer of imports and tokenizer load, not both."""
+    key = (path, backend, split_special)
+    with _PRELOAD_LOCK:
+        if key in _PRELOADED:
+            return
+        pool = ThreadPoolExecutor(1, thread_name_prefix="fewtrunc-preload")
+        _PRELOADED[key] = pool.submit(_load, path, backend, split_special)
+        pool.shutdown(wait=False)
+
+
+def _load(path: str, backend: str, split_special: bool):
+    from pipelines.tokenizer import load_tokenizer
+
+    return choose_encoder(load_tokenizer(path or None), backend, split_special)
+
+
+def encoders_for(path: str, backend: str, split_special: bool):
+    """``choose_encoder``'s (encoder, reference, reason) for this tokenizer: the preloaded ones
+    (taken, so each ``Tokenize`` gets its own), else loaded now."""
+    with _PRELOAD_LOCK:
+        future = _PRELOADED.pop((path, backend, split_special), None)
+    return future.result() if future is not None else _load(path, backend, split_special)

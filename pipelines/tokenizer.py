@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import threading
 from functools import lru_cache
 from pathlib import Path
 
@@ -25,9 +26,20 @@ def _gpt2_files() -> tuple[Path, Path]:
     return data / "encoder.json", data / "vocab.bpe"
 
 
-@lru_cache(maxsize=8)
+_LOCK = threading.Lock()
+
+
 def load_tokenizer(path: str | None = None):
-    """A ``tokenizers.Tokenizer``: from ``path`` (a tokenizer.json) or GPT-2 when ``path`` is empty."""
+    """A ``tokenizers.Tokenizer``: from ``path`` (a tokenizer.json) or GPT-2 when ``path`` is empty.
+
+    Cached per path, and loaded once when threads ask at the same time (a run preloads it).
+    """
+    with _LOCK:
+        return _load(path)
+
+
+@lru_cache(maxsize=8)
+def _load(path: str | None):
     from tokenizers import Tokenizer, decoders, pre_tokenizers
     from tokenizers.models import BPE
 

@@ -123,7 +123,7 @@ class Tokenize:
     """
 
     def __init__(self, cfg, encoder=None):
-        from pipelines.encoders import ReferenceEncoder, choose_encoder, special_strings
+        from pipelines.encoders import ReferenceEncoder, encoders_for, special_strings
         from pipelines.steps.guard import Guard
         from pipelines.tokenizer import load_tokenizer
 
@@ -135,7 +135,7 @@ class Tokenize:
         self.eos = self._special(cfg.eos_token, "eos") if cfg.add_eos else None
         split = cfg.special_tokens_in_text == "split"
         if encoder is None:
-            encoder, reference, self.reason = choose_encoder(self.tokenizer, cfg.backend, split)
+            encoder, reference, self.reason = encoders_for(cfg.path, cfg.backend, split)
         else:
             reference, self.reason = ReferenceEncoder(self.tokenizer, split), "given"
         self.encoder = encoder

@@ -31,7 +31,7 @@ class InputConfig:
     exclude: tuple[str, ...] = ()
     on_error: Literal["skip", "fail"] = "skip"
     max_document_bytes: int = 8_000_000  # larger documents are rejected ("huge document")
-    max_documents: int = 0  # 0 = all; otherwise the first N records in input order
+    max_documents: int = 0  # 0 = all; else the first N records of each file (N files of a tree)
     unit_bytes: int = 64_000_000  # consecutive small files group into units of about this size
     hf_name: str = ""  # load_dataset config name
     hf_split: str = "train"

@@ -7,7 +7,7 @@ import os
 from typing import Sequence
 
 from pipelines.config import load_run_config
-from pipelines.errors import ConfigError, InputError, OutputError
+from pipelines.errors import ConfigError, FewtruncError, InputError, OutputError
 
 
 ENGINES = {  # engine name -> module with ``run(cfg, progress=...)``
@@ -60,14 +60,29 @@ def run(config=None, overrides: Sequence[str] = (), *, progress: bool = False,
 
     try:
         return engine.run(cfg, progress=progress, **kwargs)
-    except OSError as exc:
-        if exc.errno not in _WRITE_ERRORS:
+    except FewtruncError:
+        raise  # already one clear line (an unreadable input under on_error=fail, ...)
+    except Exception as raised:
+        exc = _write_error(raised)
+        if exc is None:
             raise
         where = os.fsdecode(exc.filename) if exc.filename else cfg.output.dir
         out = os.path.realpath(cfg.output.dir)
         if os.path.commonpath([out, os.path.realpath(where)]) != out:
-            raise InputError(where, exc.strerror) from exc  # not ours to write: an input
+            raise InputError(where, exc.strerror) from raised  # not ours to write: an input
         raise OutputError(f"cannot write {where}: {exc.strerror}; "
-                          f"{_WRITE_ERRORS[exc.errno]}") from exc
+                          f"{_WRITE_ERRORS[exc.errno]}") from raised
     finally:
         common.release_output(cfg.output.dir)
+
+
+def _write_error(exc: BaseException) -> OSError | None:
+    """The OSError with a known errno behind ``exc``: itself, or what an engine wrapped it in
+    (Ray's task errors keep it as ``cause``; others chain it)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in _WRITE_ERRORS:
+            return exc
+        exc = getattr(exc, "cause", None) or exc.__cause__ or exc.__context__
+    return None

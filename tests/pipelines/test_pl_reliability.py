@@ -658,3 +658,24 @@ def test_pack_change_over_an_unfinished_run_reuses_its_tokens(tmp_path, small):
     with pytest.raises(ConfigError, match=r"unfinished run with another config "
                        r"\(tokenizer\.add_bos: False -> True"):
         _run(tmp_path / "k", small, **{"tokenizer.add_bos": "true"})
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounts a small tmpfs")
+def test_no_space_left_on_ray_is_one_line(tmp_path, small):
+    """The OSError comes back from a Ray task wrapped in Ray's error: still one clear line."""
+    from pipelines.engines.ray_cluster import loopback_env
+
+    disk = tmp_path / "disk"
+    _mount_tmpfs(disk, "size=96k")
+    try:
+        r = subprocess.run([sys.executable, "-m", "pipelines.cli", "run",
+                            str(_empty_config(tmp_path)), "--quiet", "engine=ray",
+                            "ray.num_cpus=1", *base_overrides(disk / "o", str(small))],
+                           capture_output=True, text=True, env=loopback_env(), timeout=300)
+        lines = [ln for ln in r.stderr.splitlines() if ln.startswith("fewtrunc run: ")]
+        assert r.returncode == 2 and lines and "Traceback" not in r.stderr, r.stderr[-3000:]
+        assert lines[-1].startswith("fewtrunc run: error: cannot write ")
+        assert "No space left on device" in lines[-1]
+    finally:
+        _umount(disk)

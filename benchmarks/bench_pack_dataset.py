@@ -41,8 +41,8 @@ def measure(name, fn, dataset, seq_length, tokens, repeat):
         table = packed.with_format("arrow")[:]
         seconds.append(time.perf_counter() - start)
         cpu.append(time.process_time() - start_cpu)
-        del packed
-    lens = pc.list_value_length(table.column("input_ids")).to_numpy(zero_copy_only=False)
+        lens = pc.list_value_length(table.column("input_ids")).to_numpy(zero_copy_only=False)
+        del packed, table  # each run starts with the previous run's memory released
     if lens.max() > seq_length:
         raise SystemExit(f"{name}: a row of {lens.max()} tokens exceeds {seq_length}")
     rows, out_tokens = int(lens.size), int(lens.sum())

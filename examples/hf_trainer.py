@@ -23,7 +23,7 @@ import transformers
 
 from pruning_data import DynamicPruner
 from training.data import ShardDataset, vocab_map
-from training.hf import FewtruncLoss, PackedCollator, PruningCallback, PruningSampler, PruningTrainer
+from training.hf import FewtruncLoss, PackedCollator, PruningCallback, PruningSampler, PruningTrainer, shard_rows
 
 GPT2_VOCAB = 50257
 
@@ -31,7 +31,7 @@ GPT2_VOCAB = 50257
 def tiny_llama(vocab_size: int, max_positions: int, attn: str = "sdpa", seed: int = 0):
     cfg = transformers.LlamaConfig(vocab_size=vocab_size, hidden_size=64, intermediate_size=128,
                                    num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                                   max_position_embeddings=max_positions, tie_word_embeddings=True,
+                                   max_position_embeddings=max_positions, tie_word_embeddings=False,
                                    use_cache=False, attn_implementation=attn)
     torch.manual_seed(seed)
     return transformers.LlamaForCausalLM(cfg)
@@ -52,15 +52,14 @@ class StepLog(transformers.TrainerCallback):
 def train(shards, output, *, loss: str = "mle", steps: int = 20, batch_size: int = 4, lr: float = 3e-3,
           vocab_limit: int = 512, prune: bool = False, resume: bool = False, save_steps: int = 10,
           stop_after: int | None = None, attn: str = "sdpa", layout: str = "flatten", seed: int = 0,
-          ent_fraction: float = 0.1) -> dict:
+          ent_fraction: float = 0.1, use_datasets: bool = False) -> dict:
     """Train and return ``{"log": [per-step records], "dropped_share": ..., "rescored": [...]}``."""
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
-    token_map = vocab_map(ShardDataset(shards), GPT2_VOCAB, vocab_limit)
-    dataset = ShardDataset(shards, token_map=token_map)
-    longest = max(len(dataset[i]["input_ids"]) for i in range(min(len(dataset), 64)))
-    model = tiny_llama(vocab_limit, max(longest, 2048), attn, seed)
-    collator = PackedCollator(layout=layout)
+    token_map = vocab_map(ShardDataset(shards), GPT2_VOCAB, vocab_limit)  # the vocab_limit-1 most frequent ids
+    dataset = shard_rows(shards, use_datasets=use_datasets)  # ShardDataset, or datasets' Arrow loader
+    model = tiny_llama(vocab_limit, 2048, attn, seed)
+    collator = PackedCollator(layout=layout, token_map=token_map)
     objective = FewtruncLoss(loss, fraction=ent_fraction, level="token", warmup_steps=0, drop_fraction=0.2,
                              min_count=8, unit="document")
     log_path = output / "steps.jsonl"
@@ -110,9 +109,10 @@ def main(argv=None) -> int:
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --output")
     p.add_argument("--attn", choices=["sdpa", "eager"], default="sdpa")
     p.add_argument("--layout", choices=["flatten", "stack"], default="flatten")
+    p.add_argument("--datasets", action="store_true", help='read the shards with datasets.load_dataset("arrow")')
     a = p.parse_args(argv)
     out = train(a.shards, a.output, loss=a.loss, steps=a.steps, batch_size=a.batch_size, prune=a.prune,
-                resume=a.resume, attn=a.attn, layout=a.layout)
+                resume=a.resume, attn=a.attn, layout=a.layout, use_datasets=a.datasets)
     log = out["log"]
     print(f"steps {log[0]['step']}..{log[-1]['step']}: loss {log[0]['loss']:.4f} -> {log[-1]['loss']:.4f}; "
           f"targets dropped {out['dropped_share']:.2%}" + (f"; rescored epochs {out['rescored']}" if a.prune else ""))

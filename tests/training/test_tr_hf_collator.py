@@ -5,7 +5,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from training.data import ShardDataset  # noqa: E402
-from training.hf import IGNORE_INDEX, PackedCollator  # noqa: E402
+from training.hf import IGNORE_INDEX, PackedCollator, shard_rows  # noqa: E402
 
 ROWS = [{"input_ids": np.array([1, 2, 3, 4, 5]), "doc_lens": np.array([2, 3])},
         {"input_ids": [6, 7, 8], "seq_lengths": [3]}]
@@ -68,9 +68,11 @@ def test_bad_rows_are_refused():
 
 def test_shard_directory_and_datasets_arrow_give_the_same_batches(shard_dir):
     datasets = pytest.importorskip("datasets")
-    rows_dir = ShardDataset(shard_dir)
-    files = sorted(str(p) for p in shard_dir.glob("shard-*.arrow"))
-    rows_hf = datasets.load_dataset("arrow", data_files=files, split="train").with_format("numpy")
+    rows_dir = shard_rows(shard_dir)
+    assert isinstance(rows_dir, ShardDataset)
+    rows_hf = shard_rows(shard_dir, use_datasets=True)
+    assert isinstance(rows_hf, datasets.Dataset) and len(rows_hf) == len(rows_dir)
+    assert len(shard_rows(str(shard_dir / "shard-*.arrow"))) == len(rows_dir)
     collator = PackedCollator(flash_attn_kwargs=True, seq_idx=True)
     for idx in ([0, 1, 2, 3], [5, len(rows_dir) - 1]):
         a = collator([rows_dir[i] for i in idx])
@@ -84,3 +86,10 @@ def test_shard_directory_and_datasets_arrow_give_the_same_batches(shard_dir):
     targets = labels[1:] != IGNORE_INDEX
     assert torch.equal(seq[1:][targets], seq[:-1][targets])
     assert int(targets.sum()) == ids.numel() - int(batch["cu_seq_lens_q"].numel() - 1)
+
+
+def test_token_map_remaps_ids_but_not_the_ignored_labels():
+    mapping = np.arange(10)[::-1]  # id -> 9 - id
+    b = PackedCollator(token_map=mapping)(ROWS)
+    assert b["input_ids"].tolist() == [[8, 7, 6, 5, 4, 3, 2, 1]]
+    assert b["labels"].tolist() == [[-100, 7, -100, 5, 4, -100, 2, 1]]

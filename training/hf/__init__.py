@@ -2,24 +2,25 @@
 
 * ``PackedCollator``: padding-free batches that keep documents apart (labels, restarting
   position ids, varlen kwargs, optional 4D block-diagonal mask);
-* ``shard_dataset``: a directory of shards, or ``datasets.load_dataset("arrow", ...)`` of them,
+* ``shard_rows``: a directory of shards, or ``datasets.load_dataset("arrow", ...)`` of them,
   as rows the collator takes;
 * ``FewtruncLoss``: MLE, Error Norm Truncation or loss truncation as a Trainer
   ``compute_loss_func`` (and a callback that keeps its state in the Trainer's checkpoints);
 * ``PruningSampler`` + ``PruningCallback``: dynamic EL2N pruning, resumable from checkpoints;
 * ``pack_dataset``: a drop-in for TRL's ``pack_dataset`` with fewtrunc's exact global Best-fit packing.
 
-Only ``pack_dataset`` and the collator work without ``transformers``; everything is usable from a
+``PackedCollator``, ``shard_rows`` and ``pack_dataset`` work without ``transformers``; everything is usable from a
 plain PyTorch loop too (see docs/training.md).
 """
 from training.hf.collator import IGNORE_INDEX, PackedCollator, block_causal_mask
 
 __all__ = ["IGNORE_INDEX", "PackedCollator", "block_causal_mask", "FewtruncLoss", "PruningCallback",
-           "PruningSampler", "PruningTrainer", "el2n_row_scores", "pack_dataset"]
+           "PruningSampler", "PruningTrainer", "el2n_row_scores", "pack_dataset", "shard_rows"]
 
 _LAZY = {"FewtruncLoss": "training.hf.losses", "PruningCallback": "training.hf.pruning",
          "PruningSampler": "training.hf.pruning", "PruningTrainer": "training.hf.pruning",
-         "el2n_row_scores": "training.hf.pruning", "pack_dataset": "training.hf.pack"}
+         "el2n_row_scores": "training.hf.pruning", "pack_dataset": "training.hf.pack",
+         "shard_rows": "training.hf.sources"}
 
 
 def __getattr__(name):

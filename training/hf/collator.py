@@ -46,12 +46,13 @@ class PackedCollator:
 
     A row is a mapping with ``input_ids`` and ``doc_lens`` (``seq_lengths`` is accepted too, as
     ``pack_dataset`` and TRL name it); values may be numpy arrays, tensors or lists. Other keys
-    (``doc_ids``, ``chunk_index``, ``index``) are ignored.
+    (``doc_ids``, ``chunk_index``, ``index``) are ignored. ``token_map`` (an int array indexed by
+    token id) remaps the ids, e.g. to a reduced vocabulary (``training.data.vocab_map``).
     """
 
     def __init__(self, layout: str = "flatten", position_ids: bool = True, flash_attn_kwargs: bool = False,
                  seq_idx: bool = False, mask: str | None = None, mask_dtype: torch.dtype = torch.float32,
-                 pad_id: int = 0, pad_to_multiple: int = 1):
+                 pad_id: int = 0, pad_to_multiple: int = 1, token_map=None):
         if layout not in LAYOUTS:
             raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
         if mask not in (None, "4d"):
@@ -66,9 +67,12 @@ class PackedCollator:
         self.mask_dtype = mask_dtype
         self.pad_id = int(pad_id)
         self.pad_to_multiple = int(pad_to_multiple)
+        self.token_map = None if token_map is None else np.asarray(token_map, dtype=np.int64)
 
     def __call__(self, rows) -> dict:
         ids, row_lens, seg_lens, segs_per_row = _gather(rows)
+        if self.token_map is not None:
+            ids = self.token_map[ids]
         if self.layout == "flatten":
             width, n_rows = int(ids.size), 1
             rows_of_segments = np.zeros(seg_lens.size, dtype=np.int64)

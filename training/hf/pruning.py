@@ -116,7 +116,7 @@ def el2n_row_scores(model, dataset, collator: PackedCollator, batch_size: int = 
     training. The model is put in eval mode for the pass and restored.
     """
     stacked = PackedCollator(layout="stack", position_ids=collator.position_ids, mask=collator.mask,
-                             mask_dtype=collator.mask_dtype, pad_id=collator.pad_id)
+                             mask_dtype=collator.mask_dtype, pad_id=collator.pad_id, token_map=collator.token_map)
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device

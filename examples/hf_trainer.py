@@ -44,7 +44,7 @@ class StepLog(transformers.TrainerCallback):
         self.loss, self.path = loss, path
 
     def on_step_end(self, args, state, control, **kwargs):
-        record = {**self.loss.last, "step": state.global_step}
+        record = {**self.loss.current, "step": state.global_step}
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
 
@@ -52,7 +52,7 @@ class StepLog(transformers.TrainerCallback):
 def train(shards, output, *, loss: str = "mle", steps: int = 20, batch_size: int = 4, lr: float = 3e-3,
           vocab_limit: int = 512, prune: bool = False, resume: bool = False, save_steps: int = 10,
           stop_after: int | None = None, attn: str = "sdpa", layout: str = "flatten", seed: int = 0,
-          ent_fraction: float = 0.1, use_datasets: bool = False) -> dict:
+          ent_fraction: float = 0.1, use_datasets: bool = False, grad_accum: int = 1) -> dict:
     """Train and return ``{"log": [per-step records], "dropped_share": ..., "rescored": [...]}``."""
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
@@ -75,6 +75,7 @@ def train(shards, output, *, loss: str = "mle", steps: int = 20, batch_size: int
         callbacks.append(_StopAt(stop_after))
     args = transformers.TrainingArguments(
         output_dir=str(output), max_steps=steps, per_device_train_batch_size=batch_size, learning_rate=lr,
+        gradient_accumulation_steps=grad_accum,
         lr_scheduler_type="constant", logging_steps=1, save_strategy="steps", save_steps=save_steps,
         seed=seed, data_seed=seed, use_cpu=True, report_to=[], disable_tqdm=True, dataloader_num_workers=0,
         remove_unused_columns=False)

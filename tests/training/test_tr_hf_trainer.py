@@ -66,7 +66,8 @@ def test_each_loss_kind_trains_and_the_loss_falls(example, shards, tmp_path, kin
 
 
 def test_resume_from_a_checkpoint_reproduces_the_uninterrupted_run(example, shards, tmp_path):
-    kwargs = dict(loss="loss_truncation", prune=True, steps=24, save_steps=6)
+    # two micro-batches of 2 rows per step: gradient accumulation on the path being resumed
+    kwargs = dict(loss="loss_truncation", prune=True, steps=24, save_steps=6, batch_size=2, grad_accum=2)
     full = example.train(shards, tmp_path / "full", **kwargs)
     example.train(shards, tmp_path / "split", stop_after=12, **kwargs)
     resumed = example.train(shards, tmp_path / "split", resume=True, **kwargs)

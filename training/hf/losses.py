@@ -18,6 +18,10 @@ micro-batches) and expects a loss already scaled by it. Each micro-batch's objec
 its kept targets or rows) is weighted by its share of the targets: with one micro-batch per step
 the loss is exactly the objective's.
 
+Counts: ``last`` (the latest call), ``current`` (summed over the current Trainer step's
+micro-batches: its loss, targets, dropped targets and sequences) and ``totals`` (the whole run,
+kept in checkpoints).
+
 From a plain loop: ``loss = objective(model(**batch_without_labels), batch["labels"], step=step)``.
 """
 from __future__ import annotations
@@ -53,7 +57,8 @@ class FewtruncLoss(CheckpointedCallback):
             if kind == "loss_truncation" else None
         self.step = 0
         self.totals = {"targets": 0, "dropped_targets": 0, "dropped_sequences": 0}
-        self.last: dict = {}
+        self.last: dict = {}  # the latest call (micro-batch)
+        self.current = self._zero()  # summed over the micro-batches of the current Trainer step
 
     # -- the loss ------------------------------------------------------------------------------
     def __call__(self, outputs, labels: torch.Tensor, num_items_in_batch=None, step: int | None = None):
@@ -81,10 +86,15 @@ class FewtruncLoss(CheckpointedCallback):
             loss = loss * (n_valid / total if total > 0 else 0.0)
         self.last = {"step": self.step, "loss": float(loss.detach()), "targets": n_valid, "dropped_targets": int(dropped_targets),
                      "dropped_sequences": int(dropped_sequences)}
-        self.totals["targets"] += n_valid
-        self.totals["dropped_targets"] += int(dropped_targets)
-        self.totals["dropped_sequences"] += int(dropped_sequences)
+        for key in self.totals:
+            self.totals[key] += self.last[key]
+            self.current[key] += self.last[key]
+        self.current["loss"] += self.last["loss"]
         return loss
+
+    @staticmethod
+    def _zero() -> dict:
+        return {"loss": 0.0, "targets": 0, "dropped_targets": 0, "dropped_sequences": 0}
 
     def _truncated(self, logits, targets, valid):
         per_token = F.cross_entropy(logits.float().transpose(1, 2), targets, ignore_index=IGNORE_INDEX,
@@ -106,6 +116,7 @@ class FewtruncLoss(CheckpointedCallback):
     # -- callback: step and checkpoints ----------------------------------------------------------
     def on_step_begin(self, args, state, control, **kwargs):
         self.step = state.global_step
+        self.current = self._zero()
 
     @property
     def dropped_share(self) -> float:

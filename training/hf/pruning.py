@@ -157,7 +157,8 @@ class PruningCallback(CheckpointedCallback):
         self.sampler.scorer = lambda epoch: el2n_row_scores(model, self.dataset, self.collator, self.batch_size)
         if state.global_step > 0 and train_dataloader is not None:
             # the samples a resumed Trainer skips: whole Trainer epochs, then full batches of this one
-            per_step = max(len(train_dataloader) // args.gradient_accumulation_steps, 1)
+            batches, ga = len(train_dataloader), args.gradient_accumulation_steps
+            per_step = max(batches // ga + int(batches % ga > 0), 1)  # the Trainer's steps per epoch
             epochs, steps = divmod(state.global_step, per_step)
             batches = steps * args.gradient_accumulation_steps
             self.sampler.skip_until = epochs * len(self.sampler) + batches * args.per_device_train_batch_size

@@ -71,6 +71,22 @@ def test_columns_that_cannot_be_packed_are_named():
         pack_dataset(datasets.Dataset.from_dict({"input_ids": [[1, 2]]}), 4, strategy="wrapped")
 
 
+def test_blockwise_gather_and_the_arrow_fallback_agree():
+    from training.hf.pack import gather
+
+    rng = np.random.default_rng(2)
+    values = pa.array(rng.integers(0, 100, 1000).astype(np.int16))
+    seg_len = rng.integers(1, 9, 120)
+    seg_start = rng.integers(0, 1000 - 8, 120)
+    ends = np.concatenate([[0], np.cumsum(seg_len)])
+    expected = np.concatenate([values.to_numpy()[s:s + n] for s, n in zip(seg_start, seg_len)])
+    for block in (1, 7, 64, 1 << 22):
+        out = gather(values, seg_start, seg_len, ends, block_tokens=block)
+        assert out.type == pa.int16() and np.array_equal(out.to_numpy(), expected)
+    flags = pa.array(values.to_numpy() % 2 == 0)  # bool: not zero-copy, Arrow take
+    assert np.array_equal(gather(flags, seg_start, seg_len, ends).to_numpy(zero_copy_only=False), expected % 2 == 0)
+
+
 def test_large_list_input_stays_large():
     table = pa.table({"input_ids": pa.array([[1, 2, 3], [4]], type=pa.large_list(pa.int64()))})
     out = pack_dataset(datasets.Dataset(datasets.table.InMemoryTable(table)), 4)

@@ -10,8 +10,8 @@ does what the paper does over the whole dataset at once: only sequences longer t
 ``seq_length`` are cut, into ``seq_length`` chunks plus a remainder
 (``packing.split_documents``), and all chunks are Best-Fit-Decreasing packed together
 (``packing.pack``): nothing is truncated or dropped, whatever ``strategy`` says. The tokens are
-gathered with one Arrow ``take`` per column (its index is one running sum over an int32
-array): no Python object per token, row or document.
+gathered per column into one preallocated array by ``np.take`` over blocks of a few million
+tokens (the index of a block is one running sum): no Python object per token, row or document.
 
 Output columns: ``input_ids`` and every other token-aligned list column of the input
 (``attention_mask``, ``labels``, ...), packed the same way; ``seq_lengths`` (TRL's name: the
@@ -77,9 +77,9 @@ def pack_table(table: pa.Table, seq_length: int, algorithm: str = "bfd") -> pa.T
     seg_start = starts[seg_doc] + chunks.offset[order]
     token_ends = np.zeros(seg_len.size + 1, dtype=np.int64)
     np.cumsum(seg_len, out=token_ends[1:])
-    take = pa.array(gather_index(seg_start, seg_len, token_ends))
     row_offsets = token_ends[result.bin_offsets]
-    packed = {name: _rebuild(col, row_offsets, col.flatten().take(take)) for name, col in columns.items()}
+    packed = {name: _rebuild(col, row_offsets, gather(col.flatten(), seg_start, seg_len, token_ends))
+              for name, col in columns.items()}
     seg_offsets = pa.array(result.bin_offsets.astype(np.int32))
     packed["seq_lengths"] = pa.ListArray.from_arrays(seg_offsets, pa.array(seg_len.astype(np.int32)))
     packed["doc_ids"] = pa.ListArray.from_arrays(seg_offsets, pa.array(seg_doc))
@@ -96,6 +96,31 @@ def _list_column(table: pa.Table, name: str):
     if col.null_count:
         raise ValueError(f"column {name!r} has null rows")
     return col
+
+
+def gather(values: pa.Array, seg_start: np.ndarray, seg_len: np.ndarray, token_ends: np.ndarray,
+           block_tokens: int = 1 << 22) -> pa.Array:
+    """``values[seg_start[k] : seg_start[k] + seg_len[k]]`` for every segment k, end to end.
+
+    Numeric columns are copied with ``np.take`` into one preallocated array, a block of about
+    ``block_tokens`` output tokens at a time, so the index stays small and in cache (about 4x less
+    CPU than one Arrow take with a full-length index, most of it page faults); other types fall
+    back to an Arrow take.
+    """
+    total = int(token_ends[-1])
+    try:
+        source = values.to_numpy(zero_copy_only=True)
+    except (pa.ArrowInvalid, NotImplementedError):
+        return values.take(pa.array(gather_index(seg_start, seg_len, token_ends)))
+    out = np.empty(total, dtype=source.dtype)
+    if total:
+        first = np.searchsorted(token_ends, np.arange(0, total, block_tokens), side="right") - 1
+        cuts = np.unique(np.concatenate([first, [seg_len.size]]))
+        for a, b in zip(cuts[:-1].tolist(), cuts[1:].tolist()):
+            base = int(token_ends[a])
+            index = gather_index(seg_start[a:b], seg_len[a:b], token_ends[a:b + 1] - base)
+            np.take(source, index, out=out[base:int(token_ends[b])], mode="clip")
+    return pa.array(out, type=values.type)
 
 
 def gather_index(seg_start: np.ndarray, seg_len: np.ndarray, token_ends: np.ndarray) -> np.ndarray:

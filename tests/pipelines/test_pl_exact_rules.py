@@ -185,6 +185,7 @@ def test_verify_checks_every_row_after_the_length_check():
 
     ok = _table([[1, 2, 3], [4]], [[2, 1], [1]], [[7, 8], [9]], [[0, 0], [0]])
     assert check_table(ok, 4, "s") == ([], 4)
+    assert check_table(ok, 3, "s") == ([], 4)  # a row of exactly seq_len tokens is valid
     sums = _table([[1, 2, 3], [4]], [[2, 2], [1]], [[7, 8], [9]], [[0, 0], [0]])
     assert check_table(sums, 4, "s")[0] == ["s: row 0: sum(doc_lens) = 4 != len(input_ids) = 3"]
     ids = _table([[1, 2, 3], [4]], [[2, 1], [1]], [[7], [9]], [[0, 0], [0]])
@@ -206,3 +207,59 @@ def test_verify_compares_tokens_in_with_tokens_out(tmp_path, corpus):
     (out / "manifest.json").write_text(json.dumps(m))
     (problem,) = verify_dir(out)[0]
     assert "tokens_in" in problem
+
+
+def test_document_of_exactly_max_bytes_is_accepted(tmp_path):
+    tree = tmp_path / "t"
+    tree.mkdir()
+    (tree / "at.py").write_text("é" * 50)  # 100 bytes, 50 characters
+    (tree / "over.py").write_text("é" * 50 + "x")
+    path = tmp_path / "d.jsonl"
+    path.write_text(json.dumps({"text": "é" * 50}) + "\n" + json.dumps({"text": "é" * 51}) + "\n")
+    for src in (tree, path):
+        out = tmp_path / f"o-{src.name}"
+        _run(out, src, **{"input.max_document_bytes": 100})
+        rejects = [json.loads(line) for line in (out / "rejects.jsonl").open()]
+        assert len(rejects) == 1 and "exceeds" in rejects[0]["reason"], src
+
+
+def test_unit_boundaries_at_exactly_unit_bytes():
+    from pipelines.steps.plan import Source, group_units
+
+    srcs = [Source(f"f{i}", f"f{i}", "files", n) for i, n in enumerate([40, 60, 50, 50, 101])]
+    units = group_units(srcs, 100)
+    assert [[s.path for s in u.sources] for u in units] == [["f0", "f1"], ["f2", "f3"], ["f4"]]
+
+
+def test_finalize_refuses_an_output_that_lost_a_shard(tmp_path, corpus):
+    from pipelines.config import load_run_config
+    from pipelines.engines import common
+    from pipelines.errors import FatalError
+
+    out = tmp_path / "o"
+    args = base_overrides(out, str(corpus), **{"output.rows_per_shard": 8,
+                                                "output.keep_work": "true"})
+    pipelines.run(None, args)
+    (out / "manifest.json").unlink()  # unfinished again, every marker kept
+    ctx, finished = common.prepare(load_run_config(None, args))
+    try:
+        assert finished is None
+        docs, rows, markers = common.plan(ctx)
+        store = spill.SpillStore(ctx.work, len(ctx.units))
+        shards = [common.write_shard_job(ctx, rows, docs, store, k, a, b)
+                  for k, (a, b) in enumerate(common.shard_plan(ctx, rows))]
+        with pytest.raises(FatalError, match="conservation broken"):
+            common.finalize(ctx, docs, rows, markers, shards[:-1], {})
+        assert not (out / "manifest.json").exists()
+    finally:
+        common.release_output(out)
+
+
+def test_an_input_that_changed_size_is_another_input(tmp_path, corpus):
+    from pipelines.errors import ConfigError
+
+    _run(tmp_path / "o", corpus)
+    with open(corpus, "a") as f:
+        f.write(json.dumps({"text": "one more"}) + "\n")
+    with pytest.raises(ConfigError, match="finished run with another input"):
+        _run(tmp_path / "o", corpus)

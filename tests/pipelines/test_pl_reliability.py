@@ -661,7 +661,7 @@ def test_pack_change_over_an_unfinished_run_reuses_its_tokens(tmp_path, small):
     killed = _cli("run", _empty_config(tmp_path), "--quiet", *args,
                   env={**os.environ, "FEWTRUNC_CRASH": "shard:1"})
     assert killed.returncode == -signal.SIGKILL
-    assert (out / "shard-00000.arrow").exists()
+    assert (out / "_work" / "unit-00000.done.json").exists()  # killed while writing shards
     # another seq_len and shard size: the units are not tokenized again (unit:0 would crash)
     again = _cli("run", _empty_config(tmp_path), "--quiet", *args, "pack.seq_len=512",
                  "output.rows_per_shard=5", env={**os.environ, "FEWTRUNC_CRASH": "unit:0"})

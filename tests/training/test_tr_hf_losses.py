@@ -79,7 +79,7 @@ def test_documents_are_found_from_the_labels_alone(batch_and_outputs):
 def test_loss_truncation_drops_the_worst_sequences_after_the_hot_start(batch_and_outputs, unit):
     _, labels, outputs = batch_and_outputs
     loss = FewtruncLoss("loss_truncation", drop_fraction=0.34, min_count=3, unit=unit)
-    reference = LossTruncation(0.34, 3)
+    reference = LossTruncation(drop_fraction=0.34, min_count=3)
     targets, logits = labels[:, 1:], outputs.logits[:, :-1].float()
     per_token = torch.nn.functional.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
     seq = sequence_ids(targets, unit)
@@ -125,8 +125,11 @@ def test_pruning_sampler_follows_the_pruners_schedule():
 @pytest.mark.parametrize("stop", [3, 12, 17, 25])
 def test_a_restored_sampler_draws_what_the_original_draws(stop):
     n = 10
-    make = lambda: PruningSampler(DynamicPruner(n, 0.5, 0.1, full_epochs=1, rescore_every=1), seed=3,  # noqa: E731
-                                  scorer=_scores(n))
+
+    def make():
+        pruner = DynamicPruner(n, keep_fraction=0.5, offset_fraction=0.1, full_epochs=1, rescore_every=1)
+        return PruningSampler(pruner, seed=3, scorer=_scores(n))
+
     whole = _stream(make(), 4)
     first = make()
     drawn = []

@@ -53,7 +53,8 @@ class FewtruncLoss(CheckpointedCallback):
         self.kind = kind
         self.ent = {"threshold": threshold, "fraction": fraction, "level": level, "warmup_steps": int(warmup_steps)}
         self.unit = unit
-        self.truncation = LossTruncation(drop_fraction, min_count, recompute_every) \
+        self.truncation = LossTruncation(drop_fraction=drop_fraction, min_count=min_count,
+                                         recompute_every=recompute_every) \
             if kind == "loss_truncation" else None
         self.step = 0
         self.totals = {"targets": 0, "dropped_targets": 0, "dropped_sequences": 0}

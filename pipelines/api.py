@@ -4,6 +4,7 @@ from __future__ import annotations
 import errno
 import importlib
 import os
+import re
 from typing import Sequence
 
 from pipelines.config import load_run_config
@@ -79,10 +80,15 @@ def run(config=None, overrides: Sequence[str] = (), *, progress: bool = False,
 def _write_error(exc: BaseException) -> OSError | None:
     """The OSError with a known errno behind ``exc``: itself, or what an engine wrapped it in
     (Ray's task errors keep it as ``cause``; others chain it)."""
-    seen = set()
+    seen, first = set(), exc
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
         if isinstance(exc, OSError) and exc.errno in _WRITE_ERRORS:
             return exc
         exc = getattr(exc, "cause", None) or exc.__cause__ or exc.__context__
+    # Beam hands a worker's error back as a new exception that keeps only its text
+    found = re.search(r"OSError: \[Errno (\d+)\]", str(first))
+    if found and int(found.group(1)) in _WRITE_ERRORS:
+        code = int(found.group(1))
+        return OSError(code, os.strerror(code))
     return None

@@ -682,20 +682,25 @@ def test_pack_change_over_an_unfinished_run_reuses_its_tokens(tmp_path, small):
 
 @pytest.mark.slow
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounts a small tmpfs")
-def test_no_space_left_on_ray_is_one_line(tmp_path, small):
-    """The OSError comes back from a Ray task wrapped in Ray's error: still one clear line."""
+@pytest.mark.parametrize("engine", ["engine=ray ray.num_cpus=1", "engine=beam"])
+def test_no_space_left_on_ray_and_beam_is_one_line(tmp_path, small, engine):
+    """The OSError comes back from a worker wrapped in Ray's error (as its cause) or in Beam's
+    (as text only): still one clear line."""
     from pipelines.engines.ray_cluster import loopback_env
 
     disk = tmp_path / "disk"
     _mount_tmpfs(disk, "size=96k")
     try:
         r = subprocess.run([sys.executable, "-m", "pipelines.cli", "run",
-                            str(_empty_config(tmp_path)), "--quiet", "engine=ray",
-                            "ray.num_cpus=1", *base_overrides(disk / "o", str(small))],
+                            str(_empty_config(tmp_path)), "--quiet", *engine.split(),
+                            *base_overrides(disk / "o", str(small))],
                            capture_output=True, text=True, env=loopback_env(), timeout=300)
         lines = [ln for ln in r.stderr.splitlines() if ln.startswith("fewtrunc run: ")]
-        assert r.returncode == 2 and lines and "Traceback" not in r.stderr, r.stderr[-3000:]
-        assert lines[-1].startswith("fewtrunc run: error: cannot write ")
-        assert "No space left on device" in lines[-1]
+        assert r.returncode == 2 and len(lines) == 1, r.stderr[-3000:]
+        assert r.stderr.rstrip().splitlines()[-1] == lines[0]  # the last word
+        assert lines[0].startswith("fewtrunc run: error: cannot write ")
+        assert "No space left on device" in lines[0]
+        if "ray" in engine:  # Beam's own worker harness logs the worker's traceback
+            assert "Traceback" not in r.stderr, r.stderr[-3000:]
     finally:
         _umount(disk)

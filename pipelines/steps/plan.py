@@ -104,13 +104,14 @@ def _tree_files(root: Path, include, exclude, limit: int) -> list[tuple[Path, st
     return out
 
 
-def _stat(path: Path) -> tuple[int, int]:
-    """(size, mtime_ns) when planned: the reader checks both again after reading the source."""
+def _stat(path: Path) -> tuple[int, int, tuple | None]:
+    """(size, mtime_ns, identity) when planned: the reader checks size and mtime again after
+    reading the source; the identity (device, inode) tells a file reached twice."""
     try:
         st = path.stat()
     except OSError:
-        return 0, 0  # an unreadable file: the reader reports it under input.on_error
-    return st.st_size, st.st_mtime_ns
+        return 0, 0, None  # an unreadable file: the reader reports it under input.on_error
+    return st.st_size, st.st_mtime_ns, (st.st_dev, st.st_ino)
 
 
 def resolve_sources(cfg) -> list[Source]:
@@ -138,34 +139,43 @@ def resolve_sources(cfg) -> list[Source]:
             base, matches = resolved, [resolved]
             if not os.path.exists(resolved):
                 raise ConfigError(f"input.paths[{i}] {written!r}: no such file or directory")
-        first = len(sources)
+        first, idents = len(sources), []
         for match in matches:
             p = Path(match)
             rel = os.path.relpath(match, base).replace(os.sep, "/")
             key = written if rel == "." else f"{prefix_w}/{rel}"
             if p.is_dir() and (cfg.format == "hf" or (cfg.format == "auto" and _is_hf_saved(p))):
                 sources.append(Source(match, key, "hf", 0))
+                idents.append(None)
             elif p.is_dir():
+                top = str(p) + os.sep
                 for f, error in _tree_files(p, cfg.include, cfg.exclude, cfg.max_documents):
-                    frel = os.path.relpath(f, p).replace(os.sep, "/")
-                    size, mtime = (0, 0) if error else _stat(f)
+                    fs = str(f)  # below the tree root: cut the prefix (relpath is ~20 us a file)
+                    frel = (fs[len(top):] if fs.startswith(top) else os.path.relpath(fs, p)
+                            ).replace(os.sep, "/")
+                    size, mtime, ident = (0, 0, None) if error else _stat(f)
                     sources.append(Source(str(f), f"{key}/{frel}", "files", size, error, mtime))
+                    idents.append(ident)
             else:
-                size, mtime = _stat(p)
+                size, mtime, ident = _stat(p)
                 sources.append(Source(match, key, format_of(match, cfg.format), size, "", mtime))
-        for src in sources[first:]:
-            _once(seen, os.path.realpath(src.path), i, cfg.paths)
+                idents.append(ident)
+        for src, ident in zip(sources[first:], idents):
+            # the same file by (device, inode): through a symlink, a hard link, two globs; a
+            # realpath per file cost an lstat per path component (2 s on a 55k-file tree)
+            _once(seen, ident or os.path.realpath(src.path), i, cfg.paths, src.path)
     if not sources:
         raise ConfigError("input.paths match no files (check input.include / input.exclude)")
     return sources
 
 
-def _once(seen: dict, name: str, i: int, paths) -> None:
+def _once(seen: dict, name, i: int, paths, shown: str = "") -> None:
     """The same input reached from two entries of input.paths would go in twice, with the
     same document ids: a ConfigError naming both."""
     j = seen.setdefault(name, i)
     if j != i:
-        raise ConfigError(f"input.paths[{i}] {paths[i]!r} reaches {name.removeprefix('hf:')!r}, "
+        shown = shown or str(name).removeprefix("hf:")
+        raise ConfigError(f"input.paths[{i}] {paths[i]!r} reaches {shown!r}, "
                           f"which input.paths[{j}] {paths[j]!r} already gives: every input must "
                           "be listed once")
 

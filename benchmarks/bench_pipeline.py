@@ -246,7 +246,7 @@ def main() -> int:
         if r is not None:
             t = r["timings"]
             guard = t.get("guard_thread_s", 0.0)
-            share = guard / (t["tokenize_s"] * len(os.sched_getaffinity(0)) or 1)
+            share = guard / ((t.get("tokenize_s") or r["wall"]) * len(os.sched_getaffinity(0)))
             print(f"{name}: phases (s)", {k: round(v, 2) for k, v in t.items()},
                   f"guard: {r['totals'].get('documents_guard_checked')} documents, "
                   f"{guard:.2f} CPU-s = {share:.1%} of the tokenize phase's core time, "

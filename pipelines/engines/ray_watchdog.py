@@ -79,12 +79,31 @@ def watch(driver: int, interval: float = 0.25) -> None:
             if not data:
                 break  # end of file: the driver is gone
         seen.update(ray_descendants(driver, skip=os.getpid()))
-    for pid, start in seen.items():
-        if _start_time(pid) == start:  # the same process, not a reused pid
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
+    _kill_all(seen)
+
+
+def _kill_all(seen: dict[int, str]) -> None:
+    """Stop every listed process still alive, and what they started since the last scan (a
+    raylet starts workers until it is stopped), until nothing new appears; then kill them all."""
+    stopped: dict[int, str] = {}
+    todo = dict(seen)
+    while todo:
+        for pid, start in todo.items():
+            if _start_time(pid) == start:  # the same process, not a reused pid
+                try:
+                    os.kill(pid, signal.SIGSTOP)
+                    stopped[pid] = start
+                except OSError:
+                    pass
+        found: dict[int, str] = {}
+        for pid in list(todo):
+            found.update(ray_descendants(pid, skip=os.getpid()))
+        todo = {p: s for p, s in found.items() if p not in stopped}
+    for pid in stopped:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
 
 
 def start() -> None:

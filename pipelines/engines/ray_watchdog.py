@@ -17,6 +17,7 @@ import subprocess
 import sys
 
 GOODBYE = b"q"
+MARK = "FEWTRUNC_RAY_OWNER"  # in the environment every process of the private Ray inherits
 _watchdog: subprocess.Popen | None = None
 
 
@@ -66,7 +67,27 @@ def _start_time(pid: int) -> str | None:
     return stat[stat.rfind(")") + 2 :].split()[19]
 
 
-def watch(driver: int, interval: float = 0.25) -> None:
+def marked(token: str, skip: int = 0) -> dict[int, str]:
+    """{pid: start time} of every process whose environment carries ``MARK=token``: the Ray
+    processes the driver started, even those re-parented after their parent died."""
+    needle = f"{MARK}={token}".encode() + b"\0"
+    found = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) == skip:
+            continue
+        try:
+            with open(f"/proc/{entry.name}/environ", "rb") as f:
+                if needle not in f.read() + b"\0":
+                    continue
+        except OSError:
+            continue
+        start = _start_time(int(entry.name))
+        if start is not None:
+            found[int(entry.name)] = start
+    return found
+
+
+def watch(driver: int, token: str = "", interval: float = 0.25) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the driver
     seen: dict[int, str] = {}
     fd = sys.stdin.fileno()
@@ -79,6 +100,8 @@ def watch(driver: int, interval: float = 0.25) -> None:
             if not data:
                 break  # end of file: the driver is gone
         seen.update(ray_descendants(driver, skip=os.getpid()))
+    if token:  # also those the last scan missed and whose parent is already gone
+        seen.update(marked(token, skip=os.getpid()))
     _kill_all(seen)
 
 
@@ -111,10 +134,12 @@ def start() -> None:
     global _watchdog
     if _watchdog is not None or not os.path.isdir("/proc/self"):
         return
+    token = f"{os.getpid()}-{os.urandom(4).hex()}"
     _watchdog = subprocess.Popen(
-        [sys.executable, "-m", "pipelines.engines.ray_watchdog", str(os.getpid())],
+        [sys.executable, "-m", "pipelines.engines.ray_watchdog", str(os.getpid()), token],
         stdin=subprocess.PIPE, start_new_session=True, close_fds=True,
     )
+    os.environ[MARK] = token  # ray.init's processes inherit it
 
 
 def stop() -> None:
@@ -128,7 +153,8 @@ def stop() -> None:
     except (OSError, subprocess.TimeoutExpired):
         _watchdog.kill()
     _watchdog = None
+    os.environ.pop(MARK, None)
 
 
 if __name__ == "__main__":
-    watch(int(sys.argv[1]))
+    watch(int(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else "")

@@ -634,7 +634,9 @@ def test_private_ray_dies_with_a_killed_driver(tmp_path):
             time.sleep(0.5)
             alive = [p for p in alive if os.path.exists(f"/proc/{p}")
                      and open(f"/proc/{p}/stat").read().split(") ")[1][0] != "Z"]
-        assert not alive, f"Ray processes outlived the killed driver: {alive}"
+        names = {p: open(f"/proc/{p}/cmdline", "rb").read()[:80] for p in alive
+                 if os.path.exists(f"/proc/{p}")}
+        assert not alive, f"Ray processes outlived the killed driver: {names}"
     finally:
         driver.kill()
         driver.wait()

@@ -10,8 +10,8 @@ datasets (save_to_disk directories or load_dataset specs). {stdlib} and {assets}
 to this Python's standard library and fewtrunc's shipped sample data.
 
 Writes to output.dir: shard-*.arrow (one row per training sequence), manifest.json, stats.json,
-rejects.jsonl, report.html + PNG plots. A run killed at any point resumes when started again and
-ends byte-identical; rerunning a finished run does nothing once every shard is found with its
+rejects.jsonl, report.html (charts inline; `fewtrunc report DIR --png` adds PNG files). A run
+killed at any point resumes when started again and ends byte-identical; rerunning a finished run does nothing once every shard is found with its
 recorded size (--verify: and sha256). A damaged finished run is repaired from its work files
 (output.keep_work=true) or refused. One run at a time may use an output.dir (a lock names the
 holder); output.dir may not lie inside an input, nor be a non-empty directory of other files.
@@ -22,6 +22,14 @@ examples:
   fewtrunc run configs/jsonl.yaml input.paths=a.jsonl.zst,b.jsonl.gz input.on_error=fail
   fewtrunc run configs/demo.yaml pack.algorithm=concat output.dir=out-concat  # the baseline
   fewtrunc run configs/demo.yaml pack.window_tokens=50000000   # bounded-memory windows
+
+tokenizer (any tokenizer.json; GPT-2 by default; the same ids from every backend):
+  fewtrunc run configs/demo.yaml tokenizer.path=tokenizer.json
+  fewtrunc run configs/demo.yaml tokenizer.backend=tokenizers    # HF tokenizers only (slow)
+  tokenizer.backend=auto (default) encodes with fastokens after a self-test against tokenizers,
+  and tokenizer.guard_fraction (>= 1%) of the documents are re-encoded with tokenizers: a
+  difference stops the run naming the document. tokenizer.special_tokens_in_text=split (default)
+  encodes "<|endoftext|>" inside a document as text; keep encodes it as the control id.
 
 engines (same bytes on each; docs/engines.md):
   fewtrunc run configs/demo.yaml local.workers=4               # default: every core

@@ -12,9 +12,10 @@ to this Python's standard library and fewtrunc's shipped sample data.
 Writes to output.dir: shard-*.arrow (one row per training sequence), manifest.json, stats.json,
 rejects.jsonl, report.html (charts inline; `fewtrunc report DIR --png` adds PNG files). A run
 killed at any point resumes when started again and ends byte-identical; rerunning a finished run
-does nothing once every shard is found with its recorded size (--verify: and sha256). A damaged finished run is repaired from its work files
-(output.keep_work=true) or refused. One run at a time may use an output.dir (a lock names the
-holder); output.dir may not lie inside an input, nor be a non-empty directory of other files.
+does nothing once every shard is found with its recorded size (--verify: and sha256). A damaged
+finished run is repaired from its work files (output.keep_work=true) or refused. One run at a
+time may use an output.dir (a lock names the holder); output.dir may not lie inside an input,
+nor be a non-empty directory of other files.
 
 examples:
   fewtrunc run configs/demo.yaml

@@ -1,13 +1,17 @@
-"""The small error hierarchy that decides what stops a run and what is retried (as dolma does).
+"""The small error hierarchy that decides what stops a run and how it is reported (as dolma does).
 
 - ``ConfigError``: the configuration is wrong; raised before any work starts.
 - ``InputError``: one input record or file is bad; names the file and line/row. Under
   ``input.on_error=skip`` it becomes a line of ``rejects.jsonl``; under ``fail`` it stops the run.
-- ``RetryableError``: a transient failure (a worker lost, a busy file system); engines retry it.
 - ``FatalError``: an invariant is broken (token conservation, a checksum); never retried.
 - ``OutputError``: the output directory cannot be used as it is: in use by another run, damaged,
   not a fewtrunc run, or not writable (no space, read-only, permission). Names the path and what
   to do.
+
+Transient failures are not an error class of fewtrunc's: a lost Ray worker or Beam bundle is
+retried by the engine's own mechanism (restarted actors, retried tasks, replayed bundles), which
+is safe because every file is written under a private temporary name and renamed to a fixed one;
+anything else ends the run, and the next run resumes from the completion markers.
 """
 
 
@@ -26,10 +30,6 @@ class InputError(FewtruncError):
         super().__init__(f"{where}: {reason}")
         self.where = where
         self.reason = reason
-
-
-class RetryableError(FewtruncError):
-    """A transient failure that an engine may retry."""
 
 
 class FatalError(FewtruncError):

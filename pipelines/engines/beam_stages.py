@@ -157,7 +157,7 @@ class PackFn(beam.DoFn):
         shutil.rmtree(self.ctx.work / beam_plan.PARTS, ignore_errors=True)  # all committed
         docs, rows, _ = common.plan(self.ctx)
         beam_plan.save_plan(self.ctx.work, docs, rows)
-        for k, (a, b) in enumerate(common.shard_plan(self.ctx, rows)):
+        for k, (a, b) in enumerate(common.plan_shards_and_remove_strays(self.ctx, rows)):
             yield k, a, b
 
 

@@ -388,7 +388,8 @@ def batch_rows(seq_len: int) -> int:
     return max(1, (1 << 20) // seq_len)
 
 
-def shard_plan(ctx: RunContext, rows) -> list[tuple[int, int]]:
+def plan_shards_and_remove_strays(ctx: RunContext, rows) -> list[tuple[int, int]]:
+    """The row range of every shard; shard files beyond them (an earlier, larger plan's) go."""
     ranges = shard_ranges(rows.n_rows, ctx.cfg.output.rows_per_shard)
     planned = {shard_name(k) for k in range(len(ranges))}
     for extra in list_shards(ctx.out):  # only inside a known run (prepare refuses others)

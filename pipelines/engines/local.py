@@ -59,7 +59,7 @@ def run(cfg, progress: bool = False, check: str = "size") -> dict:
     timings["pack_s"] = time.perf_counter() - t1
 
     t2 = time.perf_counter()
-    ranges = common.shard_plan(ctx, rows)
+    ranges = common.plan_shards_and_remove_strays(ctx, rows)
     store = spill.SpillStore(ctx.work, len(ctx.units))
     bar = Progress(progress, len(ranges), "write", unit="shard")
     try:

@@ -210,7 +210,7 @@ def write_shards(ctx, docs, rows, rcfg) -> list:
 
     from pipelines.engines.ray_stages import ShardSink
 
-    ranges = common.shard_plan(ctx, rows)
+    ranges = common.plan_shards_and_remove_strays(ctx, rows)
     if not ranges:
         return []
     light = dataclasses.replace(ctx, tokenize=None)  # the tokenizer is not needed to write

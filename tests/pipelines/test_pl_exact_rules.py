@@ -247,7 +247,7 @@ def test_finalize_refuses_an_output_that_lost_a_shard(tmp_path, corpus):
         docs, rows, markers = common.plan(ctx)
         store = spill.SpillStore(ctx.work, len(ctx.units))
         shards = [common.write_shard_job(ctx, rows, docs, store, k, a, b)
-                  for k, (a, b) in enumerate(common.shard_plan(ctx, rows))]
+                  for k, (a, b) in enumerate(common.plan_shards_and_remove_strays(ctx, rows))]
         with pytest.raises(FatalError, match="conservation broken"):
             common.finalize(ctx, docs, rows, markers, shards[:-1], {})
         assert not (out / "manifest.json").exists()

@@ -2,9 +2,9 @@
 (the run report, the training curves, the benchmark experiments)."""
 from __future__ import annotations
 
-import os
 import sys
-from pathlib import Path
+
+from pipelines.atomic import atomic_path
 
 
 def pyplot():
@@ -30,9 +30,7 @@ def figure(width: float, height: float, margins: tuple = (0.09, 0.12, 0.98, 0.9)
 def save_png(fig, path, dpi: int = 110) -> None:
     """Write ``fig`` to a temporary name, rename it to ``path`` and close the figure. No software
     version in the metadata, so the same figure gives the same bytes."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
-    fig.savefig(tmp, dpi=dpi, metadata={"Software": None})
-    os.replace(tmp, path)
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=dpi, metadata={"Software": None})
     if "matplotlib.pyplot" in sys.modules:  # a pyplot figure: release it
         sys.modules["matplotlib.pyplot"].close(fig)

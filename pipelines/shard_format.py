@@ -16,11 +16,12 @@ wrapper in ``training``. zstd/lz4-compressed shards are decompressed on read; on
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.ipc as ipc
+
+from pipelines.atomic import atomic_path
 
 SCHEMA_VERSION = 1
 SCHEMA = pa.schema(
@@ -41,40 +42,22 @@ def shard_name(index: int) -> str:
 
 def write_shard(table: pa.Table, path: str | Path, compression: str = "zstd") -> None:
     """Write ``table`` to ``path`` atomically: a temporary name, fsync, then rename."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     codec = None if compression in (None, "none") else compression
     options = ipc.IpcWriteOptions(compression=codec)
-    with ipc.new_file(str(tmp), table.schema, options=options) as writer:
-        writer.write_table(table)
-    fsync_path(tmp)
-    os.replace(tmp, path)
+    with atomic_path(path, sync=True) as tmp:
+        with ipc.new_file(str(tmp), table.schema, options=options) as writer:
+            writer.write_table(table)
 
 
 def write_shard_batches(batches, path: str | Path, compression: str = "zstd") -> None:
     """Like ``write_shard``, but from an iterable of tables/record batches written one by one,
     so a shard's memory is one batch, not the whole shard. Nothing is published on an error."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     codec = None if compression in (None, "none") else compression
     options = ipc.IpcWriteOptions(compression=codec)
-    try:
+    with atomic_path(path, sync=True) as tmp:
         with ipc.new_file(str(tmp), SCHEMA, options=options) as writer:
             for batch in batches:
                 writer.write(batch)
-        fsync_path(tmp)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, path)
-
-
-def fsync_path(path: str | Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def open_shard(path: str | Path) -> pa.Table:

@@ -6,10 +6,10 @@ map of a reduced vocabulary and the configuration (plain data).
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
+from pipelines.atomic import atomic_path
 
 PATTERN = "step-*.pt"
 
@@ -32,9 +32,8 @@ def save_checkpoint(state: dict, output_dir: str | Path, step: int, keep: int) -
     directory = checkpoint_dir(output_dir)
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"step-{step:08d}.pt"
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
     for old in list_checkpoints(output_dir)[:-keep]:
         old.unlink(missing_ok=True)
     return path

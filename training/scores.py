@@ -13,12 +13,12 @@ mean over all its scored targets, i.e. the chunks' EL2N weighted by ``n_scored``
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.ipc as ipc
+from pipelines.atomic import atomic_path
 
 SCORE_SCHEMA = pa.schema([
     pa.field("doc_id", pa.int64(), nullable=False),
@@ -51,10 +51,9 @@ def write_scores(table: pa.Table, path: str | Path) -> Path:
     """Write atomically (temporary name, then rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with ipc.new_file(str(tmp), SCORE_SCHEMA) as writer:
-        writer.write_table(table.cast(SCORE_SCHEMA))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        with ipc.new_file(str(tmp), SCORE_SCHEMA) as writer:
+            writer.write_table(table.cast(SCORE_SCHEMA))
     return path
 
 

@@ -120,18 +120,16 @@ def part_name(unit: int, part: int) -> str:
 def write_part(parts_dir, unit: int, part: int, batch: TokenBatch) -> None:
     """``batch`` to ``parts_dir/unit-U.part-P.arrow``: a temporary name, then a rename to the
     fixed one, so a retried task, a restarted actor or a replayed bundle overwrites."""
-    import os
-    import secrets
     from pathlib import Path
 
     import pyarrow.ipc as ipc
 
-    path = Path(parts_dir) / part_name(unit, part)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+    from pipelines.atomic import atomic_path
+
     table = token_table(unit, part, batch)
-    with ipc.new_file(str(tmp), table.schema) as writer:
-        writer.write_table(table)
-    os.replace(tmp, path)
+    with atomic_path(Path(parts_dir) / part_name(unit, part)) as tmp:
+        with ipc.new_file(str(tmp), table.schema) as writer:
+            writer.write_table(table)
 
 
 def read_part(parts_dir, unit: int, part: int) -> TokenBatch:

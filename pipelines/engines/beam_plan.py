@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 from pathlib import Path
 
 import numpy as np
 
+from pipelines.atomic import atomic_path
 from pipelines.errors import FatalError
 from pipelines.steps import spill
 
@@ -21,10 +21,8 @@ def save_plan(work: Path, docs, rows) -> None:
     d.mkdir(parents=True, exist_ok=True)
     for prefix, obj in (("docs", docs), ("rows", rows)):
         for f in dataclasses.fields(obj):
-            path = d / f"{prefix}.{f.name}.npy"
-            tmp = d / f".{prefix}.{f.name}.tmp-{os.getpid()}.npy"
-            np.save(tmp, getattr(obj, f.name))
-            os.replace(tmp, path)
+            with atomic_path(d / f"{prefix}.{f.name}.npy", suffix=".npy") as tmp:
+                np.save(tmp, getattr(obj, f.name))
 
 
 def load_plan(work: Path):

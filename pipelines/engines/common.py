@@ -18,7 +18,8 @@ from pathlib import Path
 from pipelines.configio import to_dict
 from pipelines.errors import ConfigError, FatalError, OutputError
 from pipelines.faults import crash_point
-from pipelines.shard_format import fsync_path, list_shards, shard_name, write_shard_batches
+from pipelines.atomic import TMP_GLOB, fsync_path, write_json, write_text
+from pipelines.shard_format import list_shards, shard_name, write_shard_batches
 from pipelines.steps import spill
 from pipelines.steps.manifest import build_manifest
 from pipelines.steps.pack import plan_rows
@@ -138,10 +139,10 @@ def _resume(ctx: RunContext, check: str) -> dict | None:
                                   f"{_what_differs(old.get('config'), ctx)}; delete it or "
                                   "choose another output.dir")
             _drop_shards(ctx)  # only pack.* / output.* differ: keep the tokenized units
-            spill.write_json_atomic(run_file, record)
+            write_json(run_file, record)
     else:
-        spill.write_json_atomic(run_file, record)
-    for stray in list(out.glob(".*.tmp-*")) + list(ctx.work.glob("*.tmp*")):
+        write_json(run_file, record)
+    for stray in list(out.glob(TMP_GLOB)) + list(ctx.work.glob("*.tmp*")):
         stray.unlink(missing_ok=True)  # temporaries of a killed run (the lock keeps others out)
     return None
 
@@ -378,7 +379,7 @@ def write_shard_job(ctx: RunContext, rows, docs, store, k: int, start: int, end:
     entry = {"file": path.name, "rows": end - start,
              "tokens": int(rows.seg_len[rows.row_offsets[start] : rows.row_offsets[end]].sum()),
              "bytes": path.stat().st_size, "sha256": sha256_file(path)}
-    spill.write_json_atomic(marker, entry)
+    write_json(marker, entry)
     crash_point("shard", k)
     return entry
 
@@ -410,17 +411,17 @@ def finalize(ctx: RunContext, docs, rows, markers, shards: list, timings: dict) 
                          f"{t['documents_read']}, accepted {t['documents_accepted']}, rejected "
                          f"{t['documents_rejected']}")
     _write_lines(ctx.out / "rejects.jsonl", [r for m in markers for r in m["rejects"]])
-    spill.write_json_atomic(ctx.out / "stats.json", stats)
-    _write_text(ctx.out / "config.yaml", _yaml(ctx.config))
+    write_json(ctx.out / "stats.json", stats)
+    write_text(ctx.out / "config.yaml", _yaml(ctx.config))
     if ctx.cfg.output.report:
         from pipelines.steps.report import write_report
 
         write_report(ctx.out, stats, manifest)
-    spill.write_json_atomic(ctx.out / "timings.json", timings)
+    write_json(ctx.out / "timings.json", timings)
     manifest["files"] = output_files(ctx.out)
     manifest["seal"] = manifest_seal(manifest)
     crash_point("manifest", 0)
-    spill.write_json_atomic(ctx.out / "manifest.json", manifest, sync=True)
+    write_json(ctx.out / "manifest.json", manifest, sync=True)
     fsync_path(ctx.out)
     if not ctx.cfg.output.keep_work:
         shutil.rmtree(ctx.work, ignore_errors=True)
@@ -450,12 +451,6 @@ def _yaml(config: dict) -> str:
     return yaml.safe_dump(config, sort_keys=False)
 
 
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _json_line(record: dict) -> str:
     line = json.dumps(record, sort_keys=True, ensure_ascii=False)
     try:
@@ -466,4 +461,4 @@ def _json_line(record: dict) -> str:
 
 
 def _write_lines(path: Path, records: list) -> None:
-    _write_text(path, "".join(_json_line(r) for r in records))
+    write_text(path, "".join(_json_line(r) for r in records))

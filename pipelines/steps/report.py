@@ -9,9 +9,9 @@ the HTML alone (no plotting library: a small run's fixed cost stays well under a
 from __future__ import annotations
 
 import html
-import os
 from pathlib import Path
 
+from pipelines.atomic import write_text
 from pipelines.plotting import figure, save_png
 
 PLOTS = ("lengths.png", "truncation.png", "fill.png", "overhead.png")
@@ -129,7 +129,5 @@ def write_report(out, stats: dict, manifest: dict | None = None, png: bool = Fal
     if png:
         _plots(out, stats)
     path = out / "report.html"
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(render_html(stats, manifest, png), encoding="utf-8")
-    os.replace(tmp, path)
+    write_text(path, render_html(stats, manifest, png))
     return path

@@ -15,21 +15,11 @@ from pathlib import Path
 import numpy as np
 
 from packing.split import positions_within
+from pipelines.atomic import atomic_path, temp_name, write_json
 
 
 def _name(work: Path, unit: int, suffix: str) -> Path:
     return work / f"unit-{unit:05d}.{suffix}"
-
-
-def write_json_atomic(path: Path, obj, *, sync: bool = False) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=1, sort_keys=True)
-        f.write("\n")
-        if sync:
-            f.flush()
-            os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 class UnitSpill:
@@ -41,7 +31,7 @@ class UnitSpill:
 
     def __init__(self, work: Path, unit: int):
         self.work, self.unit = Path(work), unit
-        self.tmp = _name(self.work, unit, f"tokens.tmp-{os.getpid()}-{os.urandom(4).hex()}")
+        self.tmp = temp_name(_name(self.work, unit, "tokens"))
         self.f = open(self.tmp, "wb")
         self.doc_ids: list[np.ndarray] = []
         self.lengths: list[np.ndarray] = []
@@ -72,13 +62,9 @@ class UnitSpill:
         os.replace(self.tmp, _name(self.work, self.unit, "tokens"))
         ids = np.concatenate(self.doc_ids) if self.doc_ids else np.zeros(0, np.int64)
         lens = np.concatenate(self.lengths) if self.lengths else np.zeros(0, np.int64)
-        docs = _name(self.work, self.unit, "docs.npy")
-        tmp = docs.with_name(f"{docs.name}.tmp-{os.getpid()}-{os.urandom(4).hex()}.npy")
-        with open(tmp, "wb") as f:
-            np.save(f, np.stack([ids, lens.astype(np.int64)]))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, docs)
+        with atomic_path(_name(self.work, self.unit, "docs.npy"), sync=True) as tmp:
+            with open(tmp, "wb") as f:
+                np.save(f, np.stack([ids, lens.astype(np.int64)]))
         marker = {
             "unit": self.unit,
             "records": self.records,
@@ -90,7 +76,7 @@ class UnitSpill:
             "special_token_docs": self.special_docs,
             "rejects": self.rejects,
         }
-        write_json_atomic(_name(self.work, self.unit, "done.json"), marker, sync=True)
+        write_json(_name(self.work, self.unit, "done.json"), marker, sync=True)
         return marker
 
 

@@ -65,7 +65,7 @@ def test_unit_marker_is_published_after_its_tokens_and_docs(tmp_path, monkeypatc
     done = calls.index("replace", "unit-00003.done.json")
     assert calls.index("replace", "unit-00003.tokens") < done
     assert calls.index("replace", "unit-00003.docs.npy") < done
-    for name in ("unit-00003.tokens", "unit-00003.docs.npy", ".unit-00003.done.json"):
+    for name in (".unit-00003.tokens", ".unit-00003.docs.npy", ".unit-00003.done.json"):
         synced = [i for i, (c, n) in enumerate(calls.log) if c == "fsync" and n.startswith(
             name + ".tmp")]  # the temporary is synced before it is renamed
         assert synced and synced[0] < calls.index("replace", name.lstrip(".")), name

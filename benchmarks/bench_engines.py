@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # tests.ray_cluster
 
 
 def one_run(engine: str, workers: int, out: Path, docs: int, large: bool = False,
@@ -87,7 +88,7 @@ def main() -> int:
     try:
         for engine in args.engines.split(","):
             if engine == "ray-cluster":  # up only for its own cells: an idle cluster costs CPU
-                from pipelines.engines.ray_cluster import LocalRayCluster
+                from tests.ray_cluster import LocalRayCluster
 
                 cluster = LocalRayCluster(num_cpus=2).start()
             for workers in (1, 2):
@@ -128,7 +129,7 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    from pipelines.engines.ray_cluster import exit_on_sigterm
+    from tests.ray_cluster import exit_on_sigterm
 
     exit_on_sigterm()  # a killed benchmark still stops the Ray cluster it started
     sys.exit(main())

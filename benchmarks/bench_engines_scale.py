@@ -68,7 +68,7 @@ def run_cell(engine: str, workers: int, paths: str, out: Path, cores=None, clust
 
 def start_cluster(num_cpus: int, cores):
     """A local Ray cluster whose processes all inherit the affinity ``cores`` (None: every core)."""
-    from pipelines.engines.ray_cluster import LocalRayCluster
+    from tests.ray_cluster import LocalRayCluster
 
     before = os.sched_getaffinity(0)
     if cores:
@@ -157,7 +157,7 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    from pipelines.engines.ray_cluster import exit_on_sigterm
+    from tests.ray_cluster import exit_on_sigterm
 
     exit_on_sigterm()  # a killed benchmark still stops the Ray cluster it started
     sys.exit(main())

@@ -81,7 +81,7 @@ def assert_same_output(got: Path, want: Path) -> None:
 
 
 def loopback_env() -> dict:
-    from pipelines.engines.ray_cluster import loopback_env as env
+    from tests.ray_cluster import loopback_env as env
 
     e = env()
     for key in ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN"):

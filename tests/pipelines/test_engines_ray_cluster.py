@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import pipelines
-from pipelines.engines.ray_cluster import LocalRayCluster
+from tests.ray_cluster import LocalRayCluster
 from tests.pipelines.test_engines_equivalence import (assert_same_output, job_config,
                                                       make_corpus, write_config)
 

@@ -606,7 +606,7 @@ def test_private_ray_dies_with_a_killed_driver(tmp_path):
     import signal
     import time
 
-    from pipelines.engines.ray_cluster import loopback_env
+    from tests.ray_cluster import loopback_env
     from pipelines.engines.ray_watchdog import ray_descendants
     from tests.pipelines.conftest import write_jsonl
 
@@ -688,7 +688,7 @@ def test_pack_change_over_an_unfinished_run_reuses_its_tokens(tmp_path, small):
 def test_no_space_left_on_ray_and_beam_is_one_line(tmp_path, small, engine):
     """The OSError comes back from a worker wrapped in Ray's error (as its cause) or in Beam's
     (as text only): still one clear line."""
-    from pipelines.engines.ray_cluster import loopback_env
+    from tests.ray_cluster import loopback_env
 
     disk = tmp_path / "disk"
     _mount_tmpfs(disk, "size=96k")

@@ -73,6 +73,17 @@ def batches(texts: list[str], batch_bytes: int = 1_000_000):
         yield batch
 
 
+def first_mb(texts: list[str], mb: float) -> tuple[list[str], int]:
+    """The leading texts that make up about ``mb`` MB of UTF-8, and their size in bytes."""
+    out, size = [], 0
+    for t in texts:
+        if size >= mb * 1e6:
+            break
+        out.append(t)
+        size += len(t.encode())
+    return out, size
+
+
 def raw_rates(texts: list[str], hf_mb: float) -> dict:
     """MB/s of each backend alone over the same texts, a thread per core, best of 2."""
     from pipelines.encoders import FastokensEncoder, ReferenceEncoder
@@ -83,12 +94,7 @@ def raw_rates(texts: list[str], hf_mb: float) -> dict:
     tok = load_tokenizer()
     cores = usable_cores()
     out = {}
-    hf_texts, size = [], 0
-    for t in texts:
-        if size >= hf_mb * 1e6:
-            break
-        hf_texts.append(t)
-        size += len(t.encode())
+    hf_texts, _ = first_mb(texts, hf_mb)
     for name, enc, sample in (("fastokens", FastokensEncoder(tok, True), texts),
                               ("tokenizers", ReferenceEncoder(tok, True), hf_texts)):
         mb = sum(len(t.encode()) for t in sample) / 1e6
@@ -162,12 +168,7 @@ def write_jsonl_zst(path: Path, texts: list[str], ids: list[str]) -> Path:
 
 def engine_rows(texts: list[str], tmp: Path, mb_target: float) -> list[tuple]:
     """Each engine over the first ~``mb_target`` MB of the texts, as 4 JSONL.zst units."""
-    sub, size = [], 0
-    for t in texts:
-        if size >= mb_target * 1e6:
-            break
-        sub.append(t)
-        size += len(t.encode())
+    sub, size = first_mb(texts, mb_target)
     q = (len(sub) + 3) // 4
     files = [write_jsonl_zst(tmp / f"engines-{k}.jsonl.zst", sub[k * q : (k + 1) * q],
                              [str(k * q + i) for i in range(len(sub[k * q : (k + 1) * q]))])

@@ -53,9 +53,15 @@ def stable_id(*parts) -> int:
     return int.from_bytes(digest, "little") & _MASK63
 
 
+def _index_word(source: Source) -> str:
+    """What a record's index counts in this source: "row", "line", or "" (a whole file)."""
+    return "" if source.format == "files" else "row" if source.format in ("parquet", "hf") \
+        else "line"
+
+
 def _where(source: Source, index: int) -> tuple[str, dict]:
-    unit = "row" if source.format in ("parquet", "hf") else "line"
-    if source.format == "files" or index is None:
+    unit = _index_word(source)
+    if not unit or index is None:
         return source.path, {"file": source.path}
     return f"{source.path}:{unit} {index}", {"file": source.path, unit: index}
 
@@ -120,8 +126,7 @@ class Reader:
     def __call__(self, unit: Unit) -> Iterator[TextBatch]:
         batch, size = TextBatch(first=True), 0
         for source in unit.sources:
-            word = "" if source.format == "files" else "row" if source.format in ("parquet", "hf") \
-                else "line"
+            word = _index_word(source)
             batch.spans.append((len(batch.texts), source.path, word))
             mark, mark_size, passed_on = len(batch.texts), size, False
             for rec, reject in self._checked(source):

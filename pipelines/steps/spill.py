@@ -1,9 +1,11 @@
-"""Spill step: a unit's token ids go to a flat int32 file on disk; packing needs only lengths.
+"""Spill step: a unit's token ids go to a flat file on disk; packing needs only lengths.
 
-Per unit ``u`` the work directory holds ``unit-u.tokens`` (int32 ids back to back),
-``unit-u.docs.npy`` (doc ids, lengths) and, written last, the completion marker
-``unit-u.done.json`` (counts and rejects). A unit without a marker is redone from scratch, so a
-run killed at any moment resumes correctly. ``SpillStore`` gathers rows by bin with positioned
+Per unit ``u`` the work directory holds its ids back to back, ``unit-u.tokens16`` (uint16) when
+every id of the tokenizer fits in 16 bits (GPT-2's 50,257 do) and ``unit-u.tokens`` (int32)
+otherwise, ``unit-u.docs.npy`` (doc ids, lengths) and, written last, the completion marker
+``unit-u.done.json`` (counts and rejects). Half the bytes is half the page-cache writes while
+tokenizing and half the reads while gathering. A unit without a marker is redone from scratch, so
+a run killed at any moment resumes correctly. ``SpillStore`` gathers rows by bin with positioned
 reads, so resident memory is bounded by the shard being built, not by the spill.
 """
 from __future__ import annotations
@@ -22,6 +24,16 @@ def _name(work: Path, unit: int, suffix: str) -> Path:
     return work / f"unit-{unit:05d}.{suffix}"
 
 
+# the spilled ids' file suffix by dtype, so the name says how to read the file (work files kept
+# from an older version hold int32 units only, and a resumed run reads them beside new ones)
+SUFFIX = {np.dtype(np.int32): "tokens", np.dtype(np.uint16): "tokens16"}
+
+
+def spill_dtype(id_bound: int) -> np.dtype:
+    """The narrowest dtype for ids below ``id_bound`` (the vocabulary size, added tokens in)."""
+    return np.dtype(np.uint16 if id_bound <= 1 << 16 else np.int32)
+
+
 class UnitSpill:
     """Append ``TokenBatch``es of one unit, then ``finish`` publishes files and the marker.
 
@@ -31,15 +43,25 @@ class UnitSpill:
 
     def __init__(self, work: Path, unit: int):
         self.work, self.unit = Path(work), unit
-        self.tmp = temp_name(_name(self.work, unit, "tokens"))
-        self.f = open(self.tmp, "wb")
+        self.dtype: np.dtype | None = None  # fixed by the first batch's id bound
+        self.tmp = self.f = None  # opened with the first batch, named by its dtype
         self.doc_ids: list[np.ndarray] = []
         self.lengths: list[np.ndarray] = []
         self.rejects: list = []
         self.records = self.bytes = self.guard_docs = self.special_docs = 0
 
+    def _open(self, dtype: np.dtype) -> None:
+        self.dtype = dtype
+        self.tmp = temp_name(_name(self.work, self.unit, SUFFIX[dtype]))
+        self.f = open(self.tmp, "wb")
+
     def add(self, batch) -> None:
-        self.f.write(np.ascontiguousarray(batch.tokens, dtype=np.int32).data)  # no copy
+        dtype = spill_dtype(batch.id_bound)
+        if self.f is None:
+            self._open(dtype)
+        elif dtype != self.dtype:  # one tokenizer per run: cannot happen unless misused
+            raise ValueError(f"unit {self.unit}: batches with {dtype} and {self.dtype} ids")
+        self.f.write(np.ascontiguousarray(batch.tokens, dtype=dtype).data)  # no copy for int32
         self.doc_ids.append(batch.doc_ids)
         self.lengths.append(batch.lengths)
         self.rejects.extend(batch.rejects)
@@ -50,16 +72,19 @@ class UnitSpill:
 
     def abort(self) -> None:
         """Drop an unfinished unit's temporary file (the unit is redone on the next run)."""
-        self.f.close()
-        self.tmp.unlink(missing_ok=True)
+        if self.f is not None:
+            self.f.close()
+            self.tmp.unlink(missing_ok=True)
 
     def finish(self) -> dict:
+        if self.f is None:  # a unit without batches: an empty int32 file
+            self._open(np.dtype(np.int32))
         # data on disk before the names that point at it: after a power loss a marker never
         # stands for a tokens file that is shorter (resume trusts markers without a hash)
         self.f.flush()
         os.fsync(self.f.fileno())
         self.f.close()
-        os.replace(self.tmp, _name(self.work, self.unit, "tokens"))
+        os.replace(self.tmp, _name(self.work, self.unit, SUFFIX[self.dtype]))
         ids = np.concatenate(self.doc_ids) if self.doc_ids else np.zeros(0, np.int64)
         lens = np.concatenate(self.lengths) if self.lengths else np.zeros(0, np.int64)
         with atomic_path(_name(self.work, self.unit, "docs.npy"), sync=True) as tmp:
@@ -99,10 +124,11 @@ class SpillStore:
     so gathering scattered documents through ``mmap`` made resident memory follow the corpus.
     Segments are read in file order, one ``os.preadv`` per run of file-adjacent segments. Long
     segments (code files, chunks of long documents) are read straight into their place in the
-    output, each segment one buffer of the vector read. Short ones (a corpus of tweets) go
-    through a staging block that one vectorized permutation puts in row order, so the Python
-    work stays per run, not per segment. Memory is the output plus one block; file descriptors
-    are opened per call, so the store is thread-safe.
+    output (for 16-bit units, in a 16-bit copy of it, widened in one pass), each segment one
+    buffer of the vector read. Short ones (a corpus of tweets) go through a staging block that
+    one vectorized permutation puts in row order, so the Python work stays per run, not per
+    segment. Memory is the output plus one block; file descriptors are opened per call, so the
+    store is thread-safe.
     """
 
     # mean segment length from which segments are read in place: below it, scattered segments
@@ -111,7 +137,25 @@ class SpillStore:
     IOV_MAX = 1024  # buffers per preadv (Linux's limit)
 
     def __init__(self, work: Path, n_units: int):
-        self.paths = [_name(Path(work), u, "tokens") for u in range(n_units)]
+        self.work, self.n_units = Path(work), n_units
+        self._files: dict[int, tuple[Path, np.dtype]] = {}  # unit -> (its file, its dtype)
+
+    def _file(self, u: int) -> tuple[Path, np.dtype]:
+        found = self._files.get(u)
+        if found is None:
+            if not 0 <= u < self.n_units:
+                raise IndexError(f"unit {u} outside the store's {self.n_units} units")
+            narrow = _name(self.work, u, SUFFIX[np.dtype(np.uint16)])
+            found = ((narrow, np.dtype(np.uint16)) if narrow.exists()
+                     else (_name(self.work, u, SUFFIX[np.dtype(np.int32)]), np.dtype(np.int32)))
+            self._files[u] = found  # a benign race: threads would store the same pair
+        return found
+
+    def _dtypes(self, unit: np.ndarray) -> np.ndarray:
+        """Each segment's itemsize (2 or 4), looked up once per distinct unit."""
+        units, inverse = np.unique(unit, return_inverse=True)
+        sizes = np.array([self._file(int(u))[1].itemsize for u in units.tolist()], np.int64)
+        return sizes[inverse.reshape(-1)]
 
     def gather(self, unit: np.ndarray, start: np.ndarray, length: np.ndarray,
                block_tokens: int = 1 << 18, direct_min_tokens: int | None = None) -> np.ndarray:
@@ -133,9 +177,14 @@ class SpillStore:
                 if a < b:
                     base = int(ends[a] - length[a])
                     dst = out[base : base + int(ends[b - 1]) - base]
-                    in_place = (int(ends[b - 1]) - base) >= direct * (b - a)
-                    block = self._direct if in_place else self._staged
-                    block(fds, unit[a:b], start[a:b], length[a:b], dst)
+                    u, st, n = unit[a:b], start[a:b], length[a:b]
+                    sizes = self._dtypes(u)
+                    if sizes.min() != sizes.max():  # units of both widths (a resumed run)
+                        self._mixed(fds, u, st, n, sizes, dst)
+                    elif dst.size >= direct * (b - a):
+                        self._direct(fds, u, st, n, dst, int(sizes[0]))
+                    else:
+                        self._staged(fds, u, st, n, np.cumsum(n) - n, dst, int(sizes[0]))
         finally:
             for fd in fds.values():
                 os.close(fd)
@@ -150,40 +199,50 @@ class SpillStore:
         new_run[1:] = (u[1:] != u[:-1]) | (s[1:] != s[:-1] + n[:-1])
         return order, u, s, n, np.flatnonzero(new_run)
 
-    def _read(self, fds: dict, u: int, s: int, buffers: list, nbytes: int) -> None:
+    def _read(self, fds: dict, u: int, s: int, buffers: list, nbytes: int, size: int) -> None:
         fd = fds.get(u)
         if fd is None:
-            fd = fds[u] = os.open(self.paths[u], os.O_RDONLY)
-        got = os.preadv(fd, buffers, s * 4)
+            fd = fds[u] = os.open(self._file(u)[0], os.O_RDONLY)
+        got = os.preadv(fd, buffers, s * size)
         if got != nbytes:
-            raise OSError(f"{self.paths[u]}: short read at token {s} "
+            raise OSError(f"{self._file(u)[0]}: short read at token {s} "
                           f"({got} of {nbytes} bytes): spill file truncated")
 
-    def _direct(self, fds: dict, unit, start, length, dst: np.ndarray) -> None:
+    def _direct(self, fds: dict, unit, start, length, dst: np.ndarray, size: int) -> None:
         order, u, s, n, heads = self._runs(unit, start, length)
-        lo = (np.cumsum(length) - length)[order] * 4  # each segment's place in dst, in bytes
-        hi = lo + n * 4
-        view = memoryview(dst).cast("B")
+        into = dst if size == dst.itemsize else np.empty(dst.size, f"u{size}")
+        lo = (np.cumsum(length) - length)[order] * size  # each segment's place, in bytes
+        hi = lo + n * size
+        view = memoryview(into).cast("B")
         slices = [view[a:b] for a, b in zip(lo.tolist(), hi.tolist())]
-        filled = np.r_[0, np.cumsum(n * 4)].tolist()  # bytes read before each segment
+        filled = np.r_[0, np.cumsum(n * size)].tolist()  # bytes read before each segment
         file_u, file_s = u.tolist(), s.tolist()
         for h, e in zip(heads.tolist(), np.r_[heads[1:], u.size].tolist()):
             pos = file_s[h]
             for k in range(h, e, self.IOV_MAX):
                 k2 = min(e, k + self.IOV_MAX)
                 nbytes = filled[k2] - filled[k]
-                self._read(fds, file_u[h], pos, slices[k:k2], nbytes)
-                pos += nbytes // 4
+                self._read(fds, file_u[h], pos, slices[k:k2], nbytes, size)
+                pos += nbytes // size
+        if into is not dst:
+            dst[:] = into  # widen: one pass
 
-    def _staged(self, fds: dict, unit, start, length, dst: np.ndarray) -> None:
+    def _staged(self, fds: dict, unit, start, length, dst_at, dst: np.ndarray,
+                size: int) -> None:
+        """Segments ``i`` go to ``dst[dst_at[i] : dst_at[i] + length[i]]``."""
         order, u, s, n, heads = self._runs(unit, start, length)
         run_len = np.add.reduceat(n, heads) if heads.size else np.zeros(0, np.int64)
-        staging = np.empty(int(n.sum()), dtype=np.int32)
+        staging = np.empty(int(n.sum()), dtype=np.int32 if size == 4 else np.uint16)
         view = memoryview(staging).cast("B")
         pos = 0
         for ru, rs, rn in zip(u[heads].tolist(), s[heads].tolist(), run_len.tolist()):
-            self._read(fds, ru, rs, [view[pos * 4 : (pos + rn) * 4]], rn * 4)
+            self._read(fds, ru, rs, [view[pos * size : (pos + rn) * size]], rn * size, size)
             pos += rn
         # staging holds the segments in file order; scatter them back to row order
-        dst_start = (np.cumsum(length) - length)[order]
-        dst[np.repeat(dst_start, n) + positions_within(n)] = staging
+        dst[np.repeat(dst_at[order], n) + positions_within(n)] = staging
+
+    def _mixed(self, fds: dict, unit, start, length, sizes, dst: np.ndarray) -> None:
+        dst_at = np.cumsum(length) - length
+        for size in (2, 4):
+            pick = sizes == size
+            self._staged(fds, unit[pick], start[pick], length[pick], dst_at[pick], dst, size)

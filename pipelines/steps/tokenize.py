@@ -29,6 +29,7 @@ class TokenBatch:
     bytes: int
     guard_docs: int = 0  # documents re-encoded with the reference and compared
     special_docs: int = 0  # documents holding a special-token string
+    id_bound: int = 1 << 31  # every id is below it: the vocabulary size (sets the spill's width)
 
 
 @contextmanager
@@ -96,12 +97,16 @@ class Encoded(NamedTuple):
 class SpecialFinder:
     """Counts the texts that contain one of the tokenizer's special-token strings.
 
-    A substring test per distinct 8-character prefix of the special strings (CPython's fast
-    search, several GB/s for such patterns); the regex runs only on the few texts that hold one.
+    A substring test per needle (CPython's fast search, GB/s), the regex only on the few texts
+    that hold one. The needle is the strings' longest common prefix when it has 2 characters or
+    more: GPT-2's whole ``<|endoftext|>`` (3.6 GB/s on C source, against 2 GB/s for an
+    8-character prefix), Llama-3's 256 ``<|…|>`` strings one pass for ``<|``; otherwise one needle
+    per distinct 8-character prefix.
     """
 
     def __init__(self, strings: list[str]):
-        self.prefixes = sorted({s[:8] for s in strings})
+        common = os.path.commonprefix(strings) if strings else ""
+        self.prefixes = [common] if len(common) >= 2 else sorted({s[:8] for s in strings})
         self.pattern = re.compile("|".join(map(re.escape, strings))) if strings else None
 
     def count(self, texts: list) -> int:
@@ -142,6 +147,8 @@ class Tokenize:
         self.guard = None if reference is None else Guard(
             encoder, reference, cfg.guard_fraction, cfg.guard_first, cfg.guard_chars)
         self.specials = SpecialFinder(special_strings(self.tokenizer))
+        # ids need not be dense (added tokens may sit above the base vocabulary)
+        self.id_bound = max(self.tokenizer.get_vocab(with_added_tokens=True).values()) + 1
 
     @property
     def backend(self) -> dict:
@@ -183,6 +190,7 @@ class Tokenize:
             bytes=batch.bytes,
             guard_docs=encoded.guard_docs,
             special_docs=encoded.special_docs,
+            id_bound=self.id_bound,
         )
 
     def __call__(self, batch) -> TokenBatch:

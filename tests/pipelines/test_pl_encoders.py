@@ -201,7 +201,7 @@ def _jsonl(path: Path, texts: list[str]) -> Path:
 
 def test_guard_stops_the_unit_and_names_the_document(tmp_path, tokenizer):
     from pipelines.config import load_run_config
-    from pipelines.engines.unit_stream import tokenize_units
+    from pipelines.unit_stream import tokenize_units
     from pipelines.steps.plan import plan_units
     from pipelines.steps.read import Reader
     from pipelines.steps.tokenize import Tokenize
@@ -283,3 +283,22 @@ def test_guard_fraction_below_one_percent_is_refused():
         load_run_config(None, ["input.paths=x", "tokenizer.guard_fraction=0.001"])
     with pytest.raises(ConfigError, match="backend"):
         load_run_config(None, ["input.paths=x", "tokenizer.backend=sentencepiece"])
+
+
+_SPECIAL_SETS = [["<|endoftext|>"], SPECIALS,
+                 ["<|begin_of_text|>"] + [f"<|reserved_special_token_{i}|>" for i in range(40)],
+                 ["[CLS]", "[SEP]", "[PAD]", "<s>", "</s>"]]
+
+
+@settings(max_examples=60, deadline=None)
+@given(which=st.integers(0, len(_SPECIAL_SETS) - 1), data=st.data())
+def test_special_finder_counts_the_texts_holding_a_special_string(which, data):
+    """Whatever needles it searches for (the common prefix, or 8-character prefixes), the count
+    is that of a plain search for every string."""
+    from pipelines.steps.tokenize import SpecialFinder
+
+    strings = _SPECIAL_SETS[which]
+    piece = st.one_of(st.text(max_size=12), st.sampled_from(strings + ["<|", "[C", "<|reserved"]))
+    texts = data.draw(st.lists(st.lists(piece, max_size=6).map("".join), max_size=12))
+    want = sum(any(s in t for s in strings) for t in texts)
+    assert SpecialFinder(strings).count(texts) == want

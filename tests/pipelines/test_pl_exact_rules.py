@@ -53,23 +53,28 @@ class _Calls:
 
 # --- spill ------------------------------------------------------------------------------------
 
-def test_unit_marker_is_published_after_its_tokens_and_docs(tmp_path, monkeypatch):
+@pytest.mark.parametrize("id_bound, suffix, dtype", [(1 << 31, "tokens", np.int32),
+                                                     (50257, "tokens16", np.uint16)])
+def test_unit_marker_is_published_after_its_tokens_and_docs(tmp_path, monkeypatch, id_bound,
+                                                            suffix, dtype):
     calls = _Calls(monkeypatch)
     s = spill.UnitSpill(tmp_path, 3)
     batch = type("B", (), {"tokens": np.arange(10, dtype=np.int32), "doc_ids": np.array([1, 2]),
                            "lengths": np.array([4, 6]), "rejects": [], "records": 2, "bytes": 9,
-                           "guard_docs": 0, "special_docs": 0})()
+                           "guard_docs": 0, "special_docs": 0, "id_bound": id_bound})()
     s.add(batch)
     marker = s.finish()
     assert marker["tokens"] == 10 and marker["accepted"] == 2
     done = calls.index("replace", "unit-00003.done.json")
-    assert calls.index("replace", "unit-00003.tokens") < done
+    assert calls.index("replace", f"unit-00003.{suffix}") < done
     assert calls.index("replace", "unit-00003.docs.npy") < done
-    for name in (".unit-00003.tokens", ".unit-00003.docs.npy", ".unit-00003.done.json"):
+    for name in (f".unit-00003.{suffix}", ".unit-00003.docs.npy", ".unit-00003.done.json"):
         synced = [i for i, (c, n) in enumerate(calls.log) if c == "fsync" and n.startswith(
             name + ".tmp")]  # the temporary is synced before it is renamed
         assert synced and synced[0] < calls.index("replace", name.lstrip(".")), name
-    assert np.fromfile(tmp_path / "unit-00003.tokens", np.int32).tolist() == list(range(10))
+    assert np.fromfile(tmp_path / f"unit-00003.{suffix}", dtype).tolist() == list(range(10))
+    assert spill.SpillStore(tmp_path, 4).gather(np.array([3]), np.array([2]),
+                                                np.array([5])).tolist() == [2, 3, 4, 5, 6]
 
 
 @pytest.mark.parametrize("direct", [0, 10**9])  # segments read in place, and through staging
@@ -233,7 +238,10 @@ def test_unit_boundaries_at_exactly_unit_bytes():
 
 def test_finalize_refuses_an_output_that_lost_a_shard(tmp_path, corpus):
     from pipelines.config import load_run_config
-    from pipelines.engines import common
+    from pipelines import driver
+    from pipelines.finish import finalize
+    from pipelines.output_lock import release_output
+    from pipelines.stages import write_shard
     from pipelines.errors import FatalError
 
     out = tmp_path / "o"
@@ -241,18 +249,18 @@ def test_finalize_refuses_an_output_that_lost_a_shard(tmp_path, corpus):
                                                 "output.keep_work": "true"})
     pipelines.run(None, args)
     (out / "manifest.json").unlink()  # unfinished again, every marker kept
-    ctx, finished = common.prepare(load_run_config(None, args))
+    plan, _, finished = driver.prepare(load_run_config(None, args))
     try:
         assert finished is None
-        docs, rows, markers = common.plan(ctx)
-        store = spill.SpillStore(ctx.work, len(ctx.units))
-        shards = [common.write_shard_job(ctx, rows, docs, store, k, a, b)
-                  for k, (a, b) in enumerate(common.plan_shards_and_remove_strays(ctx, rows))]
+        docs, rows, markers = driver.plan_all_rows(plan)
+        store = spill.SpillStore(plan.work, len(plan.units))
+        shards = [write_shard(plan, rows, docs, store, k, a, b)
+                  for k, (a, b) in enumerate(driver.plan_shards_and_remove_strays(plan, rows))]
         with pytest.raises(FatalError, match="conservation broken"):
-            common.finalize(ctx, docs, rows, markers, shards[:-1], {})
+            finalize(plan, docs, rows, markers, shards[:-1], {})
         assert not (out / "manifest.json").exists()
     finally:
-        common.release_output(out)
+        release_output(out)
 
 
 def test_an_input_that_changed_size_is_another_input(tmp_path, corpus):

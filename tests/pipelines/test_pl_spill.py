@@ -1,4 +1,5 @@
-"""SpillStore.gather against plain slicing of the unit files, and a truncated spill caught."""
+"""SpillStore.gather against plain slicing of the unit files (int32 and 16-bit units, alone and
+mixed), and a truncated spill caught."""
 from __future__ import annotations
 
 import numpy as np
@@ -9,12 +10,16 @@ from hypothesis import strategies as st
 from pipelines.steps import spill
 
 
-def _write_units(tmp_path, sizes, seed):
+def _write_units(tmp_path, sizes, seed, widths=None):
+    """Unit files of random ids; ``widths[u]`` 16 writes unit u as the 16-bit spill does."""
     rng = np.random.default_rng(seed)
     arrays = []
     for u, n in enumerate(sizes):
         a = rng.integers(0, 50257, n, dtype=np.int32)
-        a.tofile(tmp_path / f"unit-{u:05d}.tokens")
+        if widths is not None and widths[u] == 16:
+            a.astype(np.uint16).tofile(tmp_path / f"unit-{u:05d}.tokens16")
+        else:
+            a.tofile(tmp_path / f"unit-{u:05d}.tokens")
         arrays.append(a)
     return arrays
 
@@ -22,12 +27,16 @@ def _write_units(tmp_path, sizes, seed):
 @settings(max_examples=40, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), n_units=st.integers(1, 4), n_seg=st.integers(0, 60),
        block=st.sampled_from([1, 7, 64, 1 << 18]), adjacent=st.floats(0, 1),
-       direct=st.sampled_from([0, 10**9, None]))
-def test_gather_matches_slicing(tmp_path_factory, seed, n_units, n_seg, block, adjacent, direct):
-    """Both read paths (in place: direct=0; staged: direct=huge; chosen by length: None)."""
+       direct=st.sampled_from([0, 10**9, None]), widths=st.sampled_from(["32", "16", "mixed"]))
+def test_gather_matches_slicing(tmp_path_factory, seed, n_units, n_seg, block, adjacent, direct,
+                                widths):
+    """Both read paths (in place: direct=0; staged: direct=huge; chosen by length: None), on
+    int32 units, 16-bit units, and both kinds in one store (work files of an older version)."""
     tmp = tmp_path_factory.mktemp("spill")
     rng = np.random.default_rng(seed)
-    arrays = _write_units(tmp, rng.integers(1, 400, n_units), seed)
+    width = {"32": [32] * n_units, "16": [16] * n_units,
+             "mixed": rng.choice([16, 32], n_units).tolist()}[widths]
+    arrays = _write_units(tmp, rng.integers(1, 400, n_units), seed, width)
     unit = rng.integers(0, n_units, n_seg)
     start = np.empty(n_seg, np.int64)
     length = np.empty(n_seg, np.int64)
@@ -47,11 +56,12 @@ def test_gather_matches_slicing(tmp_path_factory, seed, n_units, n_seg, block, a
     np.testing.assert_array_equal(got, want)
 
 
-def test_truncated_spill_is_an_error(tmp_path):
-    _write_units(tmp_path, [100], 0)
+@pytest.mark.parametrize("width, suffix, size", [(32, "tokens", 4), (16, "tokens16", 2)])
+def test_truncated_spill_is_an_error(tmp_path, width, suffix, size):
+    _write_units(tmp_path, [100], 0, [width])
     store = spill.SpillStore(tmp_path, 1)
-    with open(tmp_path / "unit-00000.tokens", "r+b") as f:
-        f.truncate(40 * 4)
+    with open(tmp_path / f"unit-00000.{suffix}", "r+b") as f:
+        f.truncate(40 * size)
     for direct in (0, 10**9):
         with pytest.raises(OSError, match="short read"):
             store.gather(np.array([0]), np.array([30]), np.array([20]), direct_min_tokens=direct)

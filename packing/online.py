@@ -29,6 +29,7 @@ from typing import Iterable, Iterator, NamedTuple
 import numpy as np
 
 from packing.api import pack
+from packing.bfd import bfd_assign
 from packing.validate import as_lengths, check_capacity
 
 
@@ -68,26 +69,31 @@ class BufferedPacker:
         self.lens = np.zeros(0, np.int64)
         self.next_id = 0
         self.rounds = 0
+        self._tokens = 0  # sum of self.lens
 
     @property
     def buffered_tokens(self) -> int:
-        return int(self.lens.sum())
+        return self._tokens
 
     def push(self, lengths) -> Bins:
         """Add items (ids continue from the previous push); return the bins emitted meanwhile."""
         new = as_lengths(lengths, self.capacity)
-        new_ids = np.arange(self.next_id, self.next_id + new.size, dtype=np.int64)
+        first_id = self.next_id
         self.next_id += new.size
+        ends = np.cumsum(new)  # once per push: a long push costs O(n), not O(n) per round
         out: list[Bins] = []
-        while new.size:
-            room = self.buffer_tokens - self.buffered_tokens
-            k = int(np.searchsorted(np.cumsum(new), room, side="left")) + 1  # fills the buffer
-            self.ids = np.concatenate([self.ids, new_ids[:k]])
-            self.lens = np.concatenate([self.lens, new[:k]])
-            new, new_ids = new[k:], new_ids[k:]
-            if self.buffered_tokens >= self.buffer_tokens:
+        pos = 0
+        while pos < new.size:
+            base = int(ends[pos - 1]) if pos else 0
+            room = self.buffer_tokens - self._tokens
+            stop = min(int(np.searchsorted(ends, base + room, side="left")) + 1, new.size)
+            self.ids = np.concatenate([self.ids, np.arange(first_id + pos, first_id + stop)])
+            self.lens = np.concatenate([self.lens, new[pos:stop]])
+            self._tokens += int(ends[stop - 1]) - base
+            pos = stop
+            if self._tokens >= self.buffer_tokens:  # the item that fills the buffer is in it
                 out.append(self._round(final=False))
-        return _concat_bins(out)
+        return out[0] if len(out) == 1 else _concat_bins(out)
 
     def flush(self) -> Bins:
         """Pack and emit everything still buffered."""
@@ -95,22 +101,28 @@ class BufferedPacker:
 
     def _round(self, final: bool) -> Bins:
         self.rounds += 1
-        res = pack(self.lens, self.capacity, self.algorithm, **self.options)
-        keep = np.ones(res.n_bins, dtype=bool)
+        lens = self.lens
+        if self.algorithm == "bfd":  # lengths were checked on push: skip pack()'s wrapper
+            assignment, n_bins = bfd_assign(lens, self.capacity)
+        else:
+            res = pack(lens, self.capacity, self.algorithm, **self.options)
+            assignment, n_bins = res.assignment, res.n_bins
+        fills = np.bincount(assignment, weights=lens, minlength=n_bins).astype(np.int64)
+        keep = np.ones(n_bins, dtype=bool)
         if not final:
-            fills = res.fills
             low = np.flatnonzero(fills < self.min_fill * self.capacity)
             low = low[np.argsort(fills[low], kind="stable")]
             carried = low[np.cumsum(fills[low]) <= self.buffer_tokens // 2]
             keep[carried] = False
-        emit = np.flatnonzero(keep)
-        sizes = np.diff(res.bin_offsets)[emit]
-        order = res.bin_items  # items grouped by bin, bins in order
-        take = order[keep[res.assignment[order]]]
-        item_kept = np.zeros(self.ids.size, dtype=bool)
-        item_kept[take] = True
-        bins = Bins(self.ids[take], np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64))
-        self.ids, self.lens = self.ids[~item_kept], self.lens[~item_kept]
+        by_bin = np.argsort(assignment, kind="stable")  # bins in order, ids increasing inside
+        item_kept = keep[assignment]
+        take = by_bin[item_kept[by_bin]]
+        sizes = np.bincount(assignment, minlength=n_bins)[keep]
+        offsets = np.zeros(sizes.size + 1, dtype=np.int64)
+        np.cumsum(sizes, out=offsets[1:])
+        bins = Bins(self.ids[take], offsets)
+        self.ids, self.lens = self.ids[~item_kept], lens[~item_kept]
+        self._tokens = int(self.lens.sum())
         return bins
 
 

@@ -68,18 +68,22 @@ def lower_bound(total_tokens: int, capacity: int) -> int:
 
 
 def make_stats(lengths: np.ndarray, fills: np.ndarray, capacity: int, **extra) -> PackStats:
-    tokens = int(lengths.sum())
-    bins = int(fills.size)
-    lb = lower_bound(tokens, capacity)
     hist, _ = np.histogram(fills / capacity, bins=20, range=(0.0, 1.0))
+    return stats_of(int(lengths.size), int(lengths.sum()), int(fills.size), capacity, hist, **extra)
+
+
+def stats_of(items: int, tokens: int, bins: int, capacity: int, fill_histogram,
+             **extra) -> PackStats:
+    """``PackStats`` from totals: also what summaries of several packs add up to."""
+    lb = lower_bound(tokens, capacity)
     return PackStats(
-        items=int(lengths.size),
-        tokens=tokens,
-        bins=bins,
+        items=int(items),
+        tokens=int(tokens),
+        bins=int(bins),
         capacity=int(capacity),
         lower_bound=lb,
         overhead=(bins / lb - 1.0) if lb else 0.0,
         mean_fill=tokens / (bins * capacity) if bins else 0.0,
-        fill_histogram=tuple(int(h) for h in hist),
+        fill_histogram=tuple(int(h) for h in fill_histogram),
         **extra,
     )

@@ -87,7 +87,7 @@ def first_mb(texts: list[str], mb: float) -> tuple[list[str], int]:
 def raw_rates(texts: list[str], hf_mb: float) -> dict:
     """MB/s of each backend alone over the same texts, a thread per core, best of 2."""
     from pipelines.encoders import FastokensEncoder, ReferenceEncoder
-    from pipelines.engines.unit_stream import usable_cores
+    from pipelines.unit_stream import usable_cores
     from pipelines.steps.tokenize import one_thread_per_call
     from pipelines.tokenizer import load_tokenizer
 

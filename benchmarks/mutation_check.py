@@ -1,9 +1,10 @@
 """Mutation check: does the test suite catch single-point faults in the core modules?
 
 Each mutant below is one small edit (a flipped comparison, a skipped fsync, a wrong tie-break)
-of ``packing/``, ``pipelines/steps/``, ``atomic.py``, ``shard_format.py`` or ``engines/common.py``. For each,
-this script copies the working tree to a temporary directory, applies the edit there (the
-checkout is never touched), runs the tests and counts the mutant as *caught* when they fail.
+of ``packing/``, ``pipelines/steps/``, ``atomic.py``, ``shard_format.py`` or the run's driver
+(``driver``, ``stages``, ``resume``, ``finish``). For each, this script copies the working tree
+to a temporary directory, applies the edit there (the checkout is never touched), runs the tests
+and counts the mutant as *caught* when they fail.
 
     python benchmarks/mutation_check.py                 # every mutant, its own test files
     python benchmarks/mutation_check.py --suite         # every mutant against the fast suite
@@ -89,13 +90,13 @@ MUTANTS = [
     Mutant("written-in-place", "pipelines/atomic.py",  # no temporary name for any file
            "    tmp = temp_name(path, suffix)\n    try:", "    tmp = path\n    try:",
            ["tests/pipelines/test_pl_resume.py"] + EXACT),
-    Mutant("resume-skips-sha256", "pipelines/engines/common.py",
+    Mutant("resume-skips-sha256", "pipelines/stages.py",
            'if entry["rows"] == end - start and sha256_file(path) == entry["sha256"]:',
            'if entry["rows"] == end - start:', EXACT),
-    Mutant("stale-shard-kept", "pipelines/engines/common.py",
+    Mutant("stale-shard-kept", "pipelines/driver.py",
            "        if extra.name not in planned:\n            extra.unlink()",
            "        if extra.name not in planned:\n            pass", RELIABILITY),
-    Mutant("rerun-trusts-manifest", "pipelines/engines/common.py",
+    Mutant("rerun-trusts-manifest", "pipelines/resume.py",
            "        damage = output_damage(out, manifest, check)",
            "        damage = []", RELIABILITY),
     # read
@@ -134,7 +135,7 @@ MUTANTS = [
     Mutant("digest-without-size", "pipelines/steps/plan.py",
            'line = f"{unit.index}\\0{s.key}\\0{s.format}\\0{s.size}\\n"',
            'line = f"{unit.index}\\0{s.key}\\0{s.format}\\n"', EXACT),
-    Mutant("finalize-skips-conservation", "pipelines/engines/common.py",
+    Mutant("finalize-skips-conservation", "pipelines/finish.py",
            '    if not all(manifest["checks"].values()) or t["sequences"] != rows.n_rows:',
            "    if False:", EXACT),
     Mutant("shard-ranges-short", "pipelines/steps/write.py",

@@ -57,7 +57,7 @@ def run(config=None, overrides: Sequence[str] = (), *, progress: bool = False,
     kwargs = {"engine_args": tuple(engine_args)} if engine_args else {}
     if check != "size":
         kwargs["check"] = check
-    from pipelines.engines import common
+    from pipelines.output_lock import release_output
 
     try:
         return engine.run(cfg, progress=progress, **kwargs)
@@ -74,7 +74,7 @@ def run(config=None, overrides: Sequence[str] = (), *, progress: bool = False,
         raise OutputError(f"cannot write {where}: {exc.strerror}; "
                           f"{_WRITE_ERRORS[exc.errno]}") from raised
     finally:
-        common.release_output(cfg.output.dir)
+        release_output(cfg.output.dir)
 
 
 def _write_error(exc: BaseException) -> OSError | None:

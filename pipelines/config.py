@@ -31,7 +31,9 @@ class InputConfig:
     exclude: tuple[str, ...] = ()
     on_error: Literal["skip", "fail"] = "skip"
     max_document_bytes: int = 8_000_000  # larger documents are rejected ("huge document")
-    max_documents: int = 0  # 0 = all; else the first N records of each file (N files of a tree)
+    # 0 = all; else a limit per source, not in all: the first N records of each record file, the
+    # first N files of each tree
+    max_documents: int = 0
     unit_bytes: int = 64_000_000  # consecutive small files group into units of about this size
     hf_name: str = ""  # load_dataset config name
     hf_split: str = "train"
@@ -118,22 +120,16 @@ class RayConfig:
 
     address: str = ""  # "" = a private local Ray on 127.0.0.1; "auto", "ray://h:10001", "http://h:8265"
     num_cpus: int = 0  # local Ray only: CPUs it may use; 0 = all
-    concurrency: int = 0  # tokenize actors and shard writers; 0 = cluster CPUs / cpus_per_actor
-    cpus_per_actor: float = 1.0  # CPUs reserved per tokenize actor (= its tokenizer threads)
-    io_cpus: float = 0.0  # CPUs reserved per read / spill task (0: they share the actors' cores)
-    block_mb: float = 1.0  # Ray Data target block size: about one text batch per block
-    max_restarts: int = -1  # tokenize actor restarts after a lost worker (-1 = unlimited)
-    max_task_retries: int = -1  # retries of a lost task or actor call (-1 = unlimited)
-    # spread each unit's text batches over the actors (read pool -> tokenize pool -> commit):
-    # "auto" = only when there are fewer than 2 units per actor, else each actor reads, tokenizes
-    # and spills whole units itself
-    rebalance: Literal["auto", "always", "never"] = "auto"
+    concurrency: int = 0  # actors (each tokenizes whole units, writes shards); 0 = CPUs / cpus_per_actor
+    cpus_per_actor: float = 1.0  # CPUs reserved per actor (= its tokenizer and writer threads)
+    max_restarts: int = -1  # actor restarts after a lost worker (-1 = unlimited)
+    max_task_retries: int = -1  # retries of a lost actor call (-1 = unlimited)
 
     def __post_init__(self):
         _positive("ray.num_cpus", self.num_cpus, 0)
         _positive("ray.concurrency", self.concurrency, 0)
-        if self.cpus_per_actor <= 0 or self.io_cpus < 0 or self.block_mb <= 0:
-            raise ConfigError("ray.cpus_per_actor and ray.block_mb must be > 0, ray.io_cpus >= 0")
+        if self.cpus_per_actor <= 0:
+            raise ConfigError("ray.cpus_per_actor must be > 0")
 
 
 @dataclass(frozen=True)
@@ -144,9 +140,6 @@ class BeamConfig:
     num_workers: int = 2  # DirectRunner: direct_num_workers
     running_mode: Literal["multi_processing", "multi_threading", "in_memory"] = "multi_processing"
     options: tuple[str, ...] = ()  # more PipelineOptions flags, e.g. --project=P --region=R
-    # spread each unit's text batches over the workers again after reading (a barrier): "auto" =
-    # only when there are fewer than 2 units per worker, else each worker streams its own units
-    rebalance: Literal["auto", "always", "never"] = "auto"
 
     def __post_init__(self):
         _positive("beam.num_workers", self.num_workers)

@@ -39,8 +39,8 @@ engines (same bytes on each; docs/engines.md):
   fewtrunc run configs/demo.yaml engine=beam beam.num_workers=2
   fewtrunc run configs/demo.yaml engine=beam --runner DataflowRunner --project P --region R
       --temp_location gs://B/tmp --setup_file ./setup.py   # (one line)
-  ray.rebalance / beam.rebalance=auto|always|never: whole input units per worker (auto, when
-  there are at least 2 per worker) or each unit's batches spread over the workers
+  each worker tokenizes whole input units (input.unit_bytes groups small files; a big file is
+  a unit of its own): a corpus of fewer files than workers leaves workers idle
 """
 
 

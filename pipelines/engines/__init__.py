@@ -1,2 +1,3 @@
-"""Engines schedule the steps of ``pipelines.steps``; ``common`` holds what every engine shares
-(preparing the output directory, markers, finalizing), ``local`` runs on this machine's cores."""
+"""Engines map a stage of ``pipelines.stages`` over work items (``pipelines.driver`` sequences the
+run): ``local`` in this process, ``ray_engine`` on a pool of Ray actors, ``beam_engine`` as one Beam
+pipeline per stage. Each module's ``run(cfg, ...)`` is the entry point ``pipelines.api`` calls."""

@@ -1,15 +1,9 @@
-"""The Beam engine: the same steps as the local engine, as composite PTransforms.
+"""The Beam engine: each stage is one pipeline, ``Create(items) | Reshuffle | ParDo(StageDoFn)``.
 
-    Create(units) | ReadDocuments | TokenizeBatches | SpillUnits    -> unit markers (work dir)
-                  | PackRows   (one worker: split + pack on document lengths, plan saved)
-                  | WriteShards (shards in parallel: tmp name, then rename to shard-K.arrow)
-                  | Finalize   (rejects, stats, report, manifest last)
-
-Each DoFn wraps one step (``Reader``, ``Tokenize``, ``UnitSpill``, ``plan``, ``write_shard_job``,
-``finalize``); ``TokenizeFn.setup`` loads the tokenizer once per worker. ``part`` numbers carry
-input order through the shuffles, so the bytes never depend on bundles or workers. A retried
-bundle rewrites the same fixed file names from temporaries, so it leaves no duplicate and no
-partial file. The work and output directories must be visible to every worker (a shared file
+``StageDoFn.setup`` sets the stage up once per DoFn instance (``beam.num_workers`` single-threaded
+workers: the workers are the parallelism); the Reshuffle spreads the items over them. Results
+stay in the stages' markers, so nothing is collected: a replayed bundle rewrites the same fixed
+file names. The work and output directories must be visible to every worker (a shared file
 system); with the DirectRunner they are local.
 
 Runners: ``DirectRunner`` (default) runs Beam's portable FnApiRunner directly, in
@@ -21,17 +15,12 @@ Command-line flags fewtrunc does not know (``--project``, ``--region``, ``--temp
 """
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
-import shutil
-import time
 from pathlib import Path
 
-
-from pipelines.engines import common
-from pipelines.engines.beam_plan import PARTS
+from pipelines import driver
 from pipelines.errors import ConfigError, FatalError
+
 
 _DIRECT = {"", "directrunner", "direct", "switchingdirectrunner"}
 _PRISM = {"prismrunner", "prism"}
@@ -84,63 +73,32 @@ def make_runner(options):
     return None  # by name, through PipelineOptions (DataflowRunner, FlinkRunner, Prism, ...)
 
 
-# --- transforms -----------------------------------------------------------------------------
+class BeamEngine:
+    def __init__(self, options, runner):
+        self.options, self.runner = options, runner
 
+    def __enter__(self):
+        return self
 
-def build(p, ctx, units: list[int], t0: float):
-    """The whole job on pipeline ``p``; ``ctx`` is a ``common.RunContext`` without tokenizer."""
-    import apache_beam as beam
+    def __exit__(self, *exc) -> None:
+        pass
 
-    from pipelines.engines import beam_stages as s  # imports Beam: only when a job runs
+    def map(self, stage, items: list, report=None) -> None:
+        if not items:
+            return
+        import apache_beam as beam
 
-    cfg = ctx.cfg
-    units_in = p | "Units" >> beam.Create(units)
-    if common.spread_batches(cfg.beam.rebalance, len(units), cfg.beam.num_workers):
-        markers = (
-            units_in
-            | "ReadDocuments" >> s.ReadDocuments(cfg.input, cfg.tokenizer.batch_bytes, ctx.units)
-            | "TokenizeBatches" >> s.TokenizeBatches(cfg.tokenizer, str(ctx.work / PARTS))
-            | "SpillUnits" >> s.SpillUnits(str(ctx.work), str(ctx.work / PARTS))
-        )
-    else:
-        markers = units_in | "StreamUnits" >> s.StreamUnits(ctx.work, cfg, ctx.units)
-    shards = (
-        markers
-        | "AllUnitsDone" >> beam.combiners.Count.Globally()
-        | "PackRows" >> beam.ParDo(s.PackFn(ctx))
-        | "WriteShards" >> s.WriteShards(ctx)
-    )
-    return (
-        shards
-        | "AllShards" >> beam.combiners.ToList()
-        | "Finalize" >> beam.Map(s.finalize_run, ctx, t0)
-    )
+        from pipelines.engines.beam_dofn import StageDoFn  # imports Beam: only when a job runs
+
+        p = beam.Pipeline(runner=self.runner, options=self.options)
+        _ = (p | "Items" >> beam.Create(items) | "Spread" >> beam.Reshuffle()
+             | stage.name.capitalize() >> beam.ParDo(StageDoFn(stage)))
+        state = p.run().wait_until_finish()
+        if str(state).split(".")[-1] not in ("DONE", "UNKNOWN"):
+            raise FatalError(f"Beam pipeline {stage.name!r} ended {state}")
 
 
 def run(cfg, progress: bool = False, engine_args=(), check: str = "size") -> dict:
     """Run (or resume, or recognize as finished) ``cfg`` with Beam; the local engine's contract."""
-    t0 = time.time()
     options = pipeline_options(cfg.beam, engine_args)  # bad flags fail before any work
-    runner = make_runner(options)
-    ctx, finished = common.prepare(cfg, check)
-    if finished is not None:
-        return {"status": "already complete", "manifest": finished, "out": str(ctx.out)}
-    import apache_beam as beam
-
-    light = dataclasses.replace(ctx, tokenize=None)  # workers load their own tokenizer
-    todo = [u.index for u in common.pending_units(ctx)]
-    parts = ctx.work / PARTS
-    shutil.rmtree(parts, ignore_errors=True)  # parts of a killed run are redone
-    parts.mkdir(parents=True)
-    p = beam.Pipeline(runner=runner, options=options)
-    build(p, light, todo, t0)
-    result = p.run()
-    state = result.wait_until_finish()
-    if str(state).split(".")[-1] not in ("DONE", "UNKNOWN"):
-        raise FatalError(f"Beam pipeline ended {state}")
-    manifest_path = ctx.out / "manifest.json"
-    if not manifest_path.is_file():
-        return {"status": f"submitted ({state})", "manifest": None, "out": str(ctx.out)}
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    timings = {"total_s": time.time() - t0}
-    return {"status": "complete", "manifest": manifest, "out": str(ctx.out), "timings": timings}
+    return driver.run(cfg, BeamEngine(options, make_runner(options)), progress, check)

@@ -1,41 +1,25 @@
-"""The Ray engine: the same steps as the local engine, scheduled by Ray Data on a cluster.
+"""The Ray engine: a pool of generic actors that run any stage, on a private local Ray or a
+cluster (``ray.address``).
 
-With at least 2 units per actor (``ray.rebalance=auto``), each unit is read, tokenized and
-spilled whole by one actor of a pool (``map_batches(StreamUnitsActor)``, the local engine's loop
-on one core). With fewer units, batches are spread over the actors:
-
-    units --map_batches(ReadActor, pool)--> text batches (Arrow rows: unit, part, doc_ids, texts)
-          --map_batches(TokenizeActor, actors)--> work/ray-parts/unit-U.part-P.arrow, written by
-            the actor itself (deterministic names); only (unit, part, docs) rows return
-    commit_units (one task per actor) --> the local engine's spill files + unit markers
-    common.plan (driver: split + pack on document lengths only, 8 bytes per chunk in the packer)
-    shard ranges --write_datasink(ShardSink), a task per node--> shard-K.arrow (gathered in
-          parallel on a thread per core, fixed names)
-    common.finalize --> rejects, stats, report, manifest (last)
-
-Nothing here tokenizes, splits or packs: ``Reader``, ``Tokenize``, ``UnitSpill``, ``plan_rows``
-and ``write_shard_job`` do, exactly as under the local engine, so shards are byte-identical.
-Packing windows (``pack.window_tokens``) and shard boundaries (``output.rows_per_shard``) come
-from the data in input order; ``part`` numbers restore that order whatever Ray's scheduling.
-Every file is written to a temporary name and renamed to a fixed one, so a retried task or a
-restarted actor overwrites instead of duplicating. The output directory must be visible to every
-node (a shared file system) when the cluster has more than one.
+Each actor reserves ``ray.cpus_per_actor`` CPUs (= its stage threads) and sets a stage up the
+first time it gets one of its items (a restarted actor does it again), so one pool serves both
+stages without a second round of worker start-up. Items go to whichever actor is free (largest
+units first: the driver's order). Ray restarts a lost actor and retries its call
+(``ray.max_restarts``, ``ray.max_task_retries``); a retried item rewrites the same fixed file
+names. The output directory must be visible to every node (a shared file system) when the
+cluster has more than one.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import secrets
-import shutil
 import sys
 import time
 from pathlib import Path
 
-from pipelines.engines import common
+from pipelines import driver
 from pipelines.errors import ConfigError, FatalError
-
-PARTS = "ray-parts"
 
 
 def _local_ray_env() -> None:
@@ -85,187 +69,77 @@ def connect(rcfg) -> bool:
     return True
 
 
-def _actors(rcfg) -> int:
-    if rcfg.concurrency:
-        return rcfg.concurrency
-    import ray
+class StageWorker:
+    """A Ray actor that runs any stage's items; set up once per stage (by name and run)."""
 
-    cpus = ray.cluster_resources().get("CPU", 1)
-    return max(1, int(cpus // max(rcfg.cpus_per_actor, 1e-3)))
+    def __init__(self, threads: int):
+        self.threads, self.key, self.call = threads, None, None
 
-
-def _actor_retries(rcfg) -> dict:
-    """Restart and retry settings for an actor pool. Ray Data's defaults are already -1/-1
-    (restart a lost actor, retry its call, without end); only other values are passed, through
-    the remote-args keywords Ray 2.60 deprecates."""
-    if rcfg.max_restarts == -1 and rcfg.max_task_retries == -1:
-        return {}
-    return {"max_restarts": rcfg.max_restarts, "max_task_retries": rcfg.max_task_retries}
+    def run(self, stage, items: list) -> int:
+        key = (stage.name, stage.plan.fingerprint)
+        if key != self.key:
+            self.key, self.call = key, stage.setup(self.threads)
+        self.call(items)
+        return len(items)
 
 
-def _cpu_nodes() -> int:
-    import ray
+class RayEngine:
+    def __init__(self, rcfg):
+        self.rcfg, self.actors, self.started = rcfg, [], False
 
-    return max(1, sum(1 for n in ray.nodes() if n.get("Alive") and n["Resources"].get("CPU")))
+    def __enter__(self):
+        self.started = connect(self.rcfg)
+        return self
 
+    def __exit__(self, *exc) -> None:
+        import ray
 
-def _data_context(rcfg, progress: bool):
-    import logging
+        for actor in self.actors:
+            ray.kill(actor)
+        self.actors = []
+        if self.started:
+            from pipelines.engines import ray_watchdog
 
-    from ray.data import DataContext
+            ray.shutdown()
+            ray_watchdog.stop()
 
-    # Ray Data logs every execution and "N rows and 288 B written" for the shard sink (the
-    # shards are written by the sink's tasks, not counted by Ray): our summary says what counts
-    logging.getLogger("ray.data").setLevel(logging.INFO if progress else logging.WARNING)
-    dctx = DataContext.get_current()
-    dctx.target_max_block_size = int(rcfg.block_mb * 2**20)
-    dctx.enable_progress_bars = progress
-    dctx.print_on_execution_start = False
-    return dctx
+    def _pool(self, n: int) -> list:
+        """``n`` actors, at most one per ``cpus_per_actor`` of the cluster (``ray.concurrency``)."""
+        import ray
 
+        r = self.rcfg
+        size = r.concurrency or max(1, int(ray.cluster_resources().get("CPU", 1)
+                                           // max(r.cpus_per_actor, 1e-3)))
+        remote = ray.remote(num_cpus=r.cpus_per_actor, max_restarts=r.max_restarts,
+                            max_task_retries=r.max_task_retries)(StageWorker)
+        while len(self.actors) < min(n, size):
+            self.actors.append(remote.remote(max(1, round(r.cpus_per_actor))))
+        return self.actors[:min(n, size)]
 
-def tokenize_on_ray(ctx, todo: list, rcfg, progress: bool = False) -> None:
-    """Read, tokenize and spill ``todo`` on the cluster (every unit gets its marker)."""
-    _data_context(rcfg, progress)
-    actors = _actors(rcfg)
-    if common.spread_batches(rcfg.rebalance, len(todo), actors):
-        _tokenize_spread(ctx, todo, rcfg, actors)
-    else:
-        _tokenize_streamed(ctx, todo, rcfg, actors)
+    def map(self, stage, items: list, report=None) -> None:
+        """Every item on a free actor, one item per call; results stay in the stage's markers
+        (``report`` is for in-process calls: remote progress is not reported)."""
+        import ray
 
-
-def _tokenize_streamed(ctx, todo: list, rcfg, actors: int) -> None:
-    """Units plenty: each actor reads, tokenizes and spills whole units, one at a time, taking
-    the next unit when it is free, largest first (load balance without any effect on the
-    output: every unit has its own files)."""
-    import ray
-    import ray.data
-
-    from pipelines.engines.ray_stages import StreamUnitsActor
-
-    threads = max(1, round(rcfg.cpus_per_actor))
-    # largest units first (in input order among equals): the last unit handed out is a small one
-    order = sorted(todo, key=lambda u: (-sum(s.size for s in u.sources), u.index))
-    ds = ray.data.from_items([{"unit": u.index} for u in order], override_num_blocks=len(order))
-    ds = ds.map_batches(
-        StreamUnitsActor,
-        batch_size=1,
-        batch_format="pyarrow",
-        fn_constructor_args=(str(ctx.work), ctx.cfg.input, ctx.cfg.tokenizer,
-                             {u.index: u for u in todo}, threads),
-        compute=ray.data.ActorPoolStrategy(size=max(1, min(actors, len(todo))),
-                                           max_tasks_in_flight_per_actor=1),
-        num_cpus=rcfg.cpus_per_actor,
-        **_actor_retries(rcfg),
-    )
-    done = sorted(r["unit"] for r in ds.take_all())
-    if done != sorted(u.index for u in todo):
-        raise FatalError(f"Ray spilled units {done}, expected {[u.index for u in todo]}")
-
-
-def _tokenize_spread(ctx, todo: list, rcfg, actors: int) -> None:
-    """Units few: reader actors spread each unit's text batches over the tokenize actors, which
-    write token parts; one commit task per actor turns them into the units' spill files."""
-    import ray
-    import ray.data
-
-    from pipelines.engines.ray_stages import ReadActor, TokenizeActor, commit_units
-
-    parts_dir = ctx.work / PARTS
-    shutil.rmtree(parts_dir, ignore_errors=True)  # parts of a killed run are redone
-    parts_dir.mkdir(parents=True)
-    units = {u.index: u for u in todo}
-    ds = ray.data.from_items([{"unit": u.index} for u in todo], override_num_blocks=len(todo))
-    ds = ds.map_batches(
-        ReadActor,
-        batch_size=1,
-        batch_format="pyarrow",
-        fn_constructor_args=(ctx.cfg.input, ctx.cfg.tokenizer.batch_bytes, units),
-        compute=ray.data.ActorPoolStrategy(size=max(1, min(actors, len(todo)))),
-        num_cpus=rcfg.io_cpus,
-        **_actor_retries(rcfg),
-    )
-    ds = ds.map_batches(
-        TokenizeActor,
-        batch_size=1,
-        batch_format="pyarrow",
-        fn_constructor_args=(ctx.cfg.tokenizer, max(1, round(rcfg.cpus_per_actor)),
-                             str(parts_dir)),
-        compute=ray.data.ActorPoolStrategy(size=actors),
-        num_cpus=rcfg.cpus_per_actor,
-        **_actor_retries(rcfg),
-    )
-    written = ds.take_all()  # the actors wrote the parts; these are (unit, part, docs) rows
-    if len({(r["unit"], r["part"]) for r in written}) != len(written):
-        raise FatalError("Ray tokenized a batch twice in one run")
-    commit = ray.remote(num_cpus=rcfg.io_cpus, max_retries=rcfg.max_task_retries)(commit_units)
-    groups = [[u.index for u in todo[g::actors]] for g in range(min(actors, len(todo)))]
-    ray.get([commit.remote(str(ctx.work), str(parts_dir), g) for g in groups])
-    shutil.rmtree(parts_dir, ignore_errors=True)
-
-
-def write_shards(ctx, docs, rows, rcfg) -> list:
-    import ray
-    import ray.data
-
-    from pipelines.engines.ray_stages import ShardSink
-
-    ranges = common.plan_shards_and_remove_strays(ctx, rows)
-    if not ranges:
-        return []
-    light = dataclasses.replace(ctx, tokenize=None)  # the tokenizer is not needed to write
-    sink = ShardSink(light, ray.put(rows), ray.put(docs))
-    items = [{"shard": k, "start": a, "end": b} for k, (a, b) in enumerate(ranges)]
-    writers = min(_cpu_nodes(), len(items))
-    # One write task per node, writing its consecutive shards on a thread per core (the gather
-    # and zstd release the GIL): a task needs a fresh worker process (~1 s of start-up and
-    # imports), more than a shard takes to write.
-    ray.data.from_items(items, override_num_blocks=writers).write_datasink(
-        sink,
-        concurrency=writers,
-        ray_remote_args={"num_cpus": rcfg.cpus_per_actor, "max_retries": rcfg.max_task_retries,
-                         "scheduling_strategy": "SPREAD"},
-    )
-    if [k for k, _ in sink.entries] != list(range(len(ranges))):
-        raise FatalError(f"Ray wrote shards {[k for k, _ in sink.entries]}, "
-                         f"expected 0..{len(ranges) - 1}")
-    return [e for _, e in sink.entries]
+        if not items:
+            return
+        actors, ref = self._pool(len(items)), ray.put(stage)
+        todo, running = list(reversed(items)), {}  # call -> index of its actor
+        free = list(range(len(actors)))
+        while todo or running:
+            while todo and free:
+                i = free.pop()
+                running[actors[i].run.remote(ref, [todo.pop()])] = i
+            (done,), _ = ray.wait(list(running), num_returns=1)
+            ray.get(done)  # raises the item's error
+            free.append(running.pop(done))
 
 
 def run(cfg, progress: bool = False, check: str = "size") -> dict:
     """Run (or resume, or recognize as finished) ``cfg`` on Ray; the local engine's contract."""
     if cfg.ray.address.strip().startswith(("http://", "https://")):
         return submit_job(cfg)
-    t0 = time.perf_counter()
-    ctx, finished = common.prepare(cfg, check)
-    if finished is not None:
-        return {"status": "already complete", "manifest": finished, "out": str(ctx.out)}
-    started = connect(cfg.ray)
-    try:
-        import ray  # noqa: F401
-
-        timings = {}
-        todo = common.pending_units(ctx)
-        if todo:
-            tokenize_on_ray(ctx, todo, cfg.ray, progress)
-        timings["tokenize_s"] = time.perf_counter() - t0
-        t1 = time.perf_counter()
-        docs, rows, markers = common.plan(ctx)
-        timings["pack_s"] = time.perf_counter() - t1
-        t2 = time.perf_counter()
-        shards = write_shards(ctx, docs, rows, cfg.ray)
-        timings["write_s"] = time.perf_counter() - t2
-    finally:
-        if started:
-            import ray
-
-            from pipelines.engines import ray_watchdog
-
-            ray.shutdown()
-            ray_watchdog.stop()
-    timings["total_s"] = time.perf_counter() - t0
-    manifest = common.finalize(ctx, docs, rows, markers, shards, timings)
-    return {"status": "complete", "manifest": manifest, "out": str(ctx.out), "timings": timings}
+    return driver.run(cfg, RayEngine(cfg.ray), progress, check)
 
 
 # --- a dashboard URL: run as a Ray job ------------------------------------------------------

@@ -103,8 +103,8 @@ def test_setup_file_builds_the_package_dataflow_stages(tmp_path):
     root = Path(__file__).resolve().parents[2]
     sdist = Stager._build_setup_package(str(root / "setup.py"), str(tmp_path))
     names = {n.split("/", 1)[1] for n in tarfile.open(sdist).getnames() if "/" in n}
-    for module in ("packing/bfd.py", "pipelines/engines/beam_stages.py",
-                   "pipelines/engines/unit_stream.py", "pruning_data/ent.py", "training/model.py",
+    for module in ("packing/bfd.py", "pipelines/engines/beam_dofn.py",
+                   "pipelines/unit_stream.py", "pruning_data/ent.py", "training/model.py",
                    "setup.py"):
         assert module in names, module
     assert any(n.startswith("pipelines/assets/") and n.endswith(".zst") for n in names)

@@ -17,7 +17,7 @@ import yaml
 
 import pipelines
 from pipelines import api
-from pipelines.engines.common import ENGINE_KEYS
+from pipelines.run_plan import ENGINE_KEYS
 from tests.pipelines.conftest import english_records, write_jsonl
 
 SKIP = ("timings.json", "manifest.json", "config.yaml")
@@ -103,12 +103,11 @@ def reference(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("rebalance", ["always", "never"])
-def test_beam_direct_runner_multiprocess_is_byte_identical(reference, rebalance):
-    """Batches spread over the workers after reading, or each worker streaming its units."""
+def test_beam_direct_runner_multiprocess_is_byte_identical(reference):
+    """Each of 2 worker processes streams whole units, then writes shards."""
     root, paths, want = reference
-    out = root / f"beam-{rebalance}"
-    cfg = job_config(paths, out, engine="beam", beam={"num_workers": 2, "rebalance": rebalance})
+    out = root / "beam"
+    cfg = job_config(paths, out, engine="beam", beam={"num_workers": 2})
     result = pipelines.run(cfg)
     assert result["status"] == "complete"
     assert result["manifest"]["config"]["engine"] == "beam"
@@ -118,13 +117,11 @@ def test_beam_direct_runner_multiprocess_is_byte_identical(reference, rebalance)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("rebalance", ["always", "never"])
-def test_beam_retried_bundles_leave_no_duplicates(reference, rebalance):
+def test_beam_retried_bundles_leave_no_duplicates(reference):
     """Every bundle executed twice (as a retry would): same shards, no extra or partial files."""
     root, paths, want = reference
-    out = root / f"beam-repeat-{rebalance}"
-    cfg = job_config(paths, out, engine="beam", output={"keep_work": True},
-                     beam={"rebalance": rebalance})
+    out = root / "beam-repeat"
+    cfg = job_config(paths, out, engine="beam", output={"keep_work": True})
     api.run(cfg, engine_args=["--direct_runner_bundle_repeat=1"])
     g, w = output_files(out), output_files(want)
     shards = sorted(n for n in w if n.startswith("shard-"))

@@ -294,7 +294,7 @@ def test_one_run_at_a_time_per_output_dir(tmp_path, small):
     out.mkdir()
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys, time; from pathlib import Path; "
-         "from pipelines.engines.common import lock_output; lock_output(Path(sys.argv[1])); "
+         "from pipelines.output_lock import lock_output; lock_output(Path(sys.argv[1])); "
          "print('locked', flush=True); time.sleep(60)", str(out)],
         stdout=subprocess.PIPE, text=True)
     try:

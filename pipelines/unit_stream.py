@@ -1,5 +1,5 @@
-"""Read -> tokenize -> spill whole units in one process: the local engine's loop, and each Ray
-actor's or Beam worker's when there are enough units to give every worker its own.
+"""Read -> tokenize -> spill whole units in one process: the tokenize stage's loop, on whatever
+worker an engine runs it (the local process, a Ray actor, a Beam worker).
 
 Three things overlap: a reader thread reads and parses the next batches, ``workers`` threads each
 encode a whole batch (the tokenizer releases the GIL and runs on the calling thread), and the
@@ -72,11 +72,12 @@ def _batches(units, reader: Reader):
 
 
 def tokenize_units(work: Path, tok: Tokenize, units, reader: Reader, workers: int,
-                   bar=None) -> list[dict]:
+                   report=None) -> list[dict]:
     """Read, tokenize and spill ``units`` (in order) into ``work``; returns their markers.
 
     ``workers`` batches encode at once; with 1 the encoding of one batch still overlaps the
-    reading of the next and the spilling of the last.
+    reading of the next and the spilling of the last. ``report(bytes, documents, tokens)`` is
+    called after each batch is spilled (a progress bar).
     """
     spills: dict[int, spill.UnitSpill] = {}
     markers = []
@@ -91,8 +92,8 @@ def tokenize_units(work: Path, tok: Tokenize, units, reader: Reader, workers: in
             return
         tb = tok.assemble(batch, future.result())
         out.add(tb)
-        if bar is not None:  # a local.Progress
-            bar.add(tb.bytes, tb.records, int(tb.lengths.sum()))
+        if report is not None:
+            report(tb.bytes, tb.records, int(tb.lengths.sum()))
 
     workers = max(1, workers)
     inflight: deque = deque()

@@ -1,0 +1,140 @@
+"""What an output directory already holds for a run: nothing (a new run), an unfinished run to
+resume from its markers, a finished one to recognize (or repair from kept work files), or
+something else to refuse."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from pipelines.atomic import TMP_GLOB, write_json
+from pipelines.errors import ConfigError, OutputError
+from pipelines.output_lock import LOCK, release_output
+from pipelines.run_plan import ENGINE_KEYS, WORK, RunPlan
+from pipelines.shard_format import list_shards
+from pipelines.steps.verify import load_manifest, manifest_seal
+from pipelines.steps.write import sha256_file
+
+
+def resume(plan: RunPlan, check: str) -> dict | None:
+    """The finished run's manifest when the output is complete and intact; None when there is
+    work to do (a new run, an unfinished one, or a finished one being repaired)."""
+    out, fp = plan.out, plan.fingerprint
+    if (out / "manifest.json").is_file():
+        manifest = load_manifest(out)
+        if manifest["run_fingerprint"] != fp:
+            raise ConfigError(f"output.dir {str(out)!r} holds a finished run with "
+                              f"{_what_differs(manifest.get('config'), plan)}; choose another "
+                              "output.dir or delete it")
+        damage = output_damage(out, manifest, check)
+        if not damage:
+            if plan.work.exists() and not plan.cfg.output.keep_work:
+                shutil.rmtree(plan.work, ignore_errors=True)  # killed after the manifest
+            release_output(out)
+            return manifest
+        if not _same_run(plan.work / "run.json", fp):
+            raise OutputError(f"output.dir {str(out)!r} holds a finished run whose output is "
+                              f"damaged: {'; '.join(damage[:3])}"
+                              f"{f' (and {len(damage) - 3} more)' if len(damage) > 3 else ''}."
+                              " Its work files are gone, so it cannot be repaired: delete the "
+                              "directory and run again (output.keep_work=true keeps what a "
+                              "repair needs)")
+        # the kept work files hold the plan's tokens: the damaged shards are rewritten
+    elif not plan.work.is_dir():
+        foreign = sorted(p.name for p in out.iterdir() if p.name != LOCK)
+        if foreign:
+            raise OutputError(f"output.dir {str(out)!r} is not empty and holds no fewtrunc run "
+                              f"(no manifest.json, no {WORK}/; it has {', '.join(foreign[:3])}"
+                              f"{', …' if len(foreign) > 3 else ''}): choose a new or empty "
+                              "directory")
+    plan.work.mkdir(parents=True, exist_ok=True)
+    run_file = plan.work / "run.json"
+    record = {"run_fingerprint": fp, "tokens_fingerprint": plan.tokens_fingerprint,
+              "config": plan.config}
+    if run_file.is_file():
+        if not _same_run(run_file, fp):
+            old = _read_json(run_file)
+            if old.get("tokens_fingerprint") != plan.tokens_fingerprint:
+                raise ConfigError(f"output.dir {str(out)!r} holds an unfinished run with "
+                                  f"{_what_differs(old.get('config'), plan)}; delete it or "
+                                  "choose another output.dir")
+            _drop_shards(plan)  # only pack.* / output.* differ: keep the tokenized units
+            write_json(run_file, record)
+    else:
+        write_json(run_file, record)
+    for stray in list(out.glob(TMP_GLOB)) + list(plan.work.glob("*.tmp*")):
+        stray.unlink(missing_ok=True)  # temporaries of a killed run (the lock keeps others out)
+    return None
+
+
+def _drop_shards(plan: RunPlan) -> None:
+    """Shards and shard markers of an unfinished run's old row plan (their rows would differ)."""
+    for marker in plan.work.glob("shard-*.done.json"):
+        marker.unlink()
+    for shard in list_shards(plan.out):
+        shard.unlink()
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    return obj if isinstance(obj, dict) else {}
+
+
+def _same_run(run_file: Path, fp: str) -> bool:
+    return run_file.is_file() and _read_json(run_file).get("run_fingerprint") == fp
+
+
+def _what_differs(old: dict | None, plan: RunPlan) -> str:
+    """'another config (pack.seq_len: 512 -> 1024)', or 'another input or tokenizer'."""
+    diffs = []
+
+    def walk(a, b, prefix):
+        for key in sorted(set(a) | set(b)):
+            name = f"{prefix}{key}"
+            if name in ENGINE_KEYS or name == "output.dir":
+                continue
+            x, y = a.get(key), b.get(key)
+            if isinstance(x, dict) and isinstance(y, dict):
+                walk(x, y, name + ".")
+            elif x != y:
+                diffs.append(f"{name}: {x!r} -> {y!r}")
+
+    if isinstance(old, dict):
+        walk(old, plan.config, "")
+    if diffs:
+        return f"another config ({', '.join(diffs[:4])}{', …' if len(diffs) > 4 else ''})"
+    return "another input (file names or sizes) or tokenizer"
+
+
+def output_damage(out: Path, manifest: dict, check: str = "size") -> list[str]:
+    """What is wrong with a finished run's shards: each must exist with its recorded size
+    (``check="sha256"``: and its recorded sha256, as ``fewtrunc verify`` does); no stray shard."""
+    problems = []
+    listed = set()
+    for entry in manifest["shards"]:
+        name = entry["file"]
+        listed.add(name)
+        path = out / name
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            problems.append(f"{name} is missing")
+            continue
+        if size != entry["bytes"]:
+            problems.append(f"{name} has {size:,} bytes, the manifest records {entry['bytes']:,}")
+        elif check == "sha256" and sha256_file(path) != entry["sha256"]:
+            problems.append(f"{name}: sha256 differs from the manifest's")
+    for name, entry in manifest.get("files", {}).items():
+        path = out / name
+        if not path.is_file() or path.stat().st_size != entry["bytes"]:
+            problems.append(f"{name} is missing or has another size than the manifest records")
+        elif check == "sha256" and sha256_file(path) != entry["sha256"]:
+            problems.append(f"{name}: sha256 differs from the manifest's")
+    if check == "sha256" and manifest.get("seal") != manifest_seal(manifest):
+        problems.append("manifest.json was edited after the run (its seal differs)")
+    problems += [f"{p.name} is not in the manifest" for p in list_shards(out)
+                 if p.name not in listed]
+    return problems

@@ -1,0 +1,124 @@
+"""The run plan: what a run produces, as pure, picklable data (config, units, fingerprints).
+
+Built once by the driver and shipped as is to every worker of every engine; it holds no live
+object (the tokenizer, locks, pools are built from it where they are used).
+"""
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipelines.configio import to_dict
+from pipelines.errors import ConfigError
+from pipelines.output_lock import LOCK
+from pipelines.steps.plan import expand_placeholders, inputs_digest, plan_units, split_glob
+from pipelines.steps.tokenize import Tokenize
+from pipelines.tokenizer import load_tokenizer, tokenizer_fingerprint
+
+WORK = "_work"
+ENGINE_KEYS = ("engine", "local", "ray", "beam")  # how a run is executed, not what it produces
+# how ids are computed, not which: every backend gives the reference's ids (the guard checks it)
+BACKEND_KEYS = ("backend", "guard_fraction", "guard_first", "guard_chars")
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    cfg: object  # the RunConfig (frozen dataclasses)
+    out: Path
+    work: Path
+    units: tuple
+    tokenizer_info: dict
+    fingerprint: str  # what the output depends on
+    tokens_fingerprint: str  # what the spilled tokens depend on
+    config: dict
+    inputs: dict
+
+
+def fingerprint(config: dict, tok_fp: str, digest: str) -> str:
+    """What the output depends on: so a run may be resumed under another engine or backend."""
+    produced = {k: v for k, v in config.items() if k not in ENGINE_KEYS}
+    produced["tokenizer"] = {k: v for k, v in produced.get("tokenizer", {}).items()
+                             if k not in BACKEND_KEYS}
+    blob = json.dumps({"config": produced, "tokenizer": tok_fp, "inputs": digest}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _placeless(config: dict) -> dict:
+    """The config without ``output.dir``: where a run is written does not change its bytes, so
+    it may be resumed through another spelling of the path, or after the directory moved."""
+    return {**config, "output": {k: v for k, v in config.get("output", {}).items() if k != "dir"}}
+
+
+def build_run_plan(cfg) -> tuple[RunPlan, Tokenize]:
+    """The plan of ``cfg`` and the driver's tokenizer (loaded while the inputs resolve).
+
+    Validates before any work: seq_len, output.dir outside the inputs."""
+    _check_seq_len(cfg.pack.seq_len)
+    reference = load_tokenizer(cfg.tokenizer.path or None)
+    with ThreadPoolExecutor(1) as pool:  # the backends load (GIL released) while inputs resolve
+        loading = pool.submit(Tokenize, cfg.tokenizer)
+        units = plan_units(cfg.input)
+        tok_fp = tokenizer_fingerprint(reference)
+        tokenize = loading.result()
+    config = to_dict(cfg)
+    digest = inputs_digest(units)
+    out = Path(cfg.output.dir)
+    tok_info = {"fingerprint": tok_fp, "vocab_size": tokenize.tokenizer.get_vocab_size(),
+                "bos_id": tokenize.bos, "eos_id": tokenize.eos, "backend": tokenize.backend}
+    inputs = {"units": len(units), "sources": sum(len(u.sources) for u in units),
+              "digest": digest}
+    # what the spilled tokens depend on: the input and tokenizer, not pack.* or output.* (a
+    # seq_len fixed after a failed pack does not re-tokenize the corpus)
+    tokens_config = {k: v for k, v in config.items() if k not in ("pack", "output")}
+    plan = RunPlan(cfg, out, out / WORK, tuple(units), tok_info,
+                   fingerprint(_placeless(config), tok_fp, digest),
+                   fingerprint(tokens_config, tok_fp, digest), config, inputs)
+    _refuse_output_inside_inputs(cfg)
+    return plan, tokenize
+
+
+def _check_seq_len(seq_len: int) -> None:
+    """Before any work: a seq_len the packer cannot hold used to fail after the whole corpus was
+    tokenized (MemoryError, or OverflowError from numpy)."""
+    from packing.validate import MAX_CAPACITY
+
+    if seq_len > MAX_CAPACITY:
+        raise ConfigError(f"pack.seq_len = {seq_len:,} exceeds the packer's limit of "
+                          f"{MAX_CAPACITY:,} tokens (its memory grows with seq_len, ~80 bytes "
+                          "per token of it)")
+
+
+def _refuse_output_inside_inputs(cfg) -> None:
+    """output.dir where an input path would reach it: its shards and rejects would become input,
+    and every resume or rerun would see another input. Refused before any work."""
+    out = os.path.realpath(cfg.output.dir)
+    ours = ("shard-00000.arrow", "manifest.json", "rejects.jsonl", "stats.json", "config.yaml",
+            "timings.json", "report.html", "lengths.png", WORK, LOCK)
+    for i, written in enumerate(cfg.input.paths):
+        prefix, pattern = split_glob(written)
+        base = os.path.realpath(expand_placeholders(prefix if pattern else written))
+        rel = os.path.relpath(out, base).replace(os.sep, "/")
+        if rel == ".." or rel.startswith("../"):
+            continue  # out is not below this input
+        parts = [] if rel == "." else rel.split("/")
+        if not pattern:
+            reached = os.path.isdir(base)  # a tree (or HF directory) holds everything below it
+        else:
+            globs = pattern.split("/")
+            if "**" in globs or any("**" in g for g in globs):
+                reached = True
+            elif len(parts) >= len(globs):
+                reached = all(fnmatch.fnmatchcase(p, g) for p, g in zip(parts, globs))
+            else:  # out matches the glob's first levels: could a match lie inside it?
+                reached = all(fnmatch.fnmatchcase(p, g) for p, g in zip(parts, globs)) and (
+                    len(globs) - len(parts) > 1
+                    or any(fnmatch.fnmatchcase(n, globs[-1]) for n in ours))
+        if reached:
+            raise ConfigError(f"output.dir {cfg.output.dir!r} is inside input.paths[{i}] "
+                              f"{written!r}: the run's own output would become its input; "
+                              "choose an output.dir outside the inputs")

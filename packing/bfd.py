@@ -23,6 +23,7 @@ from packing.validate import descending_order
 # the sorted-list pass costs ~0.3 µs per (size, bin) step. Measured crossover (2 cores, lognormal
 # lengths): the list pass wins while n < ~SMALL_PER_SIZE * min(n, L) distinct sizes could occur.
 SMALL_PER_SIZE = 40
+TINY = 160  # below it, a dozen numpy calls cost more than a Python sort (measured)
 
 
 def bfd_assign(lengths: np.ndarray, capacity: int) -> tuple[np.ndarray, int]:
@@ -43,23 +44,44 @@ def bfd_assign_small(lengths: np.ndarray, capacity: int) -> tuple[np.ndarray, in
     ``c`` equal sizes fills the chosen bin with ``⌊room/s⌋`` of them at once (the histogram
     pass's argument), so the loop steps once per (size, bin), not per item. Items over L/2 open
     one bin each, in order: they are placed without the loop. Bins with less room than the
-    smallest item are never stored.
+    smallest item are never stored. Below ``TINY`` items the preparation is plain Python: its
+    dozen numpy calls would cost more than the packing.
     """
     n, L = lengths.size, capacity
-    order = descending_order(lengths, L)
-    sizes = lengths[order]
-    N = n + 1
-    n_bins = int(np.count_nonzero(2 * sizes > L))  # one bin each
-    smallest = int(sizes[-1])
-    big_rooms = L - sizes[:n_bins]
-    alive = big_rooms >= smallest
-    keys = (big_rooms[alive] * N + np.flatnonzero(alive)).tolist()  # sorted: rooms grow
+    if n <= TINY:
+        lens = lengths.tolist()
+        order = sorted(range(n), key=lens.__getitem__, reverse=True)  # stable: ties by index
+        run_size = [lens[i] for i in order]
+        run_count, n_big, keys, smallest = [1] * n, 0, [], run_size[-1]
+    else:
+        order = descending_order(lengths, L)
+        sizes = lengths[order]
+        n_big = int(np.count_nonzero(2 * sizes > L))  # one bin each
+        smallest = int(sizes[-1])
+        big_rooms = L - sizes[:n_big]
+        alive = big_rooms >= smallest
+        keys = (big_rooms[alive] * (n + 1) + np.flatnonzero(alive)).tolist()  # rooms grow
+        rest = sizes[n_big:]
+        starts = np.flatnonzero(np.r_[True, rest[1:] != rest[:-1]]) if rest.size else rest
+        run_size = rest[starts].tolist()
+        run_count = np.diff(np.r_[starts, rest.size]).tolist()
+    ev_bin, ev_take, n_bins = _place_runs(run_size, run_count, keys, n_big, L, n + 1, smallest)
+    out = np.empty(n, dtype=np.int64)
+    if n <= TINY:  # one item per event
+        out[order] = ev_bin
+    else:
+        out[order] = np.concatenate([np.arange(n_big, dtype=np.int64),
+                                     np.repeat(np.asarray(ev_bin, dtype=np.int64), ev_take)])
+    return out, n_bins
+
+
+def _place_runs(run_size: list, run_count: list, keys: list, n_bins: int, L: int, N: int,
+                smallest: int) -> tuple[list, list, int]:
+    """The loop of ``bfd_assign_small`` over runs (size, count), largest size first. ``keys``
+    holds the open bins, bins ``0..n_bins-1`` being those opened so far, with clocks equal to
+    their numbers. Returns events (bin, items taken) in slot order and the number of bins."""
     bin_at = list(range(n_bins))  # clock -> bin
-    rest = sizes[n_bins:]
-    starts = np.flatnonzero(np.r_[True, rest[1:] != rest[:-1]]) if rest.size else rest
-    run_size = rest[starts].tolist()
-    run_count = np.diff(np.r_[starts, rest.size]).tolist()
-    ev_bin: list[int] = []  # event j: bin ev_bin[j] takes the next ev_take[j] slots
+    ev_bin: list[int] = []
     ev_take: list[int] = []
     pop, put_bin, put_take, stamp = keys.pop, ev_bin.append, ev_take.append, bin_at.append
     for s, c in zip(run_size, run_count):
@@ -81,11 +103,7 @@ def bfd_assign_small(lengths: np.ndarray, capacity: int) -> tuple[np.ndarray, in
             if r >= smallest:
                 insort(keys, r * N + len(bin_at))
                 stamp(b)
-    slot_bins = np.concatenate([np.arange(sizes.size - rest.size, dtype=np.int64),
-                                np.repeat(np.asarray(ev_bin, dtype=np.int64), ev_take)])
-    out = np.empty(n, dtype=np.int64)
-    out[order] = slot_bins
-    return out, n_bins
+    return ev_bin, ev_take, n_bins
 
 
 def bfd_assign_histogram(lengths: np.ndarray, capacity: int) -> tuple[np.ndarray, int]:

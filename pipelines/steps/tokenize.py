@@ -63,7 +63,7 @@ def set_worker_threads(threads: int) -> None:
         os.environ["TOKENIZERS_PARALLELISM"] = "false"
 
 
-TRIM_EVERY = 32  # batches between heap trims: a trim returns pages that the next batches fault in again
+TRIM_EVERY = 128  # batches between heap trims: a trim returns pages that the next batches fault in again
 
 
 def with_bos_eos(ids: np.ndarray, counts: np.ndarray, bos, eos) -> tuple[np.ndarray, np.ndarray]:

@@ -1,5 +1,6 @@
-"""Publish a file only when it is complete: write it under a private temporary name beside its
-final one, then rename.
+"""Publish a file only when it is complete, on a local disk or an object store.
+
+Local disk: write it under a private temporary name beside its final one, then rename.
 
 The one way every file fewtrunc writes (shards, spill files, markers, the manifest, the report,
 checkpoints) becomes visible. The temporary name is private to the writer (pid and a random
@@ -8,14 +9,29 @@ shares it; on an error it is removed, so nothing half-written is left under any 
 ``sync`` the data reaches the disk before the name does (a marker written after it then never
 stands for a shorter file, even after a power loss). Temporaries are ``.NAME.tmp-*`` files, which
 a resumed run removes.
+
+Object stores (``s3://``, ``gs://``; any URL, see ``pipelines.storage``) have no rename. The same
+calls write the file under a private temporary name on this machine's scratch disk
+(``tempfile.gettempdir()``, i.e. ``TMPDIR``) and then upload it to its final key in one request:
+one PUT, or one multipart upload that the store completes only after the last part. Until then no
+reader sees the key; a killed writer leaves at most an incomplete multipart upload, which is
+never visible (a bucket lifecycle rule ``AbortIncompleteMultipartUpload`` reclaims its parts). No
+temporary ever exists on the store, so attempts cannot collide there; two attempts that both
+finish write the same bytes to the same key, and either one is the file. A call returns only
+once the store has the object, so a marker published after it is never seen before its data (S3
+and GCS are read-after-write consistent).
 """
 from __future__ import annotations
 
 import json
 import os
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
+
+from pipelines.storage.listing import guarded
+from pipelines.storage.urls import is_url, local_path
 
 TMP_GLOB = ".*.tmp-*"
 
@@ -38,8 +54,20 @@ def fsync_path(path: str | Path) -> None:
 @contextmanager
 def atomic_path(path: str | Path, *, sync: bool = False, suffix: str = "") -> Iterator[Path]:
     """``with atomic_path(p) as tmp:`` write ``tmp`` completely; on leaving the block it becomes
-    ``p`` (fsynced first with ``sync``); on an exception it is removed and ``p`` is untouched."""
-    path = Path(path)
+    ``p`` (fsynced first with ``sync``); on an exception it is removed and ``p`` is untouched.
+
+    ``p`` may be a URL: ``tmp`` is then a private file on local scratch, uploaded to ``p`` in one
+    request when the block ends (``sync`` is implied: the store has the object when this returns).
+    """
+    if is_url(path):
+        tmp = Path(tempfile.gettempdir()) / temp_name(str(path).rsplit("/", 1)[-1], suffix).name
+        try:
+            yield tmp
+            publish_file(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return
+    path = Path(local_path(path))
     tmp = temp_name(path, suffix)
     try:
         yield tmp
@@ -51,9 +79,44 @@ def atomic_path(path: str | Path, *, sync: bool = False, suffix: str = "") -> It
     os.replace(tmp, path)
 
 
-def write_text(path: str | Path, text: str, *, sync: bool = False) -> None:
+def publish_file(src: str | Path, path: str | Path, *, sync: bool = False) -> None:
+    """Make the complete local file ``src`` the file at ``path``: a rename on the same local disk
+    (``src`` is gone afterwards), else one upload (``src`` stays; the caller removes it)."""
+    if not is_url(path):
+        if sync:
+            fsync_path(src)
+        os.replace(src, local_path(path))
+        return
+    if not os.path.getsize(src):  # nothing to map
+        write_bytes(path, b"")
+        return
+    import pyarrow as pa
+
+    from pipelines.storage.filesystems import resolve
+
+    loc = resolve(path)
+    # the whole file is mapped and handed over in one write: nothing of this process runs
+    # between the first byte and the completing close, so no exception of ours can complete a
+    # partial upload (a failed part makes the close fail, and the upload is never completed)
+    with guarded(str(path), loc), pa.memory_map(str(src)) as data, \
+            loc.fs.open_output_stream(loc.path, compression=None) as out:
+        out.write(data.read_buffer())
+
+
+def write_bytes(path: str | Path, data: bytes, *, sync: bool = False) -> None:
+    if is_url(path):
+        from pipelines.storage.filesystems import resolve
+
+        loc = resolve(path)
+        with guarded(str(path), loc), loc.fs.open_output_stream(loc.path, compression=None) as out:
+            out.write(data)
+        return
     with atomic_path(path, sync=sync) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+        tmp.write_bytes(data)
+
+
+def write_text(path: str | Path, text: str, *, sync: bool = False) -> None:
+    write_bytes(path, text.encode("utf-8"), sync=sync)
 
 
 def write_json(path: str | Path, obj, *, sync: bool = False) -> None:

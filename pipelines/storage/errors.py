@@ -1,0 +1,69 @@
+"""One line naming the URL for what goes wrong on a store: a missing bucket or key, denied access,
+an unreachable endpoint. pyarrow's messages carry the AWS or GCS error code; they are matched here
+so the line says what to check, and the original's first line is kept after it."""
+from __future__ import annotations
+
+import os
+
+from pipelines.errors import FewtruncError
+
+
+class StorageError(FewtruncError, OSError):
+    """A store cannot be used for ``url``: ``kind`` is ``missing bucket``, ``missing``,
+    ``denied``, ``unreachable`` or ``error``. An ``OSError``, so a reader that turns an unreadable
+    file into a reject does the same for an unreadable object."""
+
+    def __init__(self, url: str, reason: str, kind: str = "error"):
+        super().__init__(f"{url}: {reason}")
+        self.url = url
+        self.reason = reason
+        self.kind = kind
+
+    def __str__(self) -> str:  # OSError's own __str__ would show the args tuple
+        return f"{self.url}: {self.reason}"
+
+
+_KINDS = (  # (kind, markers in pyarrow's message, what to say)
+    ("missing bucket", ("NO_SUCH_BUCKET", "bucket does not exist", "NoSuchBucket",
+                        "Bucket '", "bucket not found"), "the bucket does not exist"),
+    ("denied", ("ACCESS_DENIED", "AccessDenied", "Forbidden", "PERMISSION_DENIED",
+                "PermissionDenied", "INVALID_ACCESS_KEY_ID", "SIGNATURE_DOES_NOT_MATCH",
+                "InvalidAccessKeyId", "Unauthorized", "UNAUTHENTICATED"),
+     "access denied: check the credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS "
+     "profile; GOOGLE_APPLICATION_CREDENTIALS or gcloud application-default login)"),
+    ("unreachable", ("NETWORK_CONNECTION", "curlCode", "Couldn't connect", "Could not resolve",
+                     "Connection refused", "UNAVAILABLE", "Unavailable", "timed out",
+                     "Timeout", "connect to server", "Retry policy exhausted"),
+     "cannot reach the endpoint"),
+    ("missing", ("NO_SUCH_KEY", "NoSuchKey", "Path does not exist", "not found",
+                 "does not exist", "NOT_FOUND"), "no such object"),
+)
+
+
+def _endpoint(url: str) -> str:
+    if url.startswith(("s3://", "s3a://")):
+        ep = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        return f"{ep} (AWS_ENDPOINT_URL)" if ep else "the AWS S3 endpoint"
+    if url.startswith(("gs://", "gcs://")):
+        ep = os.environ.get("STORAGE_EMULATOR_HOST")
+        return f"{ep} (STORAGE_EMULATOR_HOST)" if ep else "the Google Cloud Storage endpoint"
+    return "the store"
+
+
+def translate(exc: BaseException, url: str) -> BaseException:
+    """A ``StorageError`` for ``exc`` raised while using ``url`` (already one: unchanged)."""
+    if isinstance(exc, StorageError):
+        return exc
+    text = str(exc)
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    if isinstance(exc, FileNotFoundError) and "bucket" not in text.lower():
+        return StorageError(url, "no such object", "missing")
+    for kind, markers, said in _KINDS:
+        if any(m in text for m in markers):
+            if kind == "missing bucket":
+                bucket = url.split("://", 1)[-1].split("/", 1)[0]
+                return StorageError(url, f"bucket {bucket!r} does not exist", kind)
+            if kind == "unreachable":
+                said = f"cannot reach {_endpoint(url)}"
+            return StorageError(url, f"{said} ({first[:200]})", kind)
+    return StorageError(url, first[:400])

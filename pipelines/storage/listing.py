@@ -1,0 +1,200 @@
+"""Stat, list, glob and remove on local paths and URLs: listings are sorted, so every engine and
+every attempt sees the inputs and markers in the same order."""
+from __future__ import annotations
+
+import fnmatch
+import glob as _glob
+import os
+import stat as _st
+from contextlib import contextmanager
+from typing import NamedTuple
+
+from pipelines.storage.errors import StorageError, translate
+from pipelines.storage.filesystems import resolve
+from pipelines.storage.urls import is_url, local_path
+
+_GLOB_CHARS = set("*?[")
+
+
+class FileStat(NamedTuple):
+    size: int
+    mtime_ns: int  # modification time (an object's last write); 0 when the store has none
+    is_dir: bool = False  # a directory, or a prefix that other objects' keys continue
+
+
+@contextmanager
+def guarded(url: str, loc=None):
+    """Any OSError raised inside becomes a ``StorageError`` naming ``url``; with ``loc`` (its
+    ``resolve``), an object that is not found is told apart from a bucket that is not there."""
+    try:
+        yield
+    except OSError as exc:
+        error = translate(exc, url)
+        if loc is not None and getattr(error, "kind", "") == "missing":
+            try:
+                _check_bucket(loc, url)
+            except OSError as missing:
+                raise missing from None
+        raise error from None
+
+
+def stat(path) -> FileStat | None:
+    """Size and mtime of a file or object, ``is_dir`` for a directory or prefix; None when there
+    is nothing at ``path``. Raises ``StorageError`` for a missing bucket, denied access or an
+    unreachable endpoint."""
+    path = str(path)
+    if not is_url(path):
+        try:
+            st = os.stat(local_path(path))
+        except FileNotFoundError:
+            return None
+        return FileStat(st.st_size, st.st_mtime_ns, _st.S_ISDIR(st.st_mode))
+    import pyarrow.fs as pfs
+
+    loc = resolve(path)
+    with guarded(path):
+        info = loc.fs.get_file_info(loc.path)
+        if info.type == pfs.FileType.NotFound:
+            _check_bucket(loc, path)
+            return None
+    if info.type == pfs.FileType.Directory:
+        return FileStat(0, 0, True)
+    return FileStat(info.size or 0, info.mtime_ns or 0, False)
+
+
+def _check_bucket(loc, url: str) -> None:
+    """Nothing at ``url``: raise when its bucket is what is missing (S3 and GCS answer a key in a
+    missing bucket as not found)."""
+    import pyarrow.fs as pfs
+
+    if not loc.scheme or hasattr(loc.fs, "handler"):
+        return
+    bucket = loc.path.split("/", 1)[0]
+    if bucket != loc.path and loc.fs.get_file_info(bucket).type == pfs.FileType.NotFound:
+        raise StorageError(url, f"bucket {bucket!r} does not exist", "missing bucket")
+
+
+def exists(path) -> bool:
+    return stat(path) is not None
+
+
+def require(path, what: str = "") -> FileStat:
+    """``stat(path)``, or an error saying that nothing is there: the system's own
+    ``FileNotFoundError`` for a local path, a ``StorageError`` for a URL."""
+    if not is_url(path):
+        st = os.stat(local_path(path))
+        return FileStat(st.st_size, st.st_mtime_ns, _st.S_ISDIR(st.st_mode))
+    st = stat(path)
+    if st is None:
+        raise StorageError(str(path), f"{what + ': ' if what else ''}no such file or object",
+                           "missing")
+    return st
+
+
+def list_files(path, *, recursive: bool = True) -> list[tuple[str, FileStat]]:
+    """(path or URL, stat) of every file below a directory or prefix, sorted by name; empty when
+    there is none."""
+    path = str(path)
+    if not is_url(path):
+        root, out = local_path(path), []
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames.sort()
+            for name in filenames:
+                p = os.path.join(dirpath, name)
+                try:
+                    st = os.stat(p)
+                except FileNotFoundError:
+                    continue
+                out.append((p, FileStat(st.st_size, st.st_mtime_ns)))
+            if not recursive:
+                break
+        return sorted(out)
+    return [(url, st) for url, _, st in _listing(path, recursive) if not st.is_dir]
+
+
+def _listing(url: str, recursive: bool) -> list[tuple[str, str, FileStat]]:
+    """(URL, path relative to ``url``, stat) of everything below ``url``, sorted."""
+    import pyarrow.fs as pfs
+
+    loc = resolve(url)
+    with guarded(url):
+        if loc.fs.get_file_info(loc.path).type == pfs.FileType.NotFound:
+            _check_bucket(loc, url)
+            return []
+        infos = loc.fs.get_file_info(pfs.FileSelector(loc.path, recursive=recursive,
+                                                      allow_not_found=True))
+    top = loc.path.rstrip("/") + "/"
+    out = []
+    for i in infos:
+        if not i.path.startswith(top):
+            continue
+        out.append((loc.url(i.path), i.path[len(top):],
+                    FileStat(i.size or 0, i.mtime_ns or 0, i.type == pfs.FileType.Directory)))
+    return sorted(out)
+
+
+def glob(pattern) -> list[str]:
+    """Every file and directory matching ``pattern``, sorted, with ``glob.glob(recursive=True)``'s
+    rules on URLs too: ``*`` stays within a name, ``**`` spans directories, and a name starting
+    with a dot matches only a pattern part that does."""
+    pattern = str(pattern)
+    if not is_url(pattern):
+        return sorted(_glob.glob(local_path(pattern), recursive=True))
+    return [url for url, _ in glob_stats(pattern)]
+
+
+def glob_stats(pattern: str) -> list[tuple[str, FileStat]]:
+    """``glob`` of a URL with each match's stat, from the one listing."""
+    parts = pattern.split("/")
+    first = next(i for i, p in enumerate(parts) if _GLOB_CHARS & set(p) or i == len(parts) - 1)
+    if not _GLOB_CHARS & set(parts[first]):
+        st = stat(pattern)
+        return [(pattern, st)] if st is not None else []
+    base, wanted = "/".join(parts[:first]), parts[first:]
+    # recursive even for one level: some stores (GCS) list the directories a prefix implies only
+    # recursively, and a directory matched is a file tree to read
+    found = {}
+    for url, rel, st in _listing(base, True):
+        names = rel.split("/")
+        for depth in range(1, len(names)):  # the directories a key implies, listed or not
+            if _match(names[:depth], wanted):
+                found[url.rsplit("/", len(names) - depth)[0]] = FileStat(0, 0, True)
+        if _match(names, wanted):
+            found[url] = st
+    return sorted(found.items())
+
+
+def _match(names: list[str], parts: list[str]) -> bool:
+    if not parts:
+        return not names
+    if parts[0] == "**":
+        return _match(names, parts[1:]) or (
+            bool(names) and not names[0].startswith(".") and _match(names[1:], parts))
+    return (bool(names) and (not names[0].startswith(".") or parts[0].startswith("."))
+            and fnmatch.fnmatchcase(names[0], parts[0]) and _match(names[1:], parts[1:]))
+
+
+def makedirs(path) -> None:
+    """Create a local directory and its parents; nothing on an object store (a key's prefix
+    needs no directory)."""
+    if not is_url(path):
+        os.makedirs(local_path(path), exist_ok=True)
+
+
+def remove(path) -> bool:
+    """Delete a file or object; False when there was none (not an error: markers are removed
+    by retried attempts too)."""
+    path = str(path)
+    if not is_url(path):
+        try:
+            os.unlink(local_path(path))
+            return True
+        except FileNotFoundError:
+            return False
+    loc = resolve(path)
+    with guarded(path):
+        try:
+            loc.fs.delete_file(loc.path)
+        except FileNotFoundError:
+            return False
+    return True

@@ -1,0 +1,73 @@
+"""Open a local path or URL for reading: a buffered stream (with ``peek``, which the JSON lines
+reader uses to tell gzip and zstd from plain text) or a local copy (Parquet)."""
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from typing import Iterator
+
+from pipelines.storage.filesystems import resolve
+from pipelines.storage.listing import guarded
+from pipelines.storage.urls import is_url, local_path
+
+BUFFER = 8 << 20  # bytes asked of a store per request: each read is a ranged GET (8 MiB, as
+# AWS advises for throughput; 1 MiB reads ran at 16 MiB/s against moto, 8 MiB at 134 MiB/s)
+
+
+def open_input(path, buffer_size: int = BUFFER):
+    """A binary, buffered, forward-only stream of the file or object at ``path`` (bytes as
+    stored: compressed data is not decompressed here)."""
+    path = str(path)
+    if not is_url(path):
+        return open(local_path(path), "rb")
+    loc = resolve(path)
+    with guarded(path, loc):
+        raw = loc.fs.open_input_stream(loc.path, compression=None)
+    return io.BufferedReader(_Raw(raw, path), buffer_size)
+
+
+@contextmanager
+def local_copy(path) -> Iterator[str]:
+    """A local path with the bytes of ``path``: itself when local, else a private copy on this
+    machine's scratch disk (``TMPDIR``), downloaded in one streaming read and removed afterwards.
+
+    For formats read by random access (Parquet): one sequential GET instead of a ranged request
+    per column chunk (Arrow's GCS random-access reads also hang against gcp-storage-emulator)."""
+    path = str(path)
+    if not is_url(path):
+        yield local_path(path)
+        return
+    fd, tmp = tempfile.mkstemp(prefix="fewtrunc-", suffix="-" + path.rsplit("/", 1)[-1])
+    try:
+        with os.fdopen(fd, "wb") as out, open_input(path) as f:
+            shutil.copyfileobj(f, out, BUFFER)
+        yield tmp
+    finally:
+        os.unlink(tmp)
+
+
+def read_bytes(path) -> bytes:
+    with open_input(path) as f:
+        return f.read()
+
+
+class _Raw(io.RawIOBase):
+    """A pyarrow input stream as a ``RawIOBase`` whose errors name the URL."""
+
+    def __init__(self, stream, url: str):
+        self._stream, self._url = stream, url
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        with guarded(self._url):
+            return self._stream.readinto(buffer)
+
+    def close(self) -> None:
+        if not self.closed:
+            self._stream.close()
+        super().close()

@@ -1,0 +1,106 @@
+"""pipelines.storage and the publish calls of pipelines.atomic on real S3 and GCS protocol servers
+(moto, gcp-storage-emulator, on 127.0.0.1): listing, globs, reads, publishing, markers and the one
+error line for a missing bucket or object and an unreachable endpoint."""
+from __future__ import annotations
+
+import gzip
+
+import pytest
+
+from pipelines import atomic, storage
+from tests.pipelines.object_stores import (free_port, gcs_server, object_store,  # noqa: F401
+                                           s3_server)
+
+
+def _populate(store):
+    for name in ("d/a.jsonl", "d/b.jsonl.gz", "d/sub/c.jsonl", "d/sub/deep/e.txt", "d/.hidden"):
+        atomic.write_bytes(store.url(name), name.encode())
+
+
+def test_list_glob_stat_read(object_store):
+    _populate(object_store)
+    u = object_store.url
+    assert [x for x, _ in storage.list_files(u("d"))] == [
+        u("d/.hidden"), u("d/a.jsonl"), u("d/b.jsonl.gz"), u("d/sub/c.jsonl"),
+        u("d/sub/deep/e.txt")]
+    assert storage.glob(u("d/*.jsonl*")) == [u("d/a.jsonl"), u("d/b.jsonl.gz")]
+    assert storage.glob(u("d/**/*.jsonl")) == [u("d/a.jsonl"), u("d/sub/c.jsonl")]
+    assert storage.glob(u("d/s*")) == [u("d/sub")]  # a prefix is a directory (a file tree)
+    assert storage.glob(u("d/*")) == [u("d/a.jsonl"), u("d/b.jsonl.gz"), u("d/sub")]
+    st = storage.stat(u("d/a.jsonl"))
+    assert st.size == len(b"d/a.jsonl") and st.mtime_ns > 0 and not st.is_dir
+    assert storage.stat(u("d/sub")).is_dir
+    assert storage.stat(u("d/nothing")) is None
+    with storage.open_input(u("d/b.jsonl.gz")) as f:
+        assert f.peek(2)[:2] == b"d/" and f.read() == b"d/b.jsonl.gz"
+
+
+def test_publish_is_whole_or_nothing_and_leaves_no_temporaries(object_store):
+    u = object_store.url
+    with atomic.atomic_path(u("out/shard-00000.arrow")) as tmp:
+        assert not storage.exists(u("out/shard-00000.arrow"))  # not visible while written
+        tmp.write_bytes(b"x" * 100_000)
+    with pytest.raises(RuntimeError):
+        with atomic.atomic_path(u("out/shard-00001.arrow")) as tmp:
+            tmp.write_bytes(b"half")
+            raise RuntimeError("the writer fails")
+    assert not tmp.exists()  # the local scratch file is gone too
+    with atomic.atomic_path(u("out/rejects.jsonl")) as tmp:
+        tmp.write_bytes(b"")  # an empty file is published too
+    atomic.write_json(u("out/_work/shard-00000.done.json"), {"bytes": 100_000})
+    atomic.write_text(u("out/manifest.json"), "{}\n")
+    assert [x for x, _ in storage.list_files(u("out"))] == [
+        u("out/_work/shard-00000.done.json"), u("out/manifest.json"), u("out/rejects.jsonl"),
+        u("out/shard-00000.arrow")]
+    assert storage.read_bytes(u("out/rejects.jsonl")) == b""
+    assert storage.read_bytes(u("out/shard-00000.arrow")) == b"x" * 100_000
+    assert storage.read_bytes(u("out/_work/shard-00000.done.json")) == \
+        b'{\n "bytes": 100000\n}\n'
+    atomic.write_text(u("out/manifest.json"), "{\"v\": 2}\n")  # a rerun replaces it whole
+    assert storage.read_bytes(u("out/manifest.json")) == b'{"v": 2}\n'
+    assert storage.remove(u("out/_work/shard-00000.done.json"))
+    assert not storage.remove(u("out/_work/shard-00000.done.json"))  # gone: not an error
+    assert not storage.exists(u("out/_work/shard-00000.done.json"))
+
+
+def _one_line(exc, url):
+    text = str(exc.value)
+    assert "\n" not in text and text.startswith(url), text
+    return text
+
+
+def test_missing_bucket_and_object_are_one_line_naming_the_url(object_store):
+    scheme = object_store.server.scheme
+    url = f"{scheme}://no-such-bucket-fewtrunc/x.jsonl"
+    for call in (storage.stat, storage.read_bytes, lambda p: atomic.write_text(p, "x")):
+        with pytest.raises(storage.StorageError) as exc:
+            call(url)
+        assert "bucket 'no-such-bucket-fewtrunc' does not exist" in _one_line(exc, url)
+    missing = object_store.url("missing.jsonl")
+    with pytest.raises(storage.StorageError) as exc:
+        storage.read_bytes(missing)
+    assert "no such object" in _one_line(exc, missing)
+
+
+def test_unreachable_endpoint_is_one_line_naming_the_url(object_store, monkeypatch):
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    var = "AWS_ENDPOINT_URL" if object_store.server.scheme == "s3" else "STORAGE_EMULATOR_HOST"
+    monkeypatch.setenv(var, dead)
+    storage.configure(retry_attempts=1, retry_seconds=1, connect_timeout=1)
+    try:
+        url = object_store.url("a.jsonl")
+        with pytest.raises(storage.StorageError) as exc:
+            storage.stat(url)
+        assert f"cannot reach {dead} ({var})" in _one_line(exc, url)
+    finally:
+        storage.configure(retry_attempts=3, retry_seconds=60, connect_timeout=10)
+
+
+def test_memory_and_file_urls():
+    pytest.importorskip("fsspec")
+    atomic.write_bytes("memory://fewtrunc-test/a/x.jsonl.gz", gzip.compress(b"{}\n", mtime=0))
+    assert storage.glob("memory://fewtrunc-test/a/*.gz") == ["memory:///fewtrunc-test/a/x.jsonl.gz"]
+    assert gzip.decompress(storage.read_bytes("memory://fewtrunc-test/a/x.jsonl.gz")) == b"{}\n"
+    assert storage.local_path("file:///tmp/a%20b") == "/tmp/a b"
+    assert not storage.is_url("file:///tmp/x") and storage.is_url("gs://b/k")
+    assert storage.join("s3://b/out/", "_work", "x.json") == "s3://b/out/_work/x.json"

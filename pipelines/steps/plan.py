@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipelines.errors import ConfigError
+from pipelines.storage.urls import is_url, local_path
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 _GLOB_CHARS = set("*?[")
@@ -122,6 +123,14 @@ def resolve_sources(cfg) -> list[Source]:
     seen: dict[str, int] = {}  # real path (or dataset name) -> the input.paths entry it came from
     for i, written in enumerate(cfg.paths):
         resolved = expand_placeholders(written)
+        if is_url(resolved):  # s3://, gs://...: listed through pipelines.storage
+            from pipelines.steps.plan_urls import url_sources
+
+            for src in url_sources(i, written, resolved, cfg):
+                sources.append(src)
+                _once(seen, src.path, i, cfg.paths, src.path)
+            continue
+        resolved = local_path(resolved)  # file:///a/b is /a/b
         if cfg.format == "hf" and not os.path.exists(resolved):
             if _looks_like_path(written, resolved):
                 raise ConfigError(f"input.paths[{i}] {written!r}: no such file or directory (a "
@@ -131,7 +140,7 @@ def resolve_sources(cfg) -> list[Source]:
             continue
         prefix_w, pattern = split_glob(written)
         if pattern:
-            base = expand_placeholders(prefix_w)
+            base = local_path(expand_placeholders(prefix_w))
             matches = sorted(glob.glob(resolved, recursive=True))
             if not matches:
                 raise ConfigError(f"input.paths[{i}] {written!r} matches nothing")

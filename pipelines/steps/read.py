@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import hashlib
 from functools import lru_cache
-import os
 from dataclasses import dataclass, field
 from typing import Iterator, NamedTuple
 
 from pipelines.errors import InputError
 from pipelines.steps.plan import Source, Unit
+from pipelines.storage import stat as storage_stat
 
 _MASK63 = (1 << 63) - 1
 
@@ -190,13 +190,15 @@ def changed_since_planned(source: Source) -> str | None:
     if not source.mtime_ns:
         return None
     try:
-        st = os.stat(source.path)
+        st = storage_stat(source.path)  # a local file, or an object's size and last write
     except OSError:
+        return None  # unreachable now: reading it failed and was reported, or it is read
+    if st is None:
         return None  # gone: reading it failed and was reported, or it went after being read
-    if st.st_size == source.size and st.st_mtime_ns == source.mtime_ns:
+    if st.size == source.size and st.mtime_ns == source.mtime_ns:
         return None
-    what = (f"{source.size:,} bytes when planned, {st.st_size:,} after reading"
-            if st.st_size != source.size else "modified, same size")
+    what = (f"{source.size:,} bytes when planned, {st.size:,} after reading"
+            if st.size != source.size else "modified, same size")
     return f"changed while the run read it ({what}): run again once it is stable"
 
 

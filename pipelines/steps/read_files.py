@@ -1,19 +1,19 @@
 """File trees: each file is one document (a code corpus). Size is checked before reading."""
 from __future__ import annotations
 
-import os
 from typing import Iterator
 
 from pipelines.steps.read import Record
+from pipelines.storage import open_input, require
 
 
 def records(source, cfg) -> Iterator[Record]:
-    size = os.stat(source.path).st_size
+    size = require(source.path).size  # a local file or an object (s3://, gs://)
     if size > cfg.max_document_bytes:
         yield Record(0, None, None, size, f"document of {size:,} bytes exceeds "
                      "input.max_document_bytes")
         return
-    with open(source.path, "rb") as f:
+    with open_input(source.path) as f:
         data = f.read()
     try:
         text = data.decode("utf-8")

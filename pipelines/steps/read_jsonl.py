@@ -1,4 +1,5 @@
-"""JSON lines, plain, gzip or zstandard (detected from the first bytes), streamed in chunks.
+"""JSON lines, plain, gzip or zstandard (detected from the first bytes), streamed in chunks, from
+a local file or an object (``pipelines.storage.open_input``).
 
 A line longer than ``input.max_document_bytes`` is rejected without being held in memory. A
 truncated or corrupt compressed stream raises ``InputError`` naming the line where it broke; the
@@ -15,6 +16,7 @@ import orjson
 
 from pipelines.errors import InputError
 from pipelines.steps.read import Record
+from pipelines.storage import StorageError, open_input
 
 CHUNK = 1 << 20  # bytes read from the file at a time
 FEED = 1 << 16  # compressed bytes per decompress call: what a damaged piece is replayed from
@@ -119,10 +121,12 @@ def lines(chunks: Iterator[bytes], max_bytes: int) -> Iterator[tuple[int, bytes 
 def records(source, cfg) -> Iterator[Record]:
     limit = cfg.max_document_bytes * 2 + 1024  # JSON escapes can double a text's size
     number = 0
-    with open(source.path, "rb") as f:
+    with open_input(source.path) as f:  # a local path or a URL (s3://, gs://)
         try:
             for number, line, size in lines(_chunks(f), limit):
                 yield _parse(number, line, size, cfg)
+        except StorageError:  # the store failed mid-read, not the data: "cannot read"
+            raise
         except (EOFError, OSError, zlib.error, ValueError) as exc:
             raise InputError(f"{source.path}:line {number + 1}", f"corrupt or truncated: {exc}")
         except Exception as exc:  # zstandard.ZstdError

@@ -10,11 +10,18 @@ from pipelines.steps.read import Record
 
 
 def records(source, cfg) -> Iterator[Record]:
+    from pipelines.storage import local_copy
+
+    with local_copy(source.path) as path:  # an object (s3://, gs://) is copied to scratch first
+        yield from _records(path, source, cfg)
+
+
+def _records(path: str, source, cfg) -> Iterator[Record]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
-        pf = pq.ParquetFile(source.path)
+        pf = pq.ParquetFile(path)
     except (pa.ArrowException, OSError) as exc:
         raise InputError(source.path, f"not a readable Parquet file: {exc}") from exc
     names = pf.schema_arrow.names

@@ -52,7 +52,7 @@ def _load(path: str | None):
             try:
                 data = read_bytes(path)
             except StorageError as exc:
-                raise ConfigError(f"tokenizer.path {exc}") from None
+                raise ConfigError(f"tokenizer.path {path!r}: {exc.reason}") from None
             build = lambda: Tokenizer.from_str(data.decode("utf-8"))  # noqa: E731
         else:
             p = Path(local_path(path))  # file:///a/tokenizer.json is /a/tokenizer.json

@@ -48,7 +48,7 @@ def url_sources(i: int, written: str, resolved: str, cfg) -> list:
                                       fst.mtime_ns))
         return sources
     except storage.StorageError as exc:
-        raise ConfigError(f"input.paths[{i}] {exc}") from None
+        raise ConfigError(f"input.paths[{i}] {written!r}: {exc.reason}") from None
 
 
 def _walk_order(rel: str) -> tuple:

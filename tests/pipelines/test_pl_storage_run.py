@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import pipelines
-from pipelines import atomic
+from pipelines import atomic, storage
 from pipelines.errors import ConfigError
 from pipelines.shard_format import list_shards, open_shard
 from tests.pipelines.conftest import base_overrides, english_records, write_jsonl
@@ -33,8 +33,9 @@ def test_input_paths_on_a_store_plan_like_their_local_copy(object_store, tmp_pat
                                              **extra))
         assert [(s.key[len(str(tmp_path)):], s.format, s.size) for s in local] == \
             [(s.key[len(object_store.root):], s.format, s.size) for s in remote]
-    with pytest.raises(ConfigError, match=r"input.paths\[0\] .*://no-such-bucket-fewtrunc/d: "
-                                          "bucket 'no-such-bucket-fewtrunc' does not exist"):
+    with pytest.raises(ConfigError, match=r"input.paths\[0\] '.*://no-such-bucket-fewtrunc/d/"
+                                          r"\*.jsonl': bucket 'no-such-bucket-fewtrunc' does "
+                                          "not exist"):
         resolve_sources(InputConfig(paths=(
             f"{object_store.server.scheme}://no-such-bucket-fewtrunc/d/*.jsonl",)))
     with pytest.raises(ConfigError, match="matches nothing"):
@@ -94,3 +95,27 @@ def test_a_file_tree_on_a_store_packs_as_its_local_copy(object_store, corpus, tm
     local = [open_shard(p).select(cols) for p in list_shards(tmp_path / "local")]
     remote = [open_shard(p).select(cols) for p in list_shards(tmp_path / "remote")]
     assert local and [t.to_pylist() for t in remote] == [t.to_pylist() for t in local]
+
+
+def test_a_missing_tokenizer_object_is_a_config_error_naming_it(object_store):
+    from pipelines.tokenizer import load_tokenizer
+
+    url = object_store.url("tok/missing.json")
+    with pytest.raises(ConfigError, match=rf"tokenizer.path '{url}': no such object"):
+        load_tokenizer(url)
+
+
+def test_an_object_gone_after_planning_is_a_reject_naming_it(object_store):
+    from pipelines.config import InputConfig
+    from pipelines.steps.plan import plan_units
+    from pipelines.steps.read import Reader
+
+    for name in ("g/a.jsonl", "g/b.jsonl"):
+        atomic.write_text(object_store.url(name), '{"text": "hello"}\n')
+    cfg = InputConfig(paths=(object_store.url("g/*.jsonl"),))
+    (unit,) = plan_units(cfg)
+    storage.remove(object_store.url("g/a.jsonl"))
+    (batch,) = Reader(cfg)(unit)
+    assert batch.texts == ["hello"]
+    assert batch.rejects == [{"file": object_store.url("g/a.jsonl"), "reason":
+                              f"cannot read: {object_store.url('g/a.jsonl')}: no such object"}]

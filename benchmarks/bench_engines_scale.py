@@ -4,6 +4,11 @@ cluster), 1 and 2 workers, on N copies of the pipeline benchmark's corpus (defau
 (``input.unit_bytes`` = 3 MB, as in a real corpus of many files of 64 MB or more).
 
     python benchmarks/bench_engines_scale.py [--copies 8] [--mode pinned|shared|both] [--repeat N]
+        [--against REV]
+
+``--against REV`` also runs every cell on the code of commit REV (exported to a temporary
+directory), cell by cell beside this checkout's, so both see the same load on a shared machine;
+its table follows, with each cell's change against REV.
 
 Two ways to give a run "w workers", both reported (``--mode both``, the default):
 - pinned: the run and every process it starts are bound to w cores (CPU affinity, inherited by
@@ -43,10 +48,11 @@ from bench_pipeline import corpus_texts  # noqa: E402
 UNIT_BYTES = 3_000_000  # one input unit per copy, as in a corpus of many files of >= unit_bytes
 
 
-def run_cell(engine: str, workers: int, paths: str, out: Path, cores=None, cluster=None) -> tuple:
+def run_cell(engine: str, workers: int, paths: str, out: Path, cores=None, cluster=None,
+             root: Path = ROOT) -> tuple:
     env = dict(cluster.env if cluster else os.environ)
     env.pop("RAY_ADDRESS", None)
-    args = [sys.executable, "-m", "pipelines.cli", "run", str(ROOT / "configs" / "demo.yaml"),
+    args = [sys.executable, "-m", "pipelines.cli", "run", str(root / "configs" / "demo.yaml"),
             f"input.paths={paths}", f"output.dir={out}", "output.report=false",
             f"input.unit_bytes={UNIT_BYTES}", f"engine={engine}", "--quiet"]
     if engine == "local":
@@ -56,7 +62,7 @@ def run_cell(engine: str, workers: int, paths: str, out: Path, cores=None, clust
     else:
         args += [f"ray.address={cluster.address}", f"ray.concurrency={workers}"]
     t0 = time.perf_counter()
-    proc = subprocess.run(args, env=env, capture_output=True, text=True, cwd=ROOT,
+    proc = subprocess.run(args, env=env, capture_output=True, text=True, cwd=root,
                           preexec_fn=(lambda: os.sched_setaffinity(0, cores)) if cores else None)
     wall = time.perf_counter() - t0
     if proc.returncode:
@@ -79,22 +85,34 @@ def start_cluster(num_cpus: int, cores):
         os.sched_setaffinity(0, before)
 
 
-def best_cell(repeat: int, engine: str, w: int, paths: str, out: Path, cores, cluster=None):
-    """The fastest of ``repeat`` runs (each into a fresh directory)."""
-    runs = [run_cell(engine, w, paths, out.with_name(f"{out.name}-{i}"), cores, cluster)
-            for i in range(repeat)]
-    return min(runs, key=lambda r: r[0])
+def best_cell(repeat: int, engine: str, w: int, paths: str, out: Path, cores, cluster=None,
+              roots=(ROOT,)) -> list:
+    """Per code root, the fastest of ``repeat`` runs (each into a fresh directory); the roots
+    take turns, so that they share the machine's load."""
+    runs = [[] for _ in roots]
+    for i in range(repeat):
+        for j, root in enumerate(roots):
+            runs[j].append(run_cell(engine, w, paths, out.with_name(f"{out.name}-{j}-{i}"),
+                                    cores, cluster, root))
+    return [min(r, key=lambda r: r[0]) for r in runs]
 
 
-def run_mode(mode: str, paths: str, tmp: Path, repeat: int = 1) -> dict:
-    results = {}
+def run_mode(mode: str, paths: str, tmp: Path, repeat: int = 1, roots=(ROOT,)) -> list[dict]:
+    """One result dict per code root: (engine, workers) -> (wall, tokens, shards)."""
+    results = [{} for _ in roots]
+
+    def record(key, cells):
+        for res, cell in zip(results, cells):
+            res[key] = cell
+        print(f"  {mode} {key[0]} x{key[1]}: " + " / ".join(f"{c[0]:.1f} s" for c in cells),
+              file=sys.stderr)
+
     cores_of = (lambda w: set(sorted(os.sched_getaffinity(0))[:w])) if mode == "pinned" \
         else (lambda w: None)
     for engine in ("local", "beam"):
         for w in (1, 2):
-            results[(engine, w)] = best_cell(repeat, engine, w, paths,
-                                             tmp / f"{mode}-{engine}{w}", cores_of(w))
-            print(f"  {mode} {engine} x{w}: {results[(engine, w)][0]:.1f} s", file=sys.stderr)
+            record((engine, w), best_cell(repeat, engine, w, paths, tmp / f"{mode}-{engine}{w}",
+                                          cores_of(w), roots=roots))
     cluster = None
     for w in (1, 2):
         if cluster is None or mode == "pinned":  # pinned: a cluster of w CPUs on w cores
@@ -105,28 +123,39 @@ def run_mode(mode: str, paths: str, tmp: Path, repeat: int = 1) -> dict:
             if mode == "pinned" or w == 1:  # a running cluster has run jobs before: warm it up
                 run_cell("ray", w, paths.split(",")[0], tmp / f"{mode}-warmup{w}", cores_of(w),
                          cluster)
-            results[("ray-cluster", w)] = best_cell(repeat, "ray", w, paths,
-                                                    tmp / f"{mode}-ray{w}", cores_of(w), cluster)
+            record(("ray-cluster", w), best_cell(repeat, "ray", w, paths, tmp / f"{mode}-ray{w}",
+                                                 cores_of(w), cluster, roots))
         except BaseException:
             cluster.stop()
             raise
-        print(f"  {mode} ray-cluster x{w}: {results[('ray-cluster', w)][0]:.1f} s", file=sys.stderr)
     cluster.stop()
     return results
 
 
-def table(results: dict) -> str:
+def table(results: dict, base: dict | None = None) -> str:
+    """The scaling table; with ``base`` (the same cells on other code), each wall time's change."""
     ref_wall, _, ref_shards = results[("local", 2)]
-    lines = ["| engine | workers | wall s | tokens/s | 2 vs 1 worker | vs local at 2 | shards = local |",
-             "|---|---|---|---|---|---|---|"]
+    extra = ("", "") if base is None else (" wall vs base |", "---|")
+    lines = [f"| engine | workers | wall s | tokens/s | 2 vs 1 worker | vs local at 2 | "
+             f"shards = local |{extra[0]}", f"|---|---|---|---|---|---|---|{extra[1]}"]
     for (engine, w), (wall, tok, shards) in results.items():
         one = results[(engine, 1)][0]
         speed = f"{one / wall:.2f}x" if w == 2 else ""
         share = f"{ref_wall / wall:.0%}" if w == 2 else ""
         same = "yes" if shards == ref_shards else "NO"
+        vs = "" if base is None else f" {wall / base[(engine, w)][0] - 1:+.0%} |"
         lines.append(f"| {engine} | {w} | {wall:.1f} | {tok / wall:,.0f} | {speed} | {share} "
-                     f"| {same} |")
+                     f"| {same} |{vs}")
     return "\n".join(lines)
+
+
+def export(rev: str, into: Path) -> Path:
+    """The tree of commit ``rev`` of this checkout, under ``into``."""
+    into.mkdir()
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev], check=True,
+                             capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into
 
 
 def main() -> int:
@@ -134,6 +163,7 @@ def main() -> int:
     ap.add_argument("--copies", type=int, default=8)
     ap.add_argument("--mode", choices=("pinned", "shared", "both"), default="both")
     ap.add_argument("--repeat", type=int, default=1, help="best of N runs per cell")
+    ap.add_argument("--against", metavar="REV", help="also run each cell on commit REV's code")
     args = ap.parse_args()
     if len(os.sched_getaffinity(0)) < 2:
         raise SystemExit("needs at least 2 cores")
@@ -147,12 +177,16 @@ def main() -> int:
         for i in range(args.copies):
             (tmp / f"copy{i}.jsonl.zst").write_bytes(blob)
             files.append(str(tmp / f"copy{i}.jsonl.zst"))
-        results = {mode: run_mode(mode, ",".join(files), tmp, args.repeat) for mode in modes}
-    tokens = next(iter(results.values()))[("local", 1)][1]
+        roots = (ROOT,) + ((export(args.against, tmp / "against"),) if args.against else ())
+        results = {mode: run_mode(mode, ",".join(files), tmp, args.repeat, roots)
+                   for mode in modes}
+    tokens = next(iter(results.values()))[0][("local", 1)][1]
     print(f"{args.copies} copies, {tokens:,} tokens; {os.cpu_count()} cores\n")
     for mode, res in results.items():
         print(f"{mode} (workers {'= cores' if mode == 'pinned' else 'on every core'}):\n")
-        print(table(res) + "\n")
+        if args.against:
+            print(f"this checkout:\n\n{table(res[0], res[1])}\n\n{args.against}:\n")
+        print(table(res[-1]) + "\n")
     return 0
 
 

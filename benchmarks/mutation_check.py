@@ -93,7 +93,7 @@ MUTANTS = [
     Mutant("resume-skips-sha256", "pipelines/stages.py",
            'if entry["rows"] == end - start and sha256_file(path) == entry["sha256"]:',
            'if entry["rows"] == end - start:', EXACT),
-    Mutant("stale-shard-kept", "pipelines/driver.py",
+    Mutant("stale-shard-kept", "pipelines/row_plan.py",
            "        if extra.name not in planned:\n            extra.unlink()",
            "        if extra.name not in planned:\n            pass", RELIABILITY),
     Mutant("rerun-trusts-manifest", "pipelines/resume.py",

@@ -1,28 +1,28 @@
 """The one place that sequences a run, whatever the engine:
 
-    prepare (plan, lock, resume) -> tokenize pending units -> plan rows -> write shard ranges
+    prepare (plan, lock, resume) -> tokenize pending units -> pack rows -> write shard ranges
     -> finalize (manifest last)
 
-An engine only maps a stage over work items (``engine.map(stage, items, report)``); results are
-read back from the stages' markers, which are also what a resumed run skips by.
+The middle three are stages (``pipelines/stages.py``), each stage's outputs the next one's
+items. An engine maps them: ``engine.run_stages(stages, items, progress) -> timings``; local and
+Ray map one stage after the other (``map_in_turn``), Beam chains them in one pipeline. Results
+are read back from the stages' markers, which are also what a resumed run skips by.
 """
 from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 from pipelines.errors import ConfigError, FatalError
 from pipelines.finish import finalize
 from pipelines.output_lock import lock_output, release_output
 from pipelines.resume import resume
+from pipelines.row_plan import load_row_plan, planned_shard_ranges, unit_markers
 from pipelines.run_plan import RunPlan, build_run_plan
-from pipelines.shard_format import list_shards, shard_name
-from pipelines.stages import (TokenizeUnits, WriteShards, keep_tokenizer, save_row_plan,
-                              shard_marker)
+from pipelines.shard_format import shard_name
+from pipelines.stages import (PackRows, TokenizeUnits, WriteShards, keep_tokenizer, shard_marker,
+                              unit_bytes)
 from pipelines.steps import spill
-from pipelines.steps.pack import plan_rows
-from pipelines.steps.write import DocTable, shard_ranges
 
 
 def prepare(cfg, check: str = "size"):
@@ -46,70 +46,44 @@ def prepare(cfg, check: str = "size"):
 
 
 def run(cfg, engine, progress: bool = False, check: str = "size") -> dict:
-    """Run (or resume, or recognize as finished) ``cfg``, mapping its stages with ``engine``
-    (a context manager: it starts and stops its workers or cluster)."""
+    """Run (or resume, or recognize as finished) ``cfg``, its stages run by ``engine`` (a
+    context manager: it starts and stops its workers or cluster)."""
     t0 = time.perf_counter()
     plan, tokenize, finished = prepare(cfg, check)
     if finished is not None:
         return {"status": "already complete", "manifest": finished, "out": str(plan.out)}
     keep_tokenizer(tokenize)  # an in-process worker reuses it
-    timings = {}
+    stages = [TokenizeUnits(plan), PackRows(plan), WriteShards(plan)]
     with engine:
-        todo = pending_units(plan)
-        with Progress(progress, sum(_size(u) for u in todo), "tokenize") as bar:
-            engine.map(TokenizeUnits(plan), [u.index for u in todo], bar.add)
-        timings["tokenize_s"] = time.perf_counter() - t0
-        if tokenize.guard is not None and tokenize.guard.seconds:  # encoded in this process
-            timings["guard_thread_s"] = tokenize.guard.seconds
-        t1 = time.perf_counter()
-        docs, rows, markers = plan_all_rows(plan)
-        save_row_plan(plan.work, docs, rows)
-        timings["pack_s"] = time.perf_counter() - t1
-        t2 = time.perf_counter()
-        ranges = plan_shards_and_remove_strays(plan, rows)
-        with Progress(progress, len(ranges), "write", unit="shard") as bar:
-            engine.map(WriteShards(plan), [(k, a, b) for k, (a, b) in enumerate(ranges)],
-                       bar.add)
-        shards = shard_entries(plan, len(ranges))
-        timings["write_s"] = time.perf_counter() - t2
+        todo = [u.index for u in pending_units(plan)]
+        timings = engine.run_stages(stages, todo, progress)
+    if tokenize.guard is not None and tokenize.guard.seconds:  # encoded in this process
+        timings["guard_thread_s"] = tokenize.guard.seconds
+    docs, rows = load_row_plan(plan.work)
+    shards = shard_entries(plan, len(planned_shard_ranges(plan, rows)))
     timings["total_s"] = time.perf_counter() - t0
-    manifest = finalize(plan, docs, rows, markers, shards, timings)
+    manifest = finalize(plan, docs, rows, unit_markers(plan), shards, timings)
     return {"status": "complete", "manifest": manifest, "out": str(plan.out), "timings": timings}
 
 
-def _size(unit) -> int:
-    return sum(s.size for s in unit.sources)
+def map_in_turn(map_stage, stages: list, items: list, progress: bool) -> dict:
+    """Each stage over the items the stage before returned (a ``gather`` stage: one call on all
+    of them), with a progress bar; returns ``{name}_s`` timings."""
+    timings = {}
+    for stage in stages:
+        t = time.perf_counter()
+        total, unit = stage.work_size(items)
+        with Progress(progress and unit is not None, total, stage.name, unit or "") as bar:
+            items = map_stage(stage, [items] if stage.gather else items, bar.add)
+        timings[f"{stage.name}_s"] = time.perf_counter() - t
+    return timings
 
 
 def pending_units(plan: RunPlan) -> list:
     """Units without a marker, largest first (in input order among equals): the last unit a
     worker takes is a small one. The order has no effect on the output (a unit's own files)."""
     todo = [u for u in plan.units if spill.load_marker(plan.work, u.index) is None]
-    return sorted(todo, key=lambda u: (-_size(u), u.index))
-
-
-def plan_all_rows(plan: RunPlan):
-    """Split + pack every accepted document's length (after every unit is tokenized)."""
-    markers = [spill.load_marker(plan.work, u.index) for u in plan.units]
-    missing = [u.index for u, m in zip(plan.units, markers) if m is None]
-    if missing:
-        raise FatalError(f"planning rows before every unit is tokenized (units {missing[:10]} "
-                         "have no marker)")
-    docs = DocTable.from_units([spill.load_docs(plan.work, u.index) for u in plan.units])
-    rows = plan_rows(docs.length, plan.cfg.pack)
-    if int(rows.seg_len.sum()) != int(docs.length.sum()):
-        raise FatalError("the row plan does not hold every token of the accepted documents")
-    return docs, rows, markers
-
-
-def plan_shards_and_remove_strays(plan: RunPlan, rows) -> list[tuple[int, int]]:
-    """The row range of every shard; shard files beyond them (an earlier, larger plan's) go."""
-    ranges = shard_ranges(rows.n_rows, plan.cfg.output.rows_per_shard)
-    planned = {shard_name(k) for k in range(len(ranges))}
-    for extra in list_shards(plan.out):  # only inside a known run (prepare refuses others)
-        if extra.name not in planned:
-            extra.unlink()
-    return ranges
+    return sorted(todo, key=lambda u: (-unit_bytes(u), u.index))
 
 
 def shard_entries(plan: RunPlan, n: int) -> list[dict]:

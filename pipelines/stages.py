@@ -1,23 +1,23 @@
-"""The run's two parallel stages, each a frozen, picklable config that knows nothing of engines.
+"""The run's stages, each a frozen, picklable config that knows nothing of engines.
 
 ``stage.setup(threads)`` runs once per worker (it loads the tokenizer, or memory-maps the row
-plan) and returns the stage's call on work items: ``call(items, report=None)`` does every item
-and leaves its result in a marker file (the driver reads the markers, so no engine has to carry
-results back). An engine only decides where and how often ``setup`` and the call run; every name,
-marker and byte comes from here and from ``pipelines/steps``.
+plan) and returns the stage's call: ``call(items, report=None)`` does every item, leaves its
+result in a marker file (the driver reads the markers, so no engine carries results back) and
+returns the next stage's items. A stage with ``gather = True`` is one call on every output of
+the stage before (a barrier). An engine only decides where and how often ``setup`` and the call
+run; every name, marker and byte comes from here and from ``pipelines/steps``.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
-from pipelines.atomic import atomic_path, write_json
+from pipelines.atomic import write_json
 from pipelines.faults import crash_point
+from pipelines.row_plan import load_row_plan, plan_all_rows, plan_shards_and_remove_strays, \
+    save_row_plan
 from pipelines.run_plan import RunPlan
 from pipelines.shard_format import shard_name, write_shard_batches
 from pipelines.steps import spill
@@ -25,8 +25,6 @@ from pipelines.steps.read import Reader
 from pipelines.steps.tokenize import Tokenize, set_worker_threads
 from pipelines.steps.write import build_shard, sha256_file
 from pipelines.unit_stream import tokenize_units
-
-PLAN = "plan"  # the row plan's arrays in the work directory, for the shard writers
 
 _TOKENIZERS: dict = {}  # tokenizer config -> this process's Tokenize (one per worker)
 
@@ -44,13 +42,22 @@ def worker_tokenizer(cfg, threads: int) -> Tokenize:
     return _TOKENIZERS[cfg]
 
 
+def unit_bytes(unit) -> int:
+    return sum(s.size for s in unit.sources)
+
+
 @dataclass(frozen=True)
 class TokenizeUnits:
     """Unit index -> the unit's spill files and marker: read, tokenize and spill the whole unit
     (``unit_stream``). Units given together stream back to back on ``threads`` encoders."""
 
     plan: RunPlan
-    name = "tokenize"
+    name, gather = "tokenize", False
+
+    def work_size(self, items) -> tuple[int, str]:
+        """For a progress bar: the input bytes of these units."""
+        units = {u.index: u for u in self.plan.units}
+        return sum(unit_bytes(units[i]) for i in items), "B"
 
     def setup(self, threads: int):
         cfg = self.plan.cfg
@@ -58,9 +65,30 @@ class TokenizeUnits:
         reader = Reader(cfg.input, cfg.tokenizer.batch_bytes)
         units = {u.index: u for u in self.plan.units}
 
-        def call(items, report=None):
+        def call(items, report=None) -> list:
             tokenize_units(self.plan.work, tokenize, [units[i] for i in items], reader,
                            threads, report)
+            return []
+        return call
+
+
+@dataclass(frozen=True)
+class PackRows:
+    """After every unit: split + pack every document's length (one call, lengths only), save the
+    row plan for the writers, remove stray shards -> the shard ranges ``(k, start, end)``."""
+
+    plan: RunPlan
+    name, gather = "pack", True
+
+    def work_size(self, items) -> tuple[int, None]:
+        return 0, None  # one call, no bar
+
+    def setup(self, threads: int):
+        def call(items, report=None) -> list:
+            docs, rows, _ = plan_all_rows(self.plan)
+            save_row_plan(self.plan.work, docs, rows)
+            ranges = plan_shards_and_remove_strays(self.plan, rows)
+            return [(k, a, b) for k, (a, b) in enumerate(ranges)]
         return call
 
 
@@ -71,21 +99,26 @@ class WriteShards:
     gather release the GIL)."""
 
     plan: RunPlan
-    name = "write"
+    name, gather = "write", False
+
+    def work_size(self, items) -> tuple[int, str]:
+        return len(items), "shard"
 
     def setup(self, threads: int):
         docs, rows = load_row_plan(self.plan.work)
         store = spill.SpillStore(self.plan.work, len(self.plan.units))
 
-        def call(items, report=None):
+        def call(items, report=None) -> list:
             with ThreadPoolExecutor(max(1, threads)) as pool:
-                for _ in pool.map(lambda j: write_shard(self.plan, rows, docs, store, *j), items):
+                for _ in pool.map(lambda j: write_shard_range(self.plan, rows, docs, store, *j),
+                                  items):
                     if report is not None:
                         report(1)
+            return []
         return call
 
 
-def write_shard(plan: RunPlan, rows, docs, store, k: int, start: int, end: int) -> dict:
+def write_shard_range(plan: RunPlan, rows, docs, store, k: int, start: int, end: int) -> dict:
     """Write shard ``k`` unless its marker shows an identical file is already there."""
     path = plan.out / shard_name(k)
     marker = shard_marker(plan.work, k)
@@ -116,26 +149,3 @@ def shard_marker(work: Path, k: int) -> Path:
 def batch_rows(seq_len: int) -> int:
     """Rows per Arrow record batch inside a shard: about 1M tokens, fixed by seq_len alone."""
     return max(1, (1 << 20) // seq_len)
-
-
-def save_row_plan(work: Path, docs, rows) -> None:
-    """The plan's arrays as ``.npy`` (atomic), for every shard writer to memory-map."""
-    d = Path(work) / PLAN
-    d.mkdir(parents=True, exist_ok=True)
-    for prefix, obj in (("docs", docs), ("rows", rows)):
-        for f in dataclasses.fields(obj):
-            with atomic_path(d / f"{prefix}.{f.name}.npy", suffix=".npy") as tmp:
-                np.save(tmp, getattr(obj, f.name))
-
-
-def load_row_plan(work: Path):
-    from pipelines.steps.pack import RowPlan
-    from pipelines.steps.write import DocTable
-
-    d = Path(work) / PLAN
-
-    def load(cls, prefix):
-        return cls(**{f.name: np.load(d / f"{prefix}.{f.name}.npy", mmap_mode="r")
-                      for f in dataclasses.fields(cls)})
-
-    return load(DocTable, "docs"), load(RowPlan, "rows")

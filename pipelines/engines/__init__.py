@@ -1,3 +1,3 @@
-"""Engines map a stage of ``pipelines.stages`` over work items (``pipelines.driver`` sequences the
-run): ``local`` in this process, ``ray_engine`` on a pool of Ray actors, ``beam_engine`` as one Beam
-pipeline per stage. Each module's ``run(cfg, ...)`` is the entry point ``pipelines.api`` calls."""
+"""Engines map the stages of ``pipelines.stages`` over work items (``pipelines.driver`` sequences
+the run): ``local`` in this process, ``ray_engine`` on a pool of Ray actors, ``beam_engine`` as
+one Beam pipeline. Each module's ``run(cfg, ...)`` is the entry point ``pipelines.api`` calls."""

@@ -5,7 +5,8 @@ import apache_beam as beam
 
 
 class StageDoFn(beam.DoFn):
-    """An item -> the stage's call on it; the stage is set up once per DoFn instance."""
+    """An item -> the stage's outputs (the next stage's items); for a ``gather`` stage the item
+    is the list of every output before it. Set up once per DoFn instance."""
 
     def __init__(self, stage):
         self.stage = stage
@@ -14,4 +15,4 @@ class StageDoFn(beam.DoFn):
         self.call = self.stage.setup(1)  # the workers are the parallelism
 
     def process(self, item):
-        self.call([item])
+        yield from self.call(item if self.stage.gather else [item])

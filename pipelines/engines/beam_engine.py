@@ -1,10 +1,15 @@
-"""The Beam engine: each stage is one pipeline, ``Create(items) | Reshuffle | ParDo(StageDoFn)``.
+"""The Beam engine: the stages chained in one pipeline,
+
+    Create(units) | Reshuffle | ParDo(StageDoFn(tokenize))
+                  | ToList    | ParDo(StageDoFn(pack))      (a gather stage: one call, a barrier)
+                  | Reshuffle | ParDo(StageDoFn(write))
 
 ``StageDoFn.setup`` sets the stage up once per DoFn instance (``beam.num_workers`` single-threaded
-workers: the workers are the parallelism); the Reshuffle spreads the items over them. Results
-stay in the stages' markers, so nothing is collected: a replayed bundle rewrites the same fixed
-file names. The work and output directories must be visible to every worker (a shared file
-system); with the DirectRunner they are local.
+workers: the workers are the parallelism); each stage's outputs are the next one's items. One
+pipeline, not one per stage: each costs the start of every worker process. Results stay in the
+stages' markers, so nothing is collected: a replayed bundle rewrites the same fixed file names.
+The work and output directories must be visible to every worker (a shared file system); with the
+DirectRunner they are local.
 
 Runners: ``DirectRunner`` (default) runs Beam's portable FnApiRunner directly, in
 ``beam.running_mode`` (multi_processing) with ``beam.num_workers`` processes. Beam's own
@@ -20,7 +25,6 @@ from pathlib import Path
 
 from pipelines import driver
 from pipelines.errors import ConfigError, FatalError
-
 
 _DIRECT = {"", "directrunner", "direct", "switchingdirectrunner"}
 _PRISM = {"prismrunner", "prism"}
@@ -83,19 +87,22 @@ class BeamEngine:
     def __exit__(self, *exc) -> None:
         pass
 
-    def map(self, stage, items: list, report=None) -> None:
-        if not items:
-            return
+    def run_stages(self, stages: list, items: list, progress: bool) -> dict:
         import apache_beam as beam
 
         from pipelines.engines.beam_dofn import StageDoFn  # imports Beam: only when a job runs
 
         p = beam.Pipeline(runner=self.runner, options=self.options)
-        _ = (p | "Items" >> beam.Create(items) | "Spread" >> beam.Reshuffle()
-             | stage.name.capitalize() >> beam.ParDo(StageDoFn(stage)))
+        pcoll = p | "Items" >> beam.Create(items)
+        for stage in stages:
+            name = stage.name.capitalize()
+            before = beam.combiners.ToList() if stage.gather else beam.Reshuffle()
+            pcoll = (pcoll | f"Before{name}" >> before
+                     | name >> beam.ParDo(StageDoFn(stage)))
         state = p.run().wait_until_finish()
         if str(state).split(".")[-1] not in ("DONE", "UNKNOWN"):
-            raise FatalError(f"Beam pipeline {stage.name!r} ended {state}")
+            raise FatalError(f"Beam pipeline ended {state}")
+        return {}
 
 
 def run(cfg, progress: bool = False, engine_args=(), check: str = "size") -> dict:

@@ -1,8 +1,8 @@
-"""The local engine: each stage set up once in this process, its items on this machine's cores.
+"""The local engine: each stage set up once in this process, all its items in one call.
 
-The tokenize stage gets every pending unit in one call, so units stream back to back on
-``local.workers`` encoding threads (the cores do not idle at file boundaries); the write stage
-writes shards on a thread per core (up to 8: zstd and the gather release the GIL).
+So the tokenize stage streams every pending unit back to back on ``local.workers`` encoding
+threads (the cores do not idle at file boundaries), and the write stage writes shards on a
+thread per core (up to 8: zstd and the gather release the GIL).
 """
 from __future__ import annotations
 
@@ -14,15 +14,17 @@ class LocalEngine:
     def __init__(self, workers: int = 0):
         self.threads = {"tokenize": workers or usable_cores(), "write": min(usable_cores(), 8)}
 
+    def run_stages(self, stages: list, items: list, progress: bool) -> dict:
+        return driver.map_in_turn(self.map, stages, items, progress)
+
     def __enter__(self):
         return self
 
     def __exit__(self, *exc) -> None:
         pass
 
-    def map(self, stage, items: list, report=None) -> None:
-        if items:
-            stage.setup(self.threads[stage.name])(items, report)
+    def map(self, stage, items: list, report=None) -> list:
+        return stage.setup(self.threads.get(stage.name, 1))(items, report) if items else []
 
 
 def run(cfg, progress: bool = False, check: str = "size") -> dict:

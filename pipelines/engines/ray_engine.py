@@ -75,15 +75,17 @@ class StageWorker:
     def __init__(self, threads: int):
         self.threads, self.key, self.call = threads, None, None
 
-    def run(self, stage, items: list) -> int:
+    def run(self, stage, items: list) -> list:
         key = (stage.name, stage.plan.fingerprint)
         if key != self.key:
             self.key, self.call = key, stage.setup(self.threads)
-        self.call(items)
-        return len(items)
+        return self.call(items)
 
 
 class RayEngine:
+    """Connects (or starts a private Ray) on entry; kills its actors and stops what it started
+    on exit."""
+
     def __init__(self, rcfg):
         self.rcfg, self.actors, self.started = rcfg, [], False
 
@@ -116,14 +118,19 @@ class RayEngine:
             self.actors.append(remote.remote(max(1, round(r.cpus_per_actor))))
         return self.actors[:min(n, size)]
 
-    def map(self, stage, items: list, report=None) -> None:
-        """Every item on a free actor, one item per call; results stay in the stage's markers
-        (``report`` is for in-process calls: remote progress is not reported)."""
+    def run_stages(self, stages: list, items: list, progress: bool) -> dict:
+        return driver.map_in_turn(self.map, stages, items, progress)
+
+    def map(self, stage, items: list, report=None) -> list:
+        """Every item on a free actor, one item per call; a ``gather`` stage (the pack: lengths
+        only) runs here, on the driver. Progress is not reported from the actors."""
         import ray
 
+        if stage.gather:
+            return stage.setup(1)(items)
         if not items:
-            return
-        actors, ref = self._pool(len(items)), ray.put(stage)
+            return []
+        actors, ref, outputs = self._pool(len(items)), ray.put(stage), []
         todo, running = list(reversed(items)), {}  # call -> index of its actor
         free = list(range(len(actors)))
         while todo or running:
@@ -131,8 +138,9 @@ class RayEngine:
                 i = free.pop()
                 running[actors[i].run.remote(ref, [todo.pop()])] = i
             (done,), _ = ray.wait(list(running), num_returns=1)
-            ray.get(done)  # raises the item's error
+            outputs += ray.get(done)  # raises the item's error
             free.append(running.pop(done))
+        return outputs
 
 
 def run(cfg, progress: bool = False, check: str = "size") -> dict:

@@ -108,3 +108,22 @@ def test_setup_file_builds_the_package_dataflow_stages(tmp_path):
                    "setup.py"):
         assert module in names, module
     assert any(n.startswith("pipelines/assets/") and n.endswith(".zst") for n in names)
+
+
+def test_stages_ship_the_run_plan_and_nothing_live(tmp_path):
+    """What an engine sends to its workers is plain data: the run plan (config, units,
+    fingerprints) pickles and compares equal after the trip, and holds no tokenizer."""
+    import pickle
+
+    from pipelines.run_plan import build_run_plan
+    from pipelines.stages import PackRows, TokenizeUnits, WriteShards
+    from tests.pipelines.conftest import english_records, write_jsonl
+
+    src = write_jsonl(tmp_path / "in.jsonl", english_records(5))
+    plan, tokenize = build_run_plan(load_run_config(None, [f"input.paths={src}",
+                                                           f"output.dir={tmp_path / 'o'}"]))
+    for stage in (TokenizeUnits(plan), PackRows(plan), WriteShards(plan)):
+        blob = pickle.dumps(stage)
+        assert pickle.loads(blob) == stage
+        assert b"pipelines.steps.tokenize" not in blob and len(blob) < 20_000
+    assert not (tmp_path / "o").exists()  # planning touches no output

@@ -241,7 +241,8 @@ def test_finalize_refuses_an_output_that_lost_a_shard(tmp_path, corpus):
     from pipelines import driver
     from pipelines.finish import finalize
     from pipelines.output_lock import release_output
-    from pipelines.stages import write_shard
+    from pipelines.row_plan import plan_all_rows, plan_shards_and_remove_strays
+    from pipelines.stages import write_shard_range
     from pipelines.errors import FatalError
 
     out = tmp_path / "o"
@@ -252,10 +253,10 @@ def test_finalize_refuses_an_output_that_lost_a_shard(tmp_path, corpus):
     plan, _, finished = driver.prepare(load_run_config(None, args))
     try:
         assert finished is None
-        docs, rows, markers = driver.plan_all_rows(plan)
+        docs, rows, markers = plan_all_rows(plan)
         store = spill.SpillStore(plan.work, len(plan.units))
-        shards = [write_shard(plan, rows, docs, store, k, a, b)
-                  for k, (a, b) in enumerate(driver.plan_shards_and_remove_strays(plan, rows))]
+        shards = [write_shard_range(plan, rows, docs, store, k, a, b)
+                  for k, (a, b) in enumerate(plan_shards_and_remove_strays(plan, rows))]
         with pytest.raises(FatalError, match="conservation broken"):
             finalize(plan, docs, rows, markers, shards[:-1], {})
         assert not (out / "manifest.json").exists()

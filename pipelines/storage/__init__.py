@@ -15,15 +15,24 @@ fsspec protocols where fsspec has them), behind one small API.
 Local paths never go through pyarrow: they keep the ``os`` calls and the buffered ``open`` the
 readers used before, so local runs are unchanged.
 """
-from pipelines.storage.errors import StorageError
-from pipelines.storage.filesystems import configure, resolve
-from pipelines.storage.listing import (FileStat, exists, glob, list_files, makedirs, remove,
-                                      require, stat)
-from pipelines.storage.reading import local_copy, open_input, read_bytes
-from pipelines.storage.urls import is_url, join, local_path, scheme_of
+import importlib
 
-__all__ = [
-    "FileStat", "StorageError", "configure", "exists", "glob", "is_url", "join",
-    "list_files", "local_copy", "local_path", "makedirs", "open_input", "read_bytes", "remove",
-    "require", "resolve", "scheme_of", "stat",
-]
+# name -> the submodule that defines it. Loaded on first use (PEP 562), not here: a package
+# __init__ that imports its submodules deadlocks two threads that import them at the same time
+# (a run preloads the tokenizer in a thread while the engine is imported)
+_WHERE = {
+    "StorageError": "errors", "configure": "filesystems", "resolve": "filesystems",
+    **dict.fromkeys(["FileStat", "exists", "glob", "list_files", "makedirs", "remove", "require",
+                     "stat"], "listing"),
+    **dict.fromkeys(["local_copy", "open_input", "read_bytes"], "reading"),
+    **dict.fromkeys(["is_url", "join", "local_path", "scheme_of"], "urls"),
+}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+    globals()[name] = value
+    return value

@@ -92,12 +92,13 @@ class BufferedPacker:
         while pos < new.size:
             base = int(ends[pos - 1]) if pos else 0
             room = self.buffer_tokens - self._tokens
-            stop = min(int(np.searchsorted(ends, base + room, side="left")) + 1, new.size)
+            stop = int(np.searchsorted(ends, base + room, side="left")) + 1
+            stop = min(max(stop, pos + 1), new.size)  # at least one item, as room may be <= 0
             self.ids = np.concatenate([self.ids, np.arange(first_id + pos, first_id + stop)])
             self.lens = np.concatenate([self.lens, new[pos:stop]])
             self._tokens += int(ends[stop - 1]) - base
             pos = stop
-            if self._tokens >= self.buffer_tokens:  # the item that fills the buffer is in it
+            if self.buffered_tokens >= self.buffer_tokens:  # the item that fills the buffer is in it
                 out.append(self._round(final=False))
         return out[0] if len(out) == 1 else _concat_bins(out)
 

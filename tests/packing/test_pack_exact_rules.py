@@ -10,26 +10,33 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from packing import BufferedPacker, pack, split_documents
+from packing.bfd import bfd_assign_histogram
 
 _spec = importlib.util.spec_from_file_location("naive", Path(__file__).with_name("naive.py"))
 naive = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(naive)
 
 
-@pytest.mark.parametrize("algorithm", ["bfd", "obfd"])
+def _assign(lengths, capacity, algorithm):
+    """``pack``'s assignment; "bfd-histogram" forces BFD's large-input pass on a small input."""
+    if algorithm == "bfd-histogram":
+        return bfd_assign_histogram(np.asarray(lengths, dtype=np.int64), capacity)[0].tolist()
+    return pack(lengths, capacity, algorithm).assignment.tolist()
+
+
+@pytest.mark.parametrize("algorithm", ["bfd", "bfd-histogram", "obfd"])
 def test_group_counts_merge_repeated_destinations(algorithm):
     # several groups move into the same remaining capacity at once (np.add.at, not fancy +=)
-    res = pack([19, 15, 12, 3, 3, 3, 3, 2, 2, 1], 20, algorithm)
-    assert sorted(res.fills.tolist()) == [3, 20, 20, 20]
-    assert res.assignment.tolist() == naive.naive_bfd_assignment(
-        [19, 15, 12, 3, 3, 3, 3, 2, 2, 1], 20)
+    lengths = [19, 15, 12, 3, 3, 3, 3, 2, 2, 1]
+    got = _assign(lengths, 20, algorithm)
+    assert sorted(np.bincount(got, weights=lengths).tolist()) == [3, 20, 20, 20]
+    assert got == naive.naive_bfd_assignment(lengths, 20)
 
 
-@pytest.mark.parametrize("algorithm", ["bfd", "obfd"])
+@pytest.mark.parametrize("algorithm", ["bfd", "bfd-histogram", "obfd"])
 def test_tie_between_bins_goes_to_the_one_that_reached_the_room_first(algorithm):
-    assert pack([6, 6, 4], 10, algorithm).assignment.tolist() == [0, 1, 0]
-    assert pack([5, 7, 7, 3, 3], 10, algorithm).assignment.tolist() == \
-        naive.naive_bfd_assignment([5, 7, 7, 3, 3], 10)
+    assert _assign([6, 6, 4], 10, algorithm) == [0, 1, 0]
+    assert _assign([5, 7, 7, 3, 3], 10, algorithm) == naive.naive_bfd_assignment([5, 7, 7, 3, 3], 10)
 
 
 @settings(max_examples=200, deadline=None)
@@ -38,8 +45,9 @@ def test_tie_between_bins_goes_to_the_one_that_reached_the_room_first(algorithm)
 def test_whole_assignment_equals_a_naive_bfd(case):
     cap, lengths = case
     want = naive.naive_bfd_assignment(lengths, cap)
-    for algorithm in ("bfd", "obfd"):
-        assert pack(lengths, cap, algorithm).assignment.tolist() == want, algorithm
+    for algorithm in ("bfd", "bfd-histogram", "obfd"):
+        if lengths:
+            assert _assign(lengths, cap, algorithm) == want, algorithm
 
 
 def test_split_counts():

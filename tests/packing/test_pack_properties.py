@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 import packing.order
 from packing import lower_bound, pack
+from packing.bfd import bfd_assign_histogram
 
 _spec = importlib.util.spec_from_file_location("naive", Path(__file__).with_name("naive.py"))
 naive = importlib.util.module_from_spec(_spec)
@@ -75,6 +76,9 @@ def test_bfd_in_parallel_chunks_matches_naive(monkeypatch_chunks, inst):
     result = pack(lengths, capacity, "bfd")
     check_valid(result, lengths, capacity)
     assert sorted(result.fills.tolist()) == naive.naive_bfd(lengths.tolist(), capacity)
+    if lengths.size:  # small inputs take the sorted-list pass: run the chunked histogram pass too
+        assignment, _ = bfd_assign_histogram(lengths, capacity)
+        assert assignment.tolist() == naive.naive_bfd_assignment(lengths.tolist(), capacity)
 
 
 @pytest.fixture(scope="module")

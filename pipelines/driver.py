@@ -37,7 +37,8 @@ def prepare(cfg, check: str = "size"):
     if out.exists() and not out.is_dir():
         raise ConfigError(f"output.dir {str(out)!r} exists and is not a directory")
     out.mkdir(parents=True, exist_ok=True)
-    lock_output(out)
+    lock_output(out, plan.fingerprint)  # on a store: the first write, so a bucket that is
+    # missing or read-only stops the run here, before any work
     try:
         return plan, tokenize, resume(plan, check)
     except BaseException:

@@ -3,7 +3,6 @@ fsynced); the work directory goes unless ``output.keep_work``; the lock is relea
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 from pipelines.atomic import fsync_path, write_json, write_text
@@ -15,6 +14,8 @@ from pipelines.steps.manifest import build_manifest
 from pipelines.steps.stats import run_stats
 from pipelines.steps.verify import SHARD_FILE, manifest_seal
 from pipelines.steps.write import sha256_file
+from pipelines.storage.paths import as_path, remove_tree
+from pipelines.storage.urls import is_url
 
 
 def finalize(plan: RunPlan, docs, rows, markers, shards: list, timings: dict) -> dict:
@@ -40,9 +41,10 @@ def finalize(plan: RunPlan, docs, rows, markers, shards: list, timings: dict) ->
     manifest["seal"] = manifest_seal(manifest)
     crash_point("manifest", 0)
     write_json(plan.out / "manifest.json", manifest, sync=True)
-    fsync_path(plan.out)
+    if not is_url(plan.out):  # a store has the object once the upload returns
+        fsync_path(plan.out)
     if not plan.cfg.output.keep_work:
-        shutil.rmtree(plan.work, ignore_errors=True)
+        remove_tree(plan.work)
     release_output(plan.out)
     return manifest
 
@@ -54,7 +56,7 @@ def output_files(out: Path) -> dict:
     """{name: {"bytes", "sha256"}} of every file of the run besides its shards, the manifest and
     timings.json (rejects.jsonl, stats.json, config.yaml, the report): ``verify`` checks them."""
     files = {}
-    for path in sorted(Path(out).iterdir()):
+    for path in sorted(as_path(out).iterdir()):
         name = path.name
         if (name.startswith(".") or name in UNHASHED or not path.is_file()
                 or SHARD_FILE.fullmatch(name)):

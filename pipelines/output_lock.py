@@ -1,24 +1,41 @@
 """The output directory's lock: one run at a time per ``output.dir`` (flock on a file that names
-its holder), taken before any work and released when the run ends, however it ends."""
+its holder), taken before any work and released when the run ends, however it ends.
+
+On an object store (no flock, and pyarrow.fs has no conditional PUT) the lock is an object,
+``.fewtrunc.lock``, naming the run's fingerprint and its holder. A run finding one of another
+fingerprint is refused (best effort: two runs starting in the same second can both miss the
+other's object); one of its own fingerprint is taken over: it is the same run, killed or still
+running elsewhere, whose attempts write the same bytes to the same keys."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
 from pipelines.errors import OutputError
+from pipelines.storage.urls import is_url
 
 LOCK = ".fewtrunc.lock"  # held (flock) while a run uses the directory; removed when it ends
 
-_LOCKS: dict[str, int] = {}  # output directory (real path) -> descriptor of its held lock file
+_LOCKS: dict = {}  # output directory (real path) -> descriptor of its held lock file (a URL ->
+# the holder line its lock object names)
 
 
-def lock_output(out: Path) -> None:
-    """Take the exclusive lock of ``out`` (flock on ``out/.fewtrunc.lock``, which names the
-    holder), or raise ``OutputError`` naming the run that holds it."""
-    import fcntl
+def _holder() -> str:
     import socket
     import time
 
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+    return f"pid {os.getpid()} on {socket.gethostname()}, since {stamp}"
+
+
+def lock_output(out: Path, fingerprint: str = "") -> None:
+    """Take the exclusive lock of ``out`` (flock on ``out/.fewtrunc.lock``, which names the
+    holder; on an object store, see above), or raise ``OutputError`` naming the run that holds
+    it."""
+    import fcntl
+
+    if is_url(out):
+        return _lock_object(out, fingerprint)
     key = os.path.realpath(out)
     if key in _LOCKS:  # this process holds it already (an earlier run here ended in an error)
         return
@@ -46,14 +63,43 @@ def lock_output(out: Path) -> None:
         os.close(fd)  # the previous holder removed the file as we opened it: take the new one
     else:
         raise OutputError(f"output.dir {str(out)!r}: could not take its lock {path}")
-    stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
     os.ftruncate(fd, 0)
-    os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}, since {stamp}\n".encode(), 0)
+    os.pwrite(fd, f"{_holder()}\n".encode(), 0)
     _LOCKS[key] = fd
+
+
+def _lock_object(out, fingerprint: str) -> None:
+    import json
+
+    from pipelines.atomic import write_json
+    from pipelines.storage import join, read_bytes, stat
+
+    key, url = str(out), join(str(out), LOCK)
+    if key in _LOCKS:
+        return
+    if stat(url) is not None:
+        try:
+            held = json.loads(read_bytes(url))
+        except (OSError, ValueError):
+            held = {}
+        if held.get("fingerprint") != fingerprint:
+            raise OutputError(f"output.dir {key!r} is in use by another fewtrunc run "
+                              f"({held.get('holder', 'unknown')}, another config or input); "
+                              f"wait for it to end, or delete {url} if that run is gone, or "
+                              "choose another output.dir")
+    holder = _holder()
+    write_json(url, {"fingerprint": fingerprint, "holder": holder})
+    _LOCKS[key] = holder
 
 
 def release_output(out) -> None:
     """Remove and release the lock of ``out`` if this process holds it."""
+    if is_url(out):
+        if _LOCKS.pop(str(out), None) is not None:
+            from pipelines.storage import join, remove
+
+            remove(join(str(out), LOCK))
+        return
     fd = _LOCKS.pop(os.path.realpath(out), None)
     if fd is None:
         return

@@ -4,7 +4,6 @@ something else to refuse."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 from pipelines.atomic import TMP_GLOB, write_json
@@ -14,6 +13,8 @@ from pipelines.run_plan import ENGINE_KEYS, WORK, RunPlan
 from pipelines.shard_format import list_shards
 from pipelines.steps.verify import load_manifest, manifest_seal
 from pipelines.steps.write import sha256_file
+from pipelines.storage.paths import remove_tree
+from pipelines.storage.urls import is_url
 
 
 def resume(plan: RunPlan, check: str) -> dict | None:
@@ -29,7 +30,7 @@ def resume(plan: RunPlan, check: str) -> dict | None:
         damage = output_damage(out, manifest, check)
         if not damage:
             if plan.work.exists() and not plan.cfg.output.keep_work:
-                shutil.rmtree(plan.work, ignore_errors=True)  # killed after the manifest
+                remove_tree(plan.work)  # killed after the manifest
             release_output(out)
             return manifest
         if not _same_run(plan.work / "run.json", fp):
@@ -62,8 +63,9 @@ def resume(plan: RunPlan, check: str) -> dict | None:
             write_json(run_file, record)
     else:
         write_json(run_file, record)
-    for stray in list(out.glob(TMP_GLOB)) + list(plan.work.glob("*.tmp*")):
-        stray.unlink(missing_ok=True)  # temporaries of a killed run (the lock keeps others out)
+    if not is_url(out):  # a store holds no temporaries (pipelines.atomic)
+        for stray in list(out.glob(TMP_GLOB)) + list(plan.work.glob("*.tmp*")):
+            stray.unlink(missing_ok=True)  # temporaries of a killed run (the lock keeps others out)
     return None
 
 

@@ -3,6 +3,7 @@ tokenized), the shards' row ranges, and the plan's arrays saved for the shard wr
 from __future__ import annotations
 
 import dataclasses
+import io
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from pipelines.shard_format import list_shards, shard_name
 from pipelines.steps import spill
 from pipelines.steps.pack import RowPlan, plan_rows
 from pipelines.steps.write import DocTable, shard_ranges
+from pipelines.storage.paths import UrlPath, as_path
 
 PLAN = "plan"  # the row plan's arrays in the work directory
 
@@ -55,7 +57,7 @@ def plan_shards_and_remove_strays(plan: RunPlan, rows) -> list[tuple[int, int]]:
 
 def save_row_plan(work: Path, docs, rows) -> None:
     """The plan's arrays as ``.npy`` (atomic), for every shard writer to memory-map."""
-    d = Path(work) / PLAN
+    d = as_path(work) / PLAN
     d.mkdir(parents=True, exist_ok=True)
     for prefix, obj in (("docs", docs), ("rows", rows)):
         for f in dataclasses.fields(obj):
@@ -64,10 +66,14 @@ def save_row_plan(work: Path, docs, rows) -> None:
 
 
 def load_row_plan(work: Path) -> tuple[DocTable, RowPlan]:
-    d = Path(work) / PLAN
+    d = as_path(work) / PLAN
+
+    def npy(path):  # memory-mapped on a local disk, read whole from a store
+        if isinstance(path, UrlPath):
+            return np.load(io.BytesIO(path.read_bytes()))
+        return np.load(path, mmap_mode="r")
 
     def load(cls, prefix):
-        return cls(**{f.name: np.load(d / f"{prefix}.{f.name}.npy", mmap_mode="r")
-                      for f in dataclasses.fields(cls)})
+        return cls(**{f.name: npy(d / f"{prefix}.{f.name}.npy") for f in dataclasses.fields(cls)})
 
     return load(DocTable, "docs"), load(RowPlan, "rows")

@@ -17,6 +17,7 @@ from pipelines.configio import to_dict
 from pipelines.errors import ConfigError
 from pipelines.output_lock import LOCK
 from pipelines.steps.plan import expand_placeholders, inputs_digest, plan_units, split_glob
+from pipelines.storage.paths import as_path
 from pipelines.steps.tokenize import Tokenize
 from pipelines.tokenizer import load_tokenizer, tokenizer_fingerprint
 
@@ -29,7 +30,7 @@ BACKEND_KEYS = ("backend", "guard_fraction", "guard_first", "guard_chars")
 @dataclass(frozen=True)
 class RunPlan:
     cfg: object  # the RunConfig (frozen dataclasses)
-    out: Path
+    out: Path  # a UrlPath when output.dir is a URL (pipelines.storage.paths)
     work: Path
     units: tuple
     tokenizer_info: dict
@@ -67,7 +68,7 @@ def build_run_plan(cfg) -> tuple[RunPlan, Tokenize]:
         tokenize = loading.result()
     config = to_dict(cfg)
     digest = inputs_digest(units)
-    out = Path(cfg.output.dir)
+    out = as_path(cfg.output.dir)
     tok_info = {"fingerprint": tok_fp, "vocab_size": tokenize.tokenizer.get_vocab_size(),
                 "bos_id": tokenize.bos, "eos_id": tokenize.eos, "backend": tokenize.backend}
     inputs = {"units": len(units), "sources": sum(len(u.sources) for u in units),
@@ -96,18 +97,25 @@ def _check_seq_len(seq_len: int) -> None:
 def _refuse_output_inside_inputs(cfg) -> None:
     """output.dir where an input path would reach it: its shards and rejects would become input,
     and every resume or rerun would see another input. Refused before any work."""
-    out = os.path.realpath(cfg.output.dir)
+    from pipelines.storage import is_url, stat
+
+    remote = is_url(cfg.output.dir)
+    out = cfg.output.dir.rstrip("/") if remote else os.path.realpath(cfg.output.dir)
     ours = ("shard-00000.arrow", "manifest.json", "rejects.jsonl", "stats.json", "config.yaml",
             "timings.json", "report.html", "lengths.png", WORK, LOCK)
     for i, written in enumerate(cfg.input.paths):
         prefix, pattern = split_glob(written)
-        base = os.path.realpath(expand_placeholders(prefix if pattern else written))
+        base = expand_placeholders(prefix if pattern else written)
+        if is_url(base) != remote:
+            continue  # one on a store, the other on a local disk
+        base = base.rstrip("/") if remote else os.path.realpath(base)
         rel = os.path.relpath(out, base).replace(os.sep, "/")
         if rel == ".." or rel.startswith("../"):
             continue  # out is not below this input
         parts = [] if rel == "." else rel.split("/")
         if not pattern:
-            reached = os.path.isdir(base)  # a tree (or HF directory) holds everything below it
+            st = stat(base) if remote else None
+            reached = st.is_dir if remote and st else os.path.isdir(base)  # a tree (or HF directory) holds everything below it
         else:
             globs = pattern.split("/")
             if "**" in globs or any("**" in g for g in globs):

@@ -16,6 +16,7 @@ wrapper in ``training``. zstd/lz4-compressed shards are decompressed on read; on
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pyarrow as pa
@@ -49,22 +50,33 @@ def write_shard(table: pa.Table, path: str | Path, compression: str = "zstd") ->
             writer.write_table(table)
 
 
-def write_shard_batches(batches, path: str | Path, compression: str = "zstd") -> None:
+def write_shard_batches(batches, path: str | Path, compression: str = "zstd") -> tuple[int, str]:
     """Like ``write_shard``, but from an iterable of tables/record batches written one by one,
-    so a shard's memory is one batch, not the whole shard. Nothing is published on an error."""
+    so a shard's memory is one batch, not the whole shard. Nothing is published on an error.
+    Returns the file's size and sha256 (hashed before it is published: on a store, the shard
+    is not read back)."""
+    from pipelines.steps.write import sha256_file
+
     codec = None if compression in (None, "none") else compression
     options = ipc.IpcWriteOptions(compression=codec)
     with atomic_path(path, sync=True) as tmp:
         with ipc.new_file(str(tmp), SCHEMA, options=options) as writer:
             for batch in batches:
                 writer.write(batch)
+        summary = os.path.getsize(tmp), sha256_file(tmp)
+    return summary
 
 
 def open_shard(path: str | Path) -> pa.Table:
-    """Memory-map one shard (zero-copy when uncompressed)."""
-    source = pa.memory_map(str(path), "r")
+    """Memory-map one shard (zero-copy when uncompressed); a shard on a store is read whole."""
+    from pipelines.storage import is_url, read_bytes
+
+    source = pa.py_buffer(read_bytes(path)) if is_url(path) else pa.memory_map(str(path), "r")
     return ipc.open_file(source).read_all()
 
 
 def list_shards(directory: str | Path) -> list[Path]:
-    return sorted(Path(directory).glob(SHARD_GLOB))
+    """The shards of a run directory, sorted (``UrlPath``s when it is a URL)."""
+    from pipelines.storage.paths import as_path
+
+    return sorted(as_path(directory).glob(SHARD_GLOB))

@@ -24,6 +24,8 @@ from pipelines.steps import spill
 from pipelines.steps.read import Reader
 from pipelines.steps.tokenize import Tokenize, set_worker_threads
 from pipelines.steps.write import build_shard, sha256_file
+from pipelines.storage.paths import as_path
+from pipelines.storage.urls import is_url
 from pipelines.unit_stream import tokenize_units
 
 _TOKENIZERS: dict = {}  # tokenizer config -> this process's Tokenize (one per worker)
@@ -124,7 +126,11 @@ def write_shard_range(plan: RunPlan, rows, docs, store, k: int, start: int, end:
     marker = shard_marker(plan.work, k)
     if marker.is_file() and path.is_file():
         entry = json.loads(marker.read_text())
-        if entry["rows"] == end - start and sha256_file(path) == entry["sha256"]:
+        # on a store a shard is complete or absent, and its marker follows it: the size says
+        # it is this one (hashing it would download it)
+        same = (path.stat().st_size == entry["bytes"] if is_url(path)
+                else sha256_file(path) == entry["sha256"])
+        if entry["rows"] == end - start and same:
             return entry
     step = batch_rows(plan.cfg.pack.seq_len)
 
@@ -133,17 +139,17 @@ def write_shard_range(plan: RunPlan, rows, docs, store, k: int, start: int, end:
             yield build_shard(rows, a, min(a + step, end), docs, store)
         crash_point("shard_tmp", k)
 
-    write_shard_batches(batches(), path, plan.cfg.output.compression)
+    size, digest = write_shard_batches(batches(), path, plan.cfg.output.compression)
     entry = {"file": path.name, "rows": end - start,
              "tokens": int(rows.seg_len[rows.row_offsets[start] : rows.row_offsets[end]].sum()),
-             "bytes": path.stat().st_size, "sha256": sha256_file(path)}
+             "bytes": size, "sha256": digest}
     write_json(marker, entry)
     crash_point("shard", k)
     return entry
 
 
 def shard_marker(work: Path, k: int) -> Path:
-    return Path(work) / f"shard-{k:05d}.done.json"
+    return as_path(work) / f"shard-{k:05d}.done.json"
 
 
 def batch_rows(seq_len: int) -> int:

@@ -19,17 +19,16 @@ def add_arguments(parser) -> None:
 
 
 def main(args) -> int:
-    from pathlib import Path
-
     import numpy as np
 
     from pipelines.commands.run import summary_table
     from pipelines.errors import InputError
+    from pipelines.storage.paths import as_path
     from pipelines.shard_format import open_shard
     from pipelines.steps.verify import load_manifest
     from pipelines.tokenizer import load_tokenizer, tokenizer_fingerprint
 
-    out = Path(args.dir)
+    out = as_path(args.dir)
     mpath = out / "manifest.json"
     if not mpath.is_file():
         raise InputError(str(out), "no manifest.json: not a finished fewtrunc run")

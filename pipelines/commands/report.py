@@ -21,12 +21,11 @@ def add_arguments(parser) -> None:
 
 def main(args) -> int:
     import json
-    from pathlib import Path
-
     from pipelines.errors import InputError
+    from pipelines.storage.paths import as_path
     from pipelines.steps.report import write_report
 
-    out = Path(args.dir)
+    out = as_path(args.dir)
     if not (out / "stats.json").is_file():
         raise InputError(str(out), "no stats.json: not a finished fewtrunc run")
     stats = json.loads((out / "stats.json").read_text())

@@ -8,8 +8,10 @@
 workers: the workers are the parallelism); each stage's outputs are the next one's items. One
 pipeline, not one per stage: each costs the start of every worker process. Results stay in the
 stages' markers, so nothing is collected: a replayed bundle rewrites the same fixed file names.
-The work and output directories must be visible to every worker (a shared file system); with the
-DirectRunner they are local.
+The inputs, ``output.dir`` and its ``_work/`` may be ``s3://`` or ``gs://`` URLs, read and written
+by the same code on every worker (``pipelines.storage``), so a Dataflow job needs no shared file
+system; a local output directory must be visible to every worker. The DirectRunner's workers
+inherit the driver's environment (credentials, ``AWS_ENDPOINT_URL``, ``STORAGE_EMULATOR_HOST``).
 
 Runners: ``DirectRunner`` (default) runs Beam's portable FnApiRunner directly, in
 ``beam.running_mode`` (multi_processing) with ``beam.num_workers`` processes. Beam's own

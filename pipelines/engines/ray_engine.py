@@ -6,8 +6,9 @@ first time it gets one of its items (a restarted actor does it again), so one po
 stages without a second round of worker start-up. Items go to whichever actor is free (largest
 units first: the driver's order). Ray restarts a lost actor and retries its call
 (``ray.max_restarts``, ``ray.max_task_retries``); a retried item rewrites the same fixed file
-names. The output directory must be visible to every node (a shared file system) when the
-cluster has more than one.
+names. ``output.dir`` and the inputs may be ``s3://`` or ``gs://`` URLs, so no node needs a
+shared file system: the storage environment of the driver (``AWS_*``, ``STORAGE_EMULATOR_HOST``,
+``GOOGLE_APPLICATION_CREDENTIALS``) goes to every worker in the runtime environment.
 """
 from __future__ import annotations
 
@@ -16,10 +17,10 @@ import os
 import secrets
 import sys
 import time
-from pathlib import Path
 
 from pipelines import driver
 from pipelines.errors import ConfigError, FatalError
+from pipelines.storage.paths import as_path
 
 
 def _local_ray_env() -> None:
@@ -42,6 +43,13 @@ def _local_ray_env() -> None:
         ray_constants.ENABLE_RAY_CLUSTER = False
 
 
+def storage_env() -> dict:
+    """The driver's object-store settings, for workers that do not inherit its environment."""
+    from pipelines.storage.filesystems import _ENV
+
+    return {k: os.environ[k] for k in _ENV if os.environ.get(k)}
+
+
 def connect(rcfg) -> bool:
     """Join or start Ray per ``ray.address``; True when this call started it (we shut it down)."""
     address = rcfg.address.strip()
@@ -54,6 +62,8 @@ def connect(rcfg) -> bool:
     if ray.is_initialized():
         return False
     kwargs = {"logging_level": "WARNING", "log_to_driver": True}
+    if storage_env():
+        kwargs["runtime_env"] = {"env_vars": storage_env()}
     if address:
         ray.init(address=address, **kwargs)
     else:
@@ -169,7 +179,8 @@ def submit_job(cfg, poll_s: float = 1.0) -> dict:
     client = JobSubmissionClient(cfg.ray.address.strip())
     job = client.submit_job(
         entrypoint="python -m pipelines.engines.ray_engine",
-        runtime_env={"working_dir": ".", "env_vars": {_JOB_ENV: json.dumps(config)}},
+        runtime_env={"working_dir": ".",
+                     "env_vars": {**storage_env(), _JOB_ENV: json.dumps(config)}},
     )
     while (status := client.get_job_status(job)) not in (
         JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED
@@ -178,7 +189,7 @@ def submit_job(cfg, poll_s: float = 1.0) -> dict:
     logs = client.get_job_logs(job)
     if status != JobStatus.SUCCEEDED:
         raise FatalError(f"Ray job {job} ended {status}:\n{logs[-4000:]}")
-    manifest_path = Path(cfg.output.dir) / "manifest.json"
+    manifest_path = as_path(cfg.output.dir) / "manifest.json"
     if not manifest_path.is_file():
         raise FatalError(f"Ray job {job} succeeded, but {manifest_path} is not visible here "
                          f"(it is on the cluster's file system). Job log:\n{logs[-2000:]}")

@@ -125,7 +125,9 @@ def render_html(stats: dict, manifest: dict | None, png: bool = False) -> str:
 
 def write_report(out, stats: dict, manifest: dict | None = None, png: bool = False) -> Path:
     """``report.html`` (charts inline); with ``png``, the four figures as PNG files as well."""
-    out = Path(out)
+    from pipelines.storage.paths import as_path
+
+    out = as_path(out)
     if png:
         _plots(out, stats)
     path = out / "report.html"

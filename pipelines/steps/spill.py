@@ -10,14 +10,23 @@ reads, so resident memory is bounded by the shard being built, not by the spill.
 """
 from __future__ import annotations
 
+import io
 import json
 import os
+import shutil
+import tempfile
+import threading
+import weakref
 from pathlib import Path
 
 import numpy as np
 
 from packing.split import positions_within
-from pipelines.atomic import atomic_path, temp_name, write_json
+from pipelines.atomic import atomic_path, publish_file, temp_name, write_json
+from pipelines.storage.paths import UrlPath, as_path
+
+
+_CACHE_LOCK = threading.Lock()
 
 
 def _name(work: Path, unit: int, suffix: str) -> Path:
@@ -42,7 +51,7 @@ class UnitSpill:
     """
 
     def __init__(self, work: Path, unit: int):
-        self.work, self.unit = Path(work), unit
+        self.work, self.unit = as_path(work), unit
         self.dtype: np.dtype | None = None  # fixed by the first batch's id bound
         self.tmp = self.f = None  # opened with the first batch, named by its dtype
         self.doc_ids: list[np.ndarray] = []
@@ -52,7 +61,11 @@ class UnitSpill:
 
     def _open(self, dtype: np.dtype) -> None:
         self.dtype = dtype
-        self.tmp = temp_name(_name(self.work, self.unit, SUFFIX[dtype]))
+        final = _name(self.work, self.unit, SUFFIX[dtype])
+        if isinstance(final, UrlPath):  # written on local scratch, uploaded by ``finish``
+            self.tmp = Path(tempfile.gettempdir()) / temp_name(final.name).name
+        else:
+            self.tmp = temp_name(final)
         self.f = open(self.tmp, "wb")
 
     def add(self, batch) -> None:
@@ -84,7 +97,9 @@ class UnitSpill:
         self.f.flush()
         os.fsync(self.f.fileno())
         self.f.close()
-        os.replace(self.tmp, _name(self.work, self.unit, SUFFIX[self.dtype]))
+        publish_file(self.tmp, _name(self.work, self.unit, SUFFIX[self.dtype]))
+        if isinstance(self.work, UrlPath):
+            self.tmp.unlink(missing_ok=True)  # an upload leaves the local file
         ids = np.concatenate(self.doc_ids) if self.doc_ids else np.zeros(0, np.int64)
         lens = np.concatenate(self.lengths) if self.lengths else np.zeros(0, np.int64)
         with atomic_path(_name(self.work, self.unit, "docs.npy"), sync=True) as tmp:
@@ -106,14 +121,15 @@ class UnitSpill:
 
 
 def load_marker(work: Path, unit: int) -> dict | None:
-    path = _name(Path(work), unit, "done.json")
+    path = _name(as_path(work), unit, "done.json")
     if not path.is_file():
         return None
     return json.loads(path.read_text(encoding="utf-8"))
 
 
 def load_docs(work: Path, unit: int) -> tuple[np.ndarray, np.ndarray]:
-    arr = np.load(_name(Path(work), unit, "docs.npy"))
+    path = _name(as_path(work), unit, "docs.npy")
+    arr = np.load(io.BytesIO(path.read_bytes()) if isinstance(path, UrlPath) else path)
     return arr[0], arr[1]
 
 
@@ -137,8 +153,9 @@ class SpillStore:
     IOV_MAX = 1024  # buffers per preadv (Linux's limit)
 
     def __init__(self, work: Path, n_units: int):
-        self.work, self.n_units = Path(work), n_units
+        self.work, self.n_units = as_path(work), n_units
         self._files: dict[int, tuple[Path, np.dtype]] = {}  # unit -> (its file, its dtype)
+        self._cache = None  # a store's unit files, copied to local scratch on first use
 
     def _file(self, u: int) -> tuple[Path, np.dtype]:
         found = self._files.get(u)
@@ -150,6 +167,28 @@ class SpillStore:
                      else (_name(self.work, u, SUFFIX[np.dtype(np.int32)]), np.dtype(np.int32)))
             self._files[u] = found  # a benign race: threads would store the same pair
         return found
+
+    def _local(self, u: int):
+        """The unit's file on this machine: itself on a local disk; on a store, a copy on local
+        scratch downloaded in one streaming read the first time a write uses the unit (ranged
+        reads would be one request per run of adjacent segments, thousands per shard), removed
+        with the store."""
+        path = self._file(u)[0]
+        if not isinstance(path, UrlPath):
+            return path
+        with _CACHE_LOCK:
+            if self._cache is None:
+                self._cache = tempfile.mkdtemp(prefix="fewtrunc-spill-")
+                weakref.finalize(self, shutil.rmtree, self._cache, True)
+            local = os.path.join(self._cache, path.name)
+            if not os.path.exists(local):
+                from pipelines.storage import open_input
+
+                tmp = local + ".part"
+                with open(tmp, "wb") as out, open_input(str(path)) as f:
+                    shutil.copyfileobj(f, out, 8 << 20)
+                os.replace(tmp, local)
+        return local
 
     def _dtypes(self, unit: np.ndarray) -> np.ndarray:
         """Each segment's itemsize (2 or 4), looked up once per distinct unit."""
@@ -202,7 +241,7 @@ class SpillStore:
     def _read(self, fds: dict, u: int, s: int, buffers: list, nbytes: int, size: int) -> None:
         fd = fds.get(u)
         if fd is None:
-            fd = fds[u] = os.open(self._file(u)[0], os.O_RDONLY)
+            fd = fds[u] = os.open(self._local(u), os.O_RDONLY)
         got = os.preadv(fd, buffers, s * size)
         if got != nbytes:
             raise OSError(f"{self._file(u)[0]}: short read at token {s} "

@@ -16,6 +16,8 @@ import numpy as np
 from pipelines.errors import OutputError
 from pipelines.shard_format import SCHEMA, list_shards, open_shard
 from pipelines.steps.write import sha256_file
+from pipelines.storage.paths import as_path
+from pipelines.storage.reading import open_input
 
 SHARD_FILE = re.compile(r"shard-[0-9]{5,}\.arrow")  # a name inside the run directory, no path
 _KEYS = {"run_fingerprint": str, "config": dict, "shards": list, "totals": dict}
@@ -31,7 +33,7 @@ def load_manifest(directory) -> dict:
     """The manifest of a finished run, or ``OutputError`` naming what is wrong with it: not JSON,
     a key missing, or a shard entry that is not a plain shard name (``../x`` would make verify
     and inspect open files outside the run directory)."""
-    path = Path(directory) / "manifest.json"
+    path = as_path(directory) / "manifest.json"
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -95,7 +97,7 @@ def check_table(table, seq_len: int, name: str) -> tuple[list[str], int]:
 
 
 def verify_dir(directory) -> tuple[list[str], dict]:
-    out = Path(directory)
+    out = as_path(directory)
     mpath = out / "manifest.json"
     if not mpath.is_file():
         return [f"{mpath}: no manifest (the run is not finished, or this is not a fewtrunc "
@@ -172,7 +174,7 @@ def _rederived(out: Path, manifest: dict, segments: int, firsts: int) -> list[st
                         f"documents_accepted {t.get('documents_accepted')}")
     rejects = out / "rejects.jsonl"
     if rejects.is_file():
-        with open(rejects, "rb") as f:
+        with open_input(rejects) as f:
             n = sum(1 for _ in f)
         if n != t.get("documents_rejected"):
             problems.append(f"{n} lines in rejects.jsonl, manifest documents_rejected "

@@ -84,8 +84,11 @@ def build_shard(plan, row_start: int, row_end: int, docs: DocTable, store) -> pa
 
 
 def sha256_file(path, block: int = 1 << 22) -> str:
+    """sha256 of a local file or an object (``pipelines.storage``)."""
+    from pipelines.storage import open_input
+
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open_input(path) as f:
         while chunk := f.read(block):
             h.update(chunk)
     return h.hexdigest()

@@ -24,6 +24,7 @@ _WHERE = {
     "StorageError": "errors", "configure": "filesystems", "resolve": "filesystems",
     **dict.fromkeys(["FileStat", "exists", "glob", "list_files", "makedirs", "remove", "require",
                      "stat"], "listing"),
+    **dict.fromkeys(["UrlPath", "as_path", "remove_tree"], "paths"),
     **dict.fromkeys(["local_copy", "open_input", "read_bytes"], "reading"),
     **dict.fromkeys(["is_url", "join", "local_path", "scheme_of"], "urls"),
 }

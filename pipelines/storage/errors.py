@@ -22,6 +22,9 @@ class StorageError(FewtruncError, OSError):
     def __str__(self) -> str:  # OSError's own __str__ would show the args tuple
         return f"{self.url}: {self.reason}"
 
+    def __reduce__(self):  # pickled across processes (a Ray or Beam worker's error)
+        return type(self), (self.url, self.reason, self.kind)
+
 
 _KINDS = (  # (kind, markers in pyarrow's message, what to say)
     ("missing bucket", ("NO_SUCH_BUCKET", "bucket does not exist", "NoSuchBucket",

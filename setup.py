@@ -1,5 +1,5 @@
 """fewtrunc: tokenize corpora, Best-fit Pack them into training sequences, write Arrow shards."""
-from setuptools import find_packages, setup
+from setuptools import Extension, find_packages, setup
 
 # One pinned set that resolves together on Python 3.11 (beam caps pyarrow<26 and numpy<2.5,
 # ortools caps protobuf<6.34).
@@ -45,4 +45,7 @@ setup(
     install_requires=CORE,
     extras_require=EXTRAS,
     entry_points={"console_scripts": ["fewtrunc=pipelines.cli:main"]},
+    # The compiled BFD placement loop: optional, so an install without a C compiler only warns
+    # and packing.bfd runs the same loop in Python.
+    ext_modules=[Extension("packing._bfd_kernel", ["packing/_bfd_kernel.c"], optional=True)],
 )

@@ -9,9 +9,14 @@ items of one size are therefore placed by a cumulative sum over the groups ``r â
 operations per distinct size, never a Python step per item. The result has exactly the bin fills
 of an item-by-item BFD (tests compare against one); ties between bins of equal remaining capacity
 go to the bin that reached that capacity first.
+
+The small-input pass's loop also exists compiled (``packing/_bfd_kernel.c``, an optional
+extension built by ``pip install``): it is used when it imports, same assignment step for step;
+without it, or with ``FEWTRUNC_PURE_PYTHON=1`` in the environment, the loop runs in Python.
 """
 from __future__ import annotations
 
+import os
 from bisect import bisect_left, insort
 
 import numpy as np
@@ -25,6 +30,13 @@ from packing.validate import descending_order
 SMALL_PER_SIZE = 40
 TINY = 160  # below it, a dozen numpy calls cost more than a Python sort (measured)
 
+try:
+    from packing import _bfd_kernel as kernel  # compiled loop; None: not built, or not wanted
+except ImportError:
+    kernel = None
+if os.environ.get("FEWTRUNC_PURE_PYTHON", "") not in ("", "0"):
+    kernel = None
+
 
 def bfd_assign(lengths: np.ndarray, capacity: int) -> tuple[np.ndarray, int]:
     """Return (assignment, n_bins) for validated int64 ``lengths``; bins numbered by opening."""
@@ -37,6 +49,22 @@ def bfd_assign(lengths: np.ndarray, capacity: int) -> tuple[np.ndarray, int]:
 
 
 def bfd_assign_small(lengths: np.ndarray, capacity: int) -> tuple[np.ndarray, int]:
+    """The small-input pass: compiled when the kernel is built, in Python otherwise."""
+    if kernel is not None:
+        return bfd_assign_compiled(lengths, capacity)
+    return bfd_assign_small_python(lengths, capacity)
+
+
+def bfd_assign_compiled(lengths: np.ndarray, capacity: int) -> tuple[np.ndarray, int]:
+    """``bfd_assign_small_python``'s loop in C (``_bfd_kernel.assign``), which writes every
+    item's bin itself: the only numpy left is the radix sort (~0.02 Âµs per step, against ~0.3)."""
+    lengths = np.ascontiguousarray(lengths, dtype=np.int64)  # a no-op for pack's arrays
+    out = np.empty(lengths.size, dtype=np.int64)
+    n_bins = kernel.assign(lengths, descending_order(lengths, capacity), capacity, out)
+    return out, n_bins
+
+
+def bfd_assign_small_python(lengths: np.ndarray, capacity: int) -> tuple[np.ndarray, int]:
     """The same BFD, item runs through a sorted list of open bins: no state sized L.
 
     Keys are ``room * N + clock``, so ``bisect`` finds the smallest room that fits and, between

@@ -1,7 +1,12 @@
-"""The two exact BFD passes (sorted list for small inputs, histogram for large ones) give the
-same assignment as the naive item-by-item BFD, on either side of the dispatch rule; the
-buffered packer keeps its round and carry rules whatever the push sizes."""
+"""The exact BFD passes (sorted list for small inputs — its loop in Python and, when built, in C —
+and the histogram for large ones) give the same assignment as the naive item-by-item BFD, on
+either side of the dispatch rule; the buffered packer keeps its round and carry rules whatever the
+push sizes, with the compiled loop or without it."""
 import importlib.util
+import os
+import subprocess
+import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -11,11 +16,30 @@ from hypothesis import strategies as st
 
 import packing.bfd
 from packing import BufferedPacker, pack
-from packing.bfd import SMALL_PER_SIZE, bfd_assign_histogram, bfd_assign_small
+from packing.bfd import (SMALL_PER_SIZE, bfd_assign_compiled, bfd_assign_histogram,
+                         bfd_assign_small, bfd_assign_small_python)
 
 _spec = importlib.util.spec_from_file_location("naive", Path(__file__).with_name("naive.py"))
 naive = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(naive)
+
+KERNEL = packing.bfd.kernel
+needs_kernel = pytest.mark.skipif(
+    KERNEL is None, reason="packing._bfd_kernel is not built (no C compiler at install, or "
+    "FEWTRUNC_PURE_PYTHON=1): only the Python loop is tested")
+LOOPS = ["python", pytest.param("compiled", marks=needs_kernel)]
+
+
+@contextmanager
+def loop(which):
+    """Run ``pack`` and ``BufferedPacker`` with the Python loop or the compiled one."""
+    saved = packing.bfd.kernel
+    packing.bfd.kernel = KERNEL if which == "compiled" else None
+    try:
+        yield
+    finally:
+        packing.bfd.kernel = saved
+
 
 cases = st.integers(1, 70).flatmap(
     lambda cap: st.tuples(st.just(cap), st.lists(st.integers(1, cap), max_size=150)))
@@ -23,7 +47,7 @@ cases = st.integers(1, 70).flatmap(
 
 @settings(max_examples=300, deadline=None)
 @given(case=cases)
-def test_both_passes_equal_naive_assignment(case):
+def test_every_pass_equals_naive_assignment(case):
     cap, lengths = case
     want = naive.naive_bfd_assignment(lengths, cap)
     arr = np.asarray(lengths, dtype=np.int64)
@@ -32,47 +56,101 @@ def test_both_passes_equal_naive_assignment(case):
     tiny = packing.bfd.TINY
     try:
         for packing.bfd.TINY in (0, tiny):  # the small pass with numpy's preparation, and Python's
-            got, n_bins = bfd_assign_small(arr, cap)
+            got, n_bins = bfd_assign_small_python(arr, cap)
             assert got.tolist() == want and n_bins == max(want) + 1
     finally:
         packing.bfd.TINY = tiny
     got, n_bins = bfd_assign_histogram(arr, cap)
     assert got.tolist() == want and n_bins == max(want) + 1
+    if KERNEL is not None:
+        got, n_bins = bfd_assign_compiled(arr, cap)
+        assert got.tolist() == want and n_bins == max(want) + 1
+        got, n_bins = bfd_assign_compiled(np.repeat(arr, 2)[::2], cap)  # a strided view
+        assert got.tolist() == want and n_bins == max(want) + 1
 
 
+@pytest.mark.parametrize("which", LOOPS)
 @settings(max_examples=60, deadline=None)
 @given(cap=st.integers(2, 12), seed=st.integers(0, 2**32 - 1),
        n=st.integers(1, 4 * SMALL_PER_SIZE * 12))
-def test_dispatch_boundary_many_repeats(cap, seed, n):
+def test_dispatch_boundary_many_repeats(which, cap, seed, n):
     # few distinct sizes and long runs: both sides of the rule, same assignment
     x = np.random.default_rng(seed).integers(1, cap + 1, n)
-    a, _ = bfd_assign_small(x, cap)
-    b, _ = bfd_assign_histogram(x, cap)
-    assert np.array_equal(a, b) and np.array_equal(pack(x, cap).assignment, a)
+    with loop(which):
+        a, _ = bfd_assign_small(x, cap)
+        b, _ = bfd_assign_histogram(x, cap)
+        assert np.array_equal(a, b) and np.array_equal(pack(x, cap).assignment, a)
 
 
+@pytest.mark.parametrize("which", LOOPS)
 @pytest.mark.parametrize("capacity,n", [(2048, 60_000), (8192, 30_000), (100, 20_000)])
-def test_large_inputs_same_assignment(capacity, n):
+def test_large_inputs_same_assignment(which, capacity, n):
     x = np.clip(np.random.default_rng(capacity).lognormal(5.5, 1.3, n).astype(np.int64),
                 1, capacity)
-    a, na = bfd_assign_small(x, capacity)
+    with loop(which):
+        a, na = bfd_assign_small(x, capacity)
     b, nb = bfd_assign_histogram(x, capacity)
     assert na == nb and np.array_equal(a, b)
 
 
+@pytest.mark.parametrize("which", LOOPS)
 @settings(max_examples=150, deadline=None)
 @given(case=st.integers(2, 30).flatmap(
     lambda cap: st.tuples(st.just(cap), st.lists(st.integers(1, cap), max_size=120))),
     mult=st.integers(2, 6), cuts=st.lists(st.integers(0, 120), max_size=6),
     min_fill=st.sampled_from([0.0, 0.8, 0.99, 1.0]))
-def test_buffered_packer_equals_naive_rules_for_any_push_sizes(case, mult, cuts, min_fill):
+def test_buffered_packer_equals_naive_rules_for_any_push_sizes(which, case, mult, cuts, min_fill):
     cap, lengths = case
     want = naive.naive_buffered(lengths, cap, mult * cap, min_fill)
-    p = BufferedPacker(cap, mult * cap, min_fill=min_fill)
     got = []
-    for part in np.split(np.asarray(lengths, dtype=np.int64), sorted(set(cuts))):
-        out = p.push(part)
-        got += [out.items[a:b].tolist() for a, b in zip(out.offsets[:-1], out.offsets[1:])]
-    out = p.flush()
+    with loop(which):
+        p = BufferedPacker(cap, mult * cap, min_fill=min_fill)
+        for part in np.split(np.asarray(lengths, dtype=np.int64), sorted(set(cuts))):
+            out = p.push(part)
+            got += [out.items[a:b].tolist() for a, b in zip(out.offsets[:-1], out.offsets[1:])]
+        out = p.flush()
     got += [out.items[a:b].tolist() for a, b in zip(out.offsets[:-1], out.offsets[1:])]
     assert got == want
+
+
+@needs_kernel
+@settings(max_examples=40, deadline=None)
+@given(cap=st.sampled_from([64, 2048]), seed=st.integers(0, 2**32 - 1),
+       pushes=st.lists(st.integers(1, 700), min_size=1, max_size=12))
+def test_buffered_packer_compiled_equals_python_on_long_streams(cap, seed, pushes):
+    x = np.random.default_rng(seed).integers(1, cap + 1, sum(pushes))
+    runs = []
+    for which in ("python", "compiled"):
+        with loop(which):
+            p, pos, got = BufferedPacker(cap, 8 * cap), 0, []
+            for k in pushes:
+                got.append(p.push(x[pos : pos + k]))
+                pos += k
+            got.append(p.flush())
+        runs.append([(b.items.tolist(), b.offsets.tolist()) for b in got])
+    assert runs[0] == runs[1]
+
+
+@needs_kernel
+def test_kernel_refuses_bad_buffers_instead_of_reading_past_them():
+    x, out = np.array([3, 1, 2], dtype=np.int64), np.empty(3, dtype=np.int64)
+    assert KERNEL.assign(x, np.array([0, 2, 1]), 3, out) == 2 and out.tolist() == [0, 1, 1]
+    with pytest.raises(ValueError, match="out of range"):
+        KERNEL.assign(x, np.array([0, 2, 3]), 3, out)
+    with pytest.raises(ValueError, match="out of range"):
+        KERNEL.assign(x, np.array([0, 2, 1]), 2, out)  # a length over the capacity
+    with pytest.raises(ValueError, match="same size"):
+        KERNEL.assign(x, np.array([0, 2]), 3, out)
+    with pytest.raises(TypeError, match="int64"):
+        KERNEL.assign(x.astype(np.int32), np.array([0, 2, 1]), 3, out)
+    with pytest.raises((TypeError, ValueError, BufferError)):
+        KERNEL.assign(x, np.array([0, 2, 1]), 3, out[::-1])  # not contiguous
+    assert KERNEL.assign(x[:0], np.array([], dtype=np.int64), 3, out[:0]) == 0
+
+
+def test_pure_python_switch():
+    code = "import packing.bfd as b; print(b.kernel is None)"
+    env = {**os.environ, "FEWTRUNC_PURE_PYTHON": "1"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True, cwd=Path(__file__).resolve().parents[2])
+    assert out.stdout.strip() == "True"

@@ -1,0 +1,122 @@
+/* Exact Best-Fit-Decreasing placement loop, compiled (optional: packing/bfd.py falls back to the
+ * same loop in Python when this extension is not built).
+ *
+ * assign(lengths, order, capacity, out) -> n_bins
+ *   lengths: int64 item sizes, each in [1, capacity]; order: int64 item indices by non-increasing
+ *   size, ties by index; out: writable int64, receives each item's bin (bins numbered by opening).
+ *
+ * Open bins live in one sorted array of keys room * N + clock (N = n + 1): a binary search finds
+ * the smallest room that fits and, between equal rooms, the bin that reached it first (the clock
+ * counts insertions). A run of c equal sizes puts min(c, room / s) of them into the chosen bin at
+ * once, so the loop steps once per (size, bin). Bins with less room than the smallest item are
+ * never stored. The same rules, step for step, as packing.bfd._place_runs. */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+static Py_ssize_t lower_bound(const int64_t *a, Py_ssize_t n, int64_t x) {
+    Py_ssize_t lo = 0, hi = n;
+    while (lo < hi) {
+        Py_ssize_t mid = lo + ((hi - lo) >> 1);
+        if (a[mid] < x) lo = mid + 1; else hi = mid;
+    }
+    return lo;
+}
+
+/* Returns the number of bins, -1 when out of memory, -2 for an index or size out of range. */
+static int64_t place(const int64_t *len, const int64_t *order, Py_ssize_t n, int64_t L,
+                     int64_t *out) {
+    int64_t N = (int64_t)n + 1, n_bins = 0, clock = 0;
+    for (Py_ssize_t t = 0; t < n; t++)  /* never read or write outside the buffers */
+        if (order[t] < 0 || order[t] >= n || len[order[t]] < 1 || len[order[t]] > L) return -2;
+    int64_t *keys = malloc(sizeof(int64_t) * (size_t)n);
+    int64_t *bin_at = malloc(sizeof(int64_t) * (size_t)n);  /* clock -> bin */
+    if (!keys || !bin_at) { free(keys); free(bin_at); return -1; }
+    int64_t smallest = len[order[n - 1]];
+    Py_ssize_t nk = 0, t = 0;
+    while (t < n) {
+        int64_t s = len[order[t]];
+        Py_ssize_t end = t + 1;
+        while (end < n && len[order[end]] == s) end++;
+        int64_t c = end - t;
+        while (c) {
+            Py_ssize_t i = lower_bound(keys, nk, s * N);
+            int64_t r, b;
+            if (i < nk) {
+                r = keys[i] / N;
+                b = bin_at[keys[i] % N];
+                memmove(keys + i, keys + i + 1, sizeof(int64_t) * (size_t)(nk - i - 1));
+                nk--;
+            } else {
+                r = L;
+                b = n_bins++;
+            }
+            int64_t k = r / s;
+            if (k > c) k = c;
+            r -= k * s;
+            c -= k;
+            for (int64_t j = 0; j < k; j++) out[order[t++]] = b;
+            if (r >= smallest) {
+                int64_t key = r * N + clock;
+                Py_ssize_t j = lower_bound(keys, nk, key);
+                memmove(keys + j + 1, keys + j, sizeof(int64_t) * (size_t)(nk - j));
+                keys[j] = key;
+                nk++;
+                bin_at[clock++] = b;
+            }
+        }
+    }
+    free(keys);
+    free(bin_at);
+    return n_bins;
+}
+
+static int get_i64(PyObject *obj, Py_buffer *view, int flags, const char *name) {
+    if (PyObject_GetBuffer(obj, view, flags | PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) return -1;
+    const char *f = view->format;
+    if (*f == '<' || *f == '=' || *f == '@') f++;
+    if (view->ndim != 1 || view->itemsize != 8 || (strcmp(f, "q") && strcmp(f, "l"))) {
+        PyErr_Format(PyExc_TypeError, "%s must be a 1-D contiguous int64 buffer", name);
+        PyBuffer_Release(view);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *assign(PyObject *self, PyObject *args) {
+    PyObject *lo, *oo, *uo;
+    long long L;
+    Py_buffer lv, ov, uv;
+    if (!PyArg_ParseTuple(args, "OOLO:assign", &lo, &oo, &L, &uo)) return NULL;
+    if (get_i64(lo, &lv, PyBUF_SIMPLE, "lengths") < 0) return NULL;
+    if (get_i64(oo, &ov, PyBUF_SIMPLE, "order") < 0) { PyBuffer_Release(&lv); return NULL; }
+    if (get_i64(uo, &uv, PyBUF_WRITABLE, "out") < 0) {
+        PyBuffer_Release(&lv); PyBuffer_Release(&ov); return NULL;
+    }
+    Py_ssize_t n = lv.shape[0];
+    int64_t n_bins = 0;
+    if (ov.shape[0] != n || uv.shape[0] != n) {
+        PyErr_SetString(PyExc_ValueError, "lengths, order and out must have the same size");
+        n_bins = -3;
+    } else if (n > 0) {
+        Py_BEGIN_ALLOW_THREADS
+        n_bins = place(lv.buf, ov.buf, n, (int64_t)L, uv.buf);
+        Py_END_ALLOW_THREADS
+        if (n_bins == -1) PyErr_NoMemory();
+        if (n_bins == -2) PyErr_SetString(PyExc_ValueError, "order or a length out of range");
+    }
+    PyBuffer_Release(&lv); PyBuffer_Release(&ov); PyBuffer_Release(&uv);
+    return n_bins < 0 ? NULL : PyLong_FromLongLong(n_bins);
+}
+
+static PyMethodDef methods[] = {
+    {"assign", assign, METH_VARARGS, "assign(lengths, order, capacity, out) -> n_bins: exact BFD."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_bfd_kernel",
+                                    "Compiled placement loop of packing.bfd.", -1, methods};
+
+PyMODINIT_FUNC PyInit__bfd_kernel(void) { return PyModule_Create(&module); }

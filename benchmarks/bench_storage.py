@@ -4,6 +4,7 @@ fsspec's s3fs/gcsfs, where installed.
 
     python benchmarks/bench_storage.py                 # 64 MiB object, 500 small objects
     python benchmarks/bench_storage.py --mib 256 --repeat 3
+    python benchmarks/bench_storage.py --spill         # how a shard writer reads a spill file
 
 Each row is the best of --repeat runs: upload one object, read it back (1 MiB reads, 8 MiB
 requests), list and stat a prefix of small objects. Both servers are single-process Python, so
@@ -32,6 +33,54 @@ def best(fn, repeat: int) -> float:
 
 
 BUFFER = 8 << 20  # both clients: pipelines.storage.reading.BUFFER
+
+
+def spill_reads() -> None:
+    """A shard gathers scattered segments of a unit's spill file: copy the file to local scratch
+    once and read there (what ``SpillStore`` does on a store), or one ranged read per segment."""
+    import shutil
+    import tempfile
+
+    import numpy as np
+
+    from pipelines import atomic, storage
+    from pipelines.storage.filesystems import resolve
+
+    server = S3Server()
+    try:
+        server.create_bucket("benchspill")
+        with environment(server.env):
+            n_tok = 8 << 20  # uint16 ids: a 16 MiB unit file
+            url = "s3://benchspill/_work/unit-00000.tokens16"
+            atomic.write_bytes(url, np.random.default_rng(0).integers(
+                0, 50_000, n_tok, dtype=np.uint16).tobytes())
+            rng = np.random.default_rng(1)
+            print("| segments (mean tokens) | copy to scratch + pread | ranged read_at |")
+            print("|---|---|---|")
+            for nseg, mean in ((400, 1000), (4000, 100)):
+                starts = rng.integers(0, n_tok - 2 * mean, nseg)
+                lens = rng.integers(1, 2 * mean, nseg)
+                t = time.perf_counter()
+                scratch = tempfile.mkdtemp()
+                local = os.path.join(scratch, "unit")
+                with open(local, "wb") as out, storage.open_input(url) as f:
+                    shutil.copyfileobj(f, out, BUFFER)
+                fd = os.open(local, os.O_RDONLY)
+                for a, n in zip(starts.tolist(), lens.tolist()):
+                    os.pread(fd, n * 2, a * 2)
+                os.close(fd)
+                shutil.rmtree(scratch)
+                copied = time.perf_counter() - t
+                t = time.perf_counter()
+                loc = resolve(url)
+                with loc.fs.open_input_file(loc.path) as f:
+                    for a, n in zip(starts.tolist(), lens.tolist()):
+                        f.read_at(n * 2, a * 2)
+                ranged = time.perf_counter() - t
+                print(f"| {nseg} ({mean}) | {copied:.2f} s | {ranged:.2f} s "
+                      f"({ranged / nseg * 1e3:.1f} ms a request) |", flush=True)
+    finally:
+        server.stop()
 
 
 def pyarrow_client(root: str, blob: bytes, small: int):
@@ -88,7 +137,10 @@ def main() -> None:
     ap.add_argument("--mib", type=int, default=64)
     ap.add_argument("--small", type=int, default=500)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--spill", action="store_true", help="spill-file reads on S3 instead")
     args = ap.parse_args()
+    if args.spill:
+        return spill_reads()
     blob = os.urandom(args.mib << 20)
     print(f"| store | client | upload {args.mib} MiB | MiB/s | read {args.mib} MiB | MiB/s "
           f"| list+stat {args.small} |")

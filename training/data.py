@@ -11,6 +11,7 @@ document (or to no document: the end of a row, padding), so no loss ever crosses
 """
 from __future__ import annotations
 
+import os
 from collections import OrderedDict
 from pathlib import Path
 
@@ -23,9 +24,39 @@ from torch.utils.data import Dataset
 from packing.split import positions_within
 from pipelines.errors import ConfigError
 from pipelines.shard_format import list_shards
+from pipelines.storage.paths import UrlPath, as_path
 
 IGNORE_INDEX = -100
 COLUMNS = ("input_ids", "doc_lens", "doc_ids", "chunk_index")
+
+
+def _random_access(path, owner):
+    """A shard memory-mapped; on S3 a file whose reads are ranged requests (a record batch, about
+    1M tokens, is read when a row of it is asked for, not the whole shard); on other stores a
+    copy on local scratch, made on first use (Arrow's random-access reads on GCS hang against
+    gcp-storage-emulator, so they are not relied on), removed with ``owner``."""
+    if not isinstance(path, UrlPath):
+        return pa.memory_map(str(path), "r")
+    from pipelines.storage import open_input
+    from pipelines.storage.filesystems import resolve
+    from pipelines.storage.listing import guarded
+
+    loc = resolve(path.url)
+    if loc.scheme in ("s3", "s3a"):
+        with guarded(path.url, loc):
+            return loc.fs.open_input_file(loc.path)
+    if not owner._scratch:
+        import shutil
+        import tempfile
+        import weakref
+
+        owner._scratch = tempfile.mkdtemp(prefix="fewtrunc-shards-")
+        weakref.finalize(owner, shutil.rmtree, owner._scratch, True)
+    local = os.path.join(owner._scratch, path.name)
+    with open(local, "wb") as out, open_input(path.url) as f:
+        while chunk := f.read(8 << 20):
+            out.write(chunk)
+    return pa.memory_map(local, "r")
 
 
 class ShardDataset(Dataset):
@@ -37,13 +68,14 @@ class ShardDataset(Dataset):
     """
 
     def __init__(self, directory: str | Path, token_map: np.ndarray | None = None, cache_batches: int = 8):
-        self.directory = Path(directory)
+        self.directory = as_path(directory)  # a UrlPath for s3:// and gs:// (ranged reads)
         self.shards = list_shards(self.directory)
         if not self.shards:
             raise ConfigError(
                 f"no shards (shard-*.arrow) in {str(self.directory)!r}: build them first, e.g. "
                 "`fewtrunc run configs/demo.yaml`, and point data.dir at its output")
         self.token_map = token_map
+        self._scratch = ""  # a folder of local copies of shards on a store (GCS)
         self._readers: dict[int, ipc.RecordBatchFileReader] = {}
         self._cache: OrderedDict = OrderedDict()
         self._cache_size = max(1, cache_batches)
@@ -63,7 +95,7 @@ class ShardDataset(Dataset):
 
     def _reader(self, s: int) -> ipc.RecordBatchFileReader:
         if s not in self._readers:
-            self._readers[s] = ipc.open_file(pa.memory_map(str(self.shards[s]), "r"))
+            self._readers[s] = ipc.open_file(_random_access(self.shards[s], self))
         return self._readers[s]
 
     def _batch(self, k: int) -> dict:

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 import pipelines
-from pipelines import storage
+from pipelines import atomic, storage
 from pipelines.errors import FewtruncError
 from tests.pipelines.conftest import base_overrides, english_records, write_jsonl
 from tests.pipelines.object_stores import gcs_server, object_store, s3_server  # noqa: F401
@@ -128,3 +128,19 @@ def test_a_missing_bucket_is_one_line_before_any_work(s3, corpus):
     with pytest.raises(FewtruncError, match=r"s3://no-such-bucket-fewtrunc/out.*bucket "
                                              r"'no-such-bucket-fewtrunc' does not exist"):
         pipelines.run(None, overrides("s3://no-such-bucket-fewtrunc/out", corpus))
+
+
+def test_training_reads_shards_on_a_store(object_store, corpus, tmp_path):
+    """``data.dir`` as a URL: the dataset reads each record batch with ranged requests, and
+    gives the rows of the same shards on a local disk."""
+    pytest.importorskip("torch")
+    from training.data import ShardDataset
+
+    local = tmp_path / "local"
+    pipelines.run(None, overrides(local, corpus))
+    for p in sorted(local.glob("shard-*.arrow")):
+        atomic.write_bytes(object_store.url("data", p.name), p.read_bytes())
+    want, got = ShardDataset(local), ShardDataset(object_store.url("data"))
+    assert len(got) == len(want) > 0
+    for i in (0, len(want) // 2, len(want) - 1):
+        assert all((got[i][k] == want[i][k]).all() for k in ("input_ids", "doc_ids"))

@@ -3,7 +3,9 @@
  *
  * assign(lengths, order, capacity, out) -> n_bins
  *   lengths: int64 item sizes, each in [1, capacity]; order: int64 item indices by non-increasing
- *   size, ties by index; out: writable int64, receives each item's bin (bins numbered by opening).
+ *   size, ties by index, or None to have them sorted here (insertion sort: for a few dozen items,
+ *   cheaper than a numpy call); out: writable int64, receives each item's bin (bins numbered by
+ *   opening).
  *
  * Open bins live in one sorted array of keys room * N + clock (N = n + 1): a binary search finds
  * the smallest room that fits and, between equal rooms, the bin that reached it first (the clock
@@ -85,29 +87,46 @@ static int get_i64(PyObject *obj, Py_buffer *view, int flags, const char *name) 
     return 0;
 }
 
+static int64_t sort_and_place(const int64_t *len, Py_ssize_t n, int64_t L, int64_t *out) {
+    int64_t *order = malloc(sizeof(int64_t) * (size_t)n);
+    if (!order) return -1;
+    for (Py_ssize_t t = 0; t < n; t++) {  /* stable: an item moves only past smaller ones */
+        Py_ssize_t j = t;
+        while (j > 0 && len[order[j - 1]] < len[t]) { order[j] = order[j - 1]; j--; }
+        order[j] = t;
+    }
+    int64_t n_bins = place(len, order, n, L, out);
+    free(order);
+    return n_bins;
+}
+
 static PyObject *assign(PyObject *self, PyObject *args) {
     PyObject *lo, *oo, *uo;
     long long L;
-    Py_buffer lv, ov, uv;
+    Py_buffer lv, ov = {0}, uv;
     if (!PyArg_ParseTuple(args, "OOLO:assign", &lo, &oo, &L, &uo)) return NULL;
     if (get_i64(lo, &lv, PyBUF_SIMPLE, "lengths") < 0) return NULL;
-    if (get_i64(oo, &ov, PyBUF_SIMPLE, "order") < 0) { PyBuffer_Release(&lv); return NULL; }
+    if (oo != Py_None && get_i64(oo, &ov, PyBUF_SIMPLE, "order") < 0) {
+        PyBuffer_Release(&lv); return NULL;
+    }
     if (get_i64(uo, &uv, PyBUF_WRITABLE, "out") < 0) {
-        PyBuffer_Release(&lv); PyBuffer_Release(&ov); return NULL;
+        PyBuffer_Release(&lv); if (oo != Py_None) PyBuffer_Release(&ov); return NULL;
     }
     Py_ssize_t n = lv.shape[0];
     int64_t n_bins = 0;
-    if (ov.shape[0] != n || uv.shape[0] != n) {
+    if ((oo != Py_None && ov.shape[0] != n) || uv.shape[0] != n) {
         PyErr_SetString(PyExc_ValueError, "lengths, order and out must have the same size");
         n_bins = -3;
     } else if (n > 0) {
         Py_BEGIN_ALLOW_THREADS
-        n_bins = place(lv.buf, ov.buf, n, (int64_t)L, uv.buf);
+        n_bins = oo == Py_None ? sort_and_place(lv.buf, n, (int64_t)L, uv.buf)
+                               : place(lv.buf, ov.buf, n, (int64_t)L, uv.buf);
         Py_END_ALLOW_THREADS
         if (n_bins == -1) PyErr_NoMemory();
         if (n_bins == -2) PyErr_SetString(PyExc_ValueError, "order or a length out of range");
     }
-    PyBuffer_Release(&lv); PyBuffer_Release(&ov); PyBuffer_Release(&uv);
+    PyBuffer_Release(&lv); PyBuffer_Release(&uv);
+    if (oo != Py_None) PyBuffer_Release(&ov);
     return n_bins < 0 ? NULL : PyLong_FromLongLong(n_bins);
 }
 
@@ -119,4 +138,9 @@ static PyMethodDef methods[] = {
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_bfd_kernel",
                                     "Compiled placement loop of packing.bfd.", -1, methods};
 
-PyMODINIT_FUNC PyInit__bfd_kernel(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__bfd_kernel(void) {
+    PyObject *m = PyModule_Create(&module);
+    /* packing.bfd uses the kernel only when this matches: a stale build falls back to Python */
+    if (m && PyModule_AddIntConstant(m, "VERSION", 2) < 0) { Py_DECREF(m); return NULL; }
+    return m;
+}

@@ -17,6 +17,7 @@ without it, or with ``FEWTRUNC_PURE_PYTHON=1`` in the environment, the loop runs
 from __future__ import annotations
 
 import os
+import warnings
 from bisect import bisect_left, insort
 
 import numpy as np
@@ -27,12 +28,21 @@ from packing.validate import descending_order
 # The histogram pass costs a few numpy calls per distinct size (~10 µs each, over arrays of L);
 # the sorted-list pass costs ~0.3 µs per (size, bin) step. Measured crossover (2 cores, lognormal
 # lengths): the list pass wins while n < ~SMALL_PER_SIZE * min(n, L) distinct sizes could occur.
+# The compiled loop (~0.02 µs per step) would win further, but its sorted array costs a memmove
+# per step that grows with the open bins: the same rule keeps it where that stays small.
 SMALL_PER_SIZE = 40
 TINY = 160  # below it, a dozen numpy calls cost more than a Python sort (measured)
+SORT_IN_C = 128  # compiled loop: below it, insertion sort beats numpy's argsort (measured)
 
+KERNEL_VERSION = 2  # the interface this module calls; bumped with every change to it
 try:
     from packing import _bfd_kernel as kernel  # compiled loop; None: not built, or not wanted
 except ImportError:
+    kernel = None
+if kernel is not None and getattr(kernel, "VERSION", None) != KERNEL_VERSION:
+    warnings.warn("packing._bfd_kernel was built from an older source: BFD runs its Python loop "
+                  "until it is rebuilt (pip install -e . or python setup.py build_ext --inplace)",
+                  RuntimeWarning, stacklevel=2)
     kernel = None
 if os.environ.get("FEWTRUNC_PURE_PYTHON", "") not in ("", "0"):
     kernel = None
@@ -57,11 +67,12 @@ def bfd_assign_small(lengths: np.ndarray, capacity: int) -> tuple[np.ndarray, in
 
 def bfd_assign_compiled(lengths: np.ndarray, capacity: int) -> tuple[np.ndarray, int]:
     """``bfd_assign_small_python``'s loop in C (``_bfd_kernel.assign``), which writes every
-    item's bin itself: the only numpy left is the radix sort (~0.02 µs per step, against ~0.3)."""
+    item's bin itself (~0.02 µs per step, against ~0.3). The only numpy left is the radix sort,
+    and below ``SORT_IN_C`` items not even that: the kernel's insertion sort is cheaper."""
     lengths = np.ascontiguousarray(lengths, dtype=np.int64)  # a no-op for pack's arrays
     out = np.empty(lengths.size, dtype=np.int64)
-    n_bins = kernel.assign(lengths, descending_order(lengths, capacity), capacity, out)
-    return out, n_bins
+    order = descending_order(lengths, capacity) if lengths.size >= SORT_IN_C else None
+    return out, kernel.assign(lengths, order, capacity, out)
 
 
 def bfd_assign_small_python(lengths: np.ndarray, capacity: int) -> tuple[np.ndarray, int]:

@@ -62,11 +62,17 @@ def test_every_pass_equals_naive_assignment(case):
         packing.bfd.TINY = tiny
     got, n_bins = bfd_assign_histogram(arr, cap)
     assert got.tolist() == want and n_bins == max(want) + 1
-    if KERNEL is not None:
-        got, n_bins = bfd_assign_compiled(arr, cap)
-        assert got.tolist() == want and n_bins == max(want) + 1
-        got, n_bins = bfd_assign_compiled(np.repeat(arr, 2)[::2], cap)  # a strided view
-        assert got.tolist() == want and n_bins == max(want) + 1
+    if KERNEL is None:
+        return
+    sort_in_c = packing.bfd.SORT_IN_C
+    try:
+        for packing.bfd.SORT_IN_C in (0, 10**9):  # numpy's radix sort, and the kernel's own
+            got, n_bins = bfd_assign_compiled(arr, cap)
+            assert got.tolist() == want and n_bins == max(want) + 1
+            got, n_bins = bfd_assign_compiled(np.repeat(arr, 2)[::2], cap)  # a strided view
+            assert got.tolist() == want and n_bins == max(want) + 1
+    finally:
+        packing.bfd.SORT_IN_C = sort_in_c
 
 
 @pytest.mark.parametrize("which", LOOPS)
@@ -135,12 +141,17 @@ def test_buffered_packer_compiled_equals_python_on_long_streams(cap, seed, pushe
 def test_kernel_refuses_bad_buffers_instead_of_reading_past_them():
     x, out = np.array([3, 1, 2], dtype=np.int64), np.empty(3, dtype=np.int64)
     assert KERNEL.assign(x, np.array([0, 2, 1]), 3, out) == 2 and out.tolist() == [0, 1, 1]
+    assert KERNEL.assign(x, None, 3, out) == 2 and out.tolist() == [0, 1, 1]  # sorted in C
     with pytest.raises(ValueError, match="out of range"):
         KERNEL.assign(x, np.array([0, 2, 3]), 3, out)
     with pytest.raises(ValueError, match="out of range"):
         KERNEL.assign(x, np.array([0, 2, 1]), 2, out)  # a length over the capacity
+    with pytest.raises(ValueError, match="out of range"):
+        KERNEL.assign(np.array([3, 0, 2]), None, 3, out)  # a length under 1
     with pytest.raises(ValueError, match="same size"):
         KERNEL.assign(x, np.array([0, 2]), 3, out)
+    with pytest.raises(ValueError, match="same size"):
+        KERNEL.assign(x, None, 3, out[:2])
     with pytest.raises(TypeError, match="int64"):
         KERNEL.assign(x.astype(np.int32), np.array([0, 2, 1]), 3, out)
     with pytest.raises((TypeError, ValueError, BufferError)):
@@ -151,6 +162,16 @@ def test_kernel_refuses_bad_buffers_instead_of_reading_past_them():
 def test_pure_python_switch():
     code = "import packing.bfd as b; print(b.kernel is None)"
     env = {**os.environ, "FEWTRUNC_PURE_PYTHON": "1"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True, cwd=Path(__file__).resolve().parents[2])
+    assert out.stdout.strip() == "True"
+
+
+def test_stale_kernel_falls_back_to_python_with_a_warning():
+    code = ("import sys, types, warnings; warnings.simplefilter('error'); "
+            "sys.modules['packing._bfd_kernel'] = types.ModuleType('packing._bfd_kernel')\n"
+            "try:\n    import packing.bfd\nexcept RuntimeWarning as w:\n    print('rebuilt' in str(w))")
+    env = {k: v for k, v in os.environ.items() if k != "FEWTRUNC_PURE_PYTHON"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          check=True, cwd=Path(__file__).resolve().parents[2])
     assert out.stdout.strip() == "True"

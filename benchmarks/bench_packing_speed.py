@@ -11,7 +11,9 @@ Rows (lognormal lengths, as in bench_packing.py):
 - small: ``pack`` on the first 8, 1,000 and 10,000 lengths (a training script packing per
   batch); "vs" is against the fastest peer at that size.
 Every time is the minimum of --repeat runs (--small-repeat for small calls). Peers (seqpacker,
-lightbinpack; see bench_packing.py) are skipped when they do not import.
+lightbinpack; see bench_packing.py) are skipped when they do not import. The first line says
+whether BFD's compiled loop (``packing._bfd_kernel``) is in use; FEWTRUNC_PURE_PYTHON=1 measures
+the Python loop.
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_packing import best_time, lognormal, peers  # noqa: E402
 
+import packing.bfd  # noqa: E402
 from packing import BufferedPacker, pack  # noqa: E402
 
 
@@ -44,6 +47,8 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--small-repeat", type=int, default=50)
     args = ap.parse_args()
+    print(f"kernel: {'yes' if packing.bfd.kernel is not None else 'no'} "
+          "(compiled BFD placement loop, packing._bfd_kernel)")
     peer_fns = peers()
     if not peer_fns:
         print("(no peers import: seqpacker and lightbinpack rows skipped)")

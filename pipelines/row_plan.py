@@ -3,7 +3,6 @@ tokenized), the shards' row ranges, and the plan's arrays saved for the shard wr
 from __future__ import annotations
 
 import dataclasses
-import io
 from pathlib import Path
 
 import numpy as np
@@ -68,10 +67,13 @@ def save_row_plan(work: Path, docs, rows) -> None:
 def load_row_plan(work: Path) -> tuple[DocTable, RowPlan]:
     d = as_path(work) / PLAN
 
-    def npy(path):  # memory-mapped on a local disk, read whole from a store
-        if isinstance(path, UrlPath):
-            return np.load(io.BytesIO(path.read_bytes()))
-        return np.load(path, mmap_mode="r")
+    def npy(path):  # memory-mapped; from a store, a copy on local scratch, unlinked once mapped
+        if not isinstance(path, UrlPath):
+            return np.load(path, mmap_mode="r")
+        from pipelines.storage import local_copy
+
+        with local_copy(str(path)) as local:
+            return np.load(local, mmap_mode="r")  # the mapping outlives the file's name
 
     def load(cls, prefix):
         return cls(**{f.name: npy(d / f"{prefix}.{f.name}.npy") for f in dataclasses.fields(cls)})

@@ -31,6 +31,7 @@ static Py_ssize_t lower_bound(const int64_t *a, Py_ssize_t n, int64_t x) {
 static int64_t place(const int64_t *len, const int64_t *order, Py_ssize_t n, int64_t L,
                      int64_t *out) {
     int64_t N = (int64_t)n + 1, n_bins = 0, clock = 0;
+    if (L < 1 || L > INT64_MAX / N) return -2;  /* keys room * N + clock must fit in int64 */
     for (Py_ssize_t t = 0; t < n; t++)  /* never read or write outside the buffers */
         if (order[t] < 0 || order[t] >= n || len[order[t]] < 1 || len[order[t]] > L) return -2;
     int64_t *keys = malloc(sizeof(int64_t) * (size_t)n);
@@ -123,7 +124,8 @@ static PyObject *assign(PyObject *self, PyObject *args) {
                                : place(lv.buf, ov.buf, n, (int64_t)L, uv.buf);
         Py_END_ALLOW_THREADS
         if (n_bins == -1) PyErr_NoMemory();
-        if (n_bins == -2) PyErr_SetString(PyExc_ValueError, "order or a length out of range");
+        if (n_bins == -2)
+            PyErr_SetString(PyExc_ValueError, "order, a length or the capacity out of range");
     }
     PyBuffer_Release(&lv); PyBuffer_Release(&uv);
     if (oo != Py_None) PyBuffer_Release(&ov);

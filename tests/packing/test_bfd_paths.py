@@ -148,6 +148,8 @@ def test_kernel_refuses_bad_buffers_instead_of_reading_past_them():
         KERNEL.assign(x, np.array([0, 2, 1]), 2, out)  # a length over the capacity
     with pytest.raises(ValueError, match="out of range"):
         KERNEL.assign(np.array([3, 0, 2]), None, 3, out)  # a length under 1
+    with pytest.raises(ValueError, match="out of range"):
+        KERNEL.assign(x, None, 2**62, out)  # keys would overflow
     with pytest.raises(ValueError, match="same size"):
         KERNEL.assign(x, np.array([0, 2]), 3, out)
     with pytest.raises(ValueError, match="same size"):
@@ -170,7 +172,8 @@ def test_pure_python_switch():
 def test_stale_kernel_falls_back_to_python_with_a_warning():
     code = ("import sys, types, warnings; warnings.simplefilter('error'); "
             "sys.modules['packing._bfd_kernel'] = types.ModuleType('packing._bfd_kernel')\n"
-            "try:\n    import packing.bfd\nexcept RuntimeWarning as w:\n    print('rebuilt' in str(w))")
+            "try:\n    import packing.bfd\n"
+            "except RuntimeWarning as w:\n    print('rebuilt' in str(w))")
     env = {k: v for k, v in os.environ.items() if k != "FEWTRUNC_PURE_PYTHON"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          check=True, cwd=Path(__file__).resolve().parents[2])

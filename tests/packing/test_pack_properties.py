@@ -90,6 +90,8 @@ def monkeypatch_chunks():
     packing.order._MIN_CHUNK = old
 
 
+@pytest.mark.skipif(importlib.util.find_spec("ortools") is None,
+                    reason="algorithm='optimal' needs OR-Tools: the [optimal] extra is not installed")
 @settings(max_examples=25, deadline=None)
 @given(instances(max_items=40, max_capacity=30))
 def test_optimal_between_lower_bound_and_bfd(inst):

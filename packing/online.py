@@ -76,7 +76,8 @@ class BufferedPacker:
         self.lens = np.zeros(0, np.int64)
         self.next_id = 0
         self.rounds = 0
-        self._tokens = 0  # sum of self.lens
+        self._tokens = 0  # sum of self.lens and of the waiting pushes
+        self._waiting: list[np.ndarray] = []  # whole pushes after self.lens, not yet joined
 
     @property
     def buffered_tokens(self) -> int:
@@ -85,9 +86,15 @@ class BufferedPacker:
     def push(self, lengths) -> Bins:
         """Add items (ids continue from the previous push); return the bins emitted meanwhile."""
         new = as_lengths(lengths, self.capacity)
+        ends = np.cumsum(new)  # once per push: a long push costs O(n), not O(n) per round
+        if new.size and self._tokens + int(ends[-1]) < self.buffer_tokens:
+            self._waiting.append(new)  # no round in this push: join the arrays at the next one
+            self.next_id += new.size
+            self._tokens += int(ends[-1])
+            return _concat_bins([])
+        self._join_waiting()
         first_id = self.next_id
         self.next_id += new.size
-        ends = np.cumsum(new)  # once per push: a long push costs O(n), not O(n) per round
         out: list[Bins] = []
         pos = 0
         while pos < new.size:
@@ -105,7 +112,16 @@ class BufferedPacker:
 
     def flush(self) -> Bins:
         """Pack and emit everything still buffered."""
+        self._join_waiting()
         return self._round(final=True) if self.ids.size else _concat_bins([])
+
+    def _join_waiting(self) -> None:
+        if self._waiting:
+            n = sum(w.size for w in self._waiting)
+            first = self.next_id - n
+            self.ids = np.concatenate([self.ids, np.arange(first, self.next_id)])
+            self.lens = np.concatenate([self.lens, *self._waiting])
+            self._waiting = []
 
     def _round(self, final: bool) -> Bins:
         self.rounds += 1

@@ -79,9 +79,13 @@ class PackConfig:
     algorithm: Literal["bfd", "obfd", "ffd", "optimal", "concat"] = "bfd"
     window_tokens: int = 0  # 0 = one global pack; else windows of about this many tokens
     optimal_time_limit: float = 10.0  # per window, for algorithm=optimal
+    # a corpus of more chunks is packed in partitions of consecutive units of at most this many
+    # chunks each (pipelines/partitions.py); up to it, one global pack. 0 = always global
+    partition_chunks: int = 1 << 20
 
     def __post_init__(self):
         _positive("pack.seq_len", self.seq_len)
+        _positive("pack.partition_chunks", self.partition_chunks, 0)
         _positive("pack.window_tokens", self.window_tokens, 0)
         if self.window_tokens and self.window_tokens < 2 * self.seq_len:
             raise ConfigError(

@@ -1,11 +1,12 @@
 """The one place that sequences a run, whatever the engine:
 
-    prepare (plan, lock, resume) -> tokenize pending units -> pack rows -> write shard ranges
-    -> finalize (manifest last)
+    prepare (plan, lock, resume) -> tokenize pending units -> partition -> pack partitions
+    -> number shards -> write shard ranges -> finalize (manifest last)
 
-The middle three are stages (``pipelines/stages.py``), each stage's outputs the next one's
-items. An engine maps them: ``engine.run_stages(stages, items, progress) -> timings``; local and
-Ray map one stage after the other (``map_in_turn``), Beam chains them in one pipeline. Results
+The middle ones are stages (``pipelines/stages.py``, ``pipelines/partitions.py``: a large corpus
+is packed in partitions, so the driver holds per-unit and per-partition summaries only), each
+stage's outputs the next one's items. An engine maps them: ``engine.run_stages(stages, items,
+progress) -> timings``; local and Ray map one stage after the other (``map_in_turn``), Beam chains them in one pipeline. Results
 are read back from the stages' markers, which are also what a resumed run skips by.
 """
 from __future__ import annotations
@@ -14,14 +15,15 @@ import json
 import time
 
 from pipelines.errors import ConfigError, FatalError
-from pipelines.finish import finalize
+from pipelines.finish import finalize_stats
 from pipelines.output_lock import lock_output, release_output
 from pipelines.resume import resume
-from pipelines.row_plan import load_row_plan, planned_shard_ranges, unit_markers
+from pipelines.partitions import run_totals
+from pipelines.partitions import stages as pack_stages
+from pipelines.row_plan import unit_markers
 from pipelines.run_plan import RunPlan, build_run_plan
 from pipelines.shard_format import shard_name
-from pipelines.stages import (PackRows, TokenizeUnits, WriteShards, keep_tokenizer, shard_marker,
-                              unit_bytes)
+from pipelines.stages import TokenizeUnits, keep_tokenizer, shard_marker, unit_bytes
 from pipelines.steps import spill
 
 
@@ -54,16 +56,16 @@ def run(cfg, engine, progress: bool = False, check: str = "size") -> dict:
     if finished is not None:
         return {"status": "already complete", "manifest": finished, "out": str(plan.out)}
     keep_tokenizer(tokenize)  # an in-process worker reuses it
-    stages = [TokenizeUnits(plan), PackRows(plan), WriteShards(plan)]
+    stages = [TokenizeUnits(plan), *pack_stages(plan)]  # pipelines/partitions.py
     with engine:
         todo = [u.index for u in pending_units(plan)]
         timings = engine.run_stages(stages, todo, progress)
     if tokenize.guard is not None and tokenize.guard.seconds:  # encoded in this process
         timings["guard_thread_s"] = tokenize.guard.seconds
-    docs, rows = load_row_plan(plan.work)
-    shards = shard_entries(plan, len(planned_shard_ranges(plan, rows)))
+    stats, n_rows, n_shards = run_totals(plan)  # merged from per-partition summaries
+    shards = shard_entries(plan, n_shards)
     timings["total_s"] = time.perf_counter() - t0
-    manifest = finalize(plan, docs, rows, unit_markers(plan), shards, timings)
+    manifest = finalize_stats(plan, stats, n_rows, unit_markers(plan), shards, timings)
     return {"status": "complete", "manifest": manifest, "out": str(plan.out), "timings": timings}
 
 

@@ -19,14 +19,20 @@ from pipelines.storage.urls import is_url
 
 
 def finalize(plan: RunPlan, docs, rows, markers, shards: list, timings: dict) -> dict:
-    stats = run_stats(docs.length, rows, plan.cfg.pack)
+    return finalize_stats(plan, run_stats(docs.length, rows, plan.cfg.pack), rows.n_rows,
+                          markers, shards, timings)
+
+
+def finalize_stats(plan: RunPlan, stats: dict, n_rows: int, markers, shards: list,
+                   timings: dict) -> dict:
+    """``finalize`` from the run's stats and row count (merged from partition summaries)."""
     manifest = build_manifest(config=plan.config, fingerprint=plan.fingerprint,
                               tokenizer=plan.tokenizer_info, inputs=plan.inputs, shards=shards,
                               markers=markers, stats=stats)
     t = manifest["totals"]
-    if not all(manifest["checks"].values()) or t["sequences"] != rows.n_rows:
+    if not all(manifest["checks"].values()) or t["sequences"] != n_rows:
         raise FatalError(f"conservation broken: {t['tokens_in']} tokens in, {t['tokens_out']} "
-                         f"out, {t['sequences']} rows of {rows.n_rows}; documents read "
+                         f"out, {t['sequences']} rows of {n_rows}; documents read "
                          f"{t['documents_read']}, accepted {t['documents_accepted']}, rejected "
                          f"{t['documents_rejected']}")
     _write_lines(plan.out / "rejects.jsonl", [r for m in markers for r in m["rejects"]])

@@ -1,0 +1,267 @@
+"""Partitioned packing in a run: the pack and write stages, with driver memory O(units).
+
+A corpus of at most ``pack.partition_chunks`` chunks (documents split at ``seq_len``) is packed
+as one global pack, the paper's setting: one partition holding every unit, whose rows and shards
+are those of a global pack. A larger one is cut by ``packing.partition.plan_partitions`` into
+partitions of consecutive units of at most that many chunks each (a unit alone above it is a
+partition of its own); each is split and packed on its own with the same ``plan_rows``. The cut
+depends only on the units' chunk counts and the config, never on the engine or the workers.
+
+Stages (after tokenizing):
+
+    partition (gather)  every unit's lengths, one unit at a time -> per-unit chunk counts, the
+                        partitions (``partitions.json``) -> one item per partition
+    pack                a partition's units' lengths -> its row plan (``part-P/plan/``) and
+                        summary marker (``part-P.done.json``: rows, tokens, stats piece)
+    shards (gather)     the summaries -> shard ranges: partition p's shards follow p-1's, each
+                        shard holds rows of one partition only; stray shard files go
+    write               (k, p, start, end) -> shard k from partition p's row plan only
+
+The driver (and each gather stage) holds per-unit counts and per-partition summaries only; a
+pack worker holds one partition's lengths and plan (~150 bytes per document), a writer one
+partition's memory-mapped plan. ``finalize`` merges the summaries' stats pieces.
+"""
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from packing.partition import plan_partitions
+from pipelines.atomic import write_json
+from pipelines.errors import FatalError
+from pipelines.faults import crash_point
+from pipelines.row_plan import load_row_plan, save_row_plan
+from pipelines.run_plan import RunPlan
+from pipelines.shard_format import list_shards, shard_name
+from pipelines.steps import spill
+from pipelines.steps.pack import plan_rows
+from pipelines.steps.stats import merge_stats, stats_piece
+from pipelines.steps.write import DocTable, shard_ranges
+from pipelines.storage.paths import as_path
+
+PARTITIONS = "partitions.json"
+
+
+def _read_json(path) -> dict | None:
+    path = as_path(path)
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def part_dir(plan: RunPlan, p: int):
+    """Partition ``p``'s work directory (its row plan lies in ``plan/`` below it)."""
+    return as_path(plan.work) / f"part-{p:05d}"
+
+
+def part_marker(plan: RunPlan, p: int):
+    return as_path(plan.work) / f"part-{p:05d}.done.json"
+
+
+def unit_chunks(lengths: np.ndarray, seq_len: int) -> int:
+    """The chunks of these documents once split at ``seq_len`` (what ``split_documents`` gives)."""
+    return int((-(-np.asarray(lengths, dtype=np.int64) // seq_len)).sum())
+
+
+def choose_partitions(counts: np.ndarray, partition_chunks: int) -> tuple[list, list]:
+    """(unit bounds, chunk bounds): one partition of every unit when the corpus's chunk count is
+    at most ``partition_chunks`` (or it is 0), else ``plan_partitions``' cut."""
+    counts = np.asarray(counts, dtype=np.int64)
+    total = int(counts.sum())
+    if not partition_chunks or total <= partition_chunks or counts.size <= 1:
+        return [0, int(counts.size)], [0, total]
+    cut = plan_partitions(counts, int(partition_chunks))
+    return cut.unit_bounds.tolist(), cut.chunk_bounds.tolist()
+
+
+def partition_layout(plan: RunPlan) -> dict:
+    """The run's partitions (``partitions.json``), computed once: every unit's docs file is read
+    in turn (one unit in memory at a time) for its chunk and token counts."""
+    path = as_path(plan.work) / PARTITIONS
+    saved = _read_json(path)
+    if saved is not None and saved.get("fingerprint") == plan.fingerprint:
+        return saved
+    L = plan.cfg.pack.seq_len
+    chunks = np.zeros(len(plan.units), dtype=np.int64)
+    tokens = np.zeros(len(plan.units), dtype=np.int64)
+    for i, u in enumerate(plan.units):
+        if spill.load_marker(plan.work, u.index) is None:
+            raise FatalError(f"planning rows before every unit is tokenized (unit {u.index} has "
+                             "no marker)")
+        _, lengths = spill.load_docs(plan.work, u.index)
+        chunks[i], tokens[i] = unit_chunks(lengths, L), int(lengths.sum())
+    unit_bounds, chunk_bounds = choose_partitions(chunks, plan.cfg.pack.partition_chunks)
+    token_base = np.concatenate([[0], np.cumsum(tokens)])[unit_bounds].tolist()
+    layout = {"fingerprint": plan.fingerprint, "unit_bounds": unit_bounds,
+              "chunk_bounds": chunk_bounds, "token_bounds": [int(t) for t in token_base],
+              "unit_chunks": chunks.tolist()}
+    write_json(path, layout)
+    return layout
+
+
+def partition_items(layout: dict) -> list[tuple[int, int, int, int]]:
+    """(p, first unit, end unit, tokens before the partition) of every partition."""
+    ub, tb = layout["unit_bounds"], layout["token_bounds"]
+    return [(p, ub[p], ub[p + 1], tb[p]) for p in range(len(ub) - 1)]
+
+
+def pack_partition(plan: RunPlan, p: int, lo: int, hi: int, token_base: int) -> dict:
+    """Split + pack partition ``p`` (units ``[lo, hi)``): its row plan, then its summary marker.
+    A summary already there for this run is kept (the partition was packed before a restart)."""
+    marker = part_marker(plan, p)
+    done = _read_json(marker)
+    if done is not None and done.get("fingerprint") == plan.fingerprint \
+            and done.get("units") == [lo, hi]:
+        return done
+    per_unit = [spill.load_docs(plan.work, plan.units[u].index) for u in range(lo, hi)]
+    local = DocTable.from_units(per_unit)
+    del per_unit
+    docs = DocTable(local.doc_id, local.length, (local.unit + lo).astype(np.int32), local.start)
+    rows = plan_rows(docs.length, plan.cfg.pack)
+    tokens = int(docs.length.sum())
+    if int(rows.seg_len.sum()) != tokens:
+        raise FatalError(f"the row plan of partition {p} does not hold every token of its "
+                         "accepted documents")
+    save_row_plan(part_dir(plan, p), docs, rows)
+    summary = {"fingerprint": plan.fingerprint, "partition": p, "units": [lo, hi],
+               "documents": int(docs.length.size), "tokens": tokens, "rows": rows.n_rows,
+               "stats": stats_piece(docs.length, rows, plan.cfg.pack, token_base)}
+    write_json(marker, summary)
+    crash_point("partition", p)
+    return summary
+
+
+def summaries(plan: RunPlan) -> list[dict]:
+    """Every partition's summary, in partition order (after the pack stage)."""
+    layout = partition_layout(plan)
+    out = []
+    for p, lo, hi, _ in partition_items(layout):
+        s = _read_json(part_marker(plan, p))
+        if s is None or s.get("fingerprint") != plan.fingerprint or s.get("units") != [lo, hi]:
+            raise FatalError(f"the pack stage left partition {p} without its summary")
+        out.append(s)
+    return out
+
+
+def shard_items(plan: RunPlan, parts: list[dict]) -> list[tuple[int, int, int, int]]:
+    """(k, p, start, end): partition p's rows cut every ``output.rows_per_shard``, numbered on
+    from the shards of the partitions before it."""
+    items = []
+    for s in parts:
+        for a, b in shard_ranges(s["rows"], plan.cfg.output.rows_per_shard):
+            items.append((len(items), s["partition"], a, b))
+    return items
+
+
+def run_totals(plan: RunPlan) -> tuple[dict, int, int]:
+    """(stats, rows, shards) of the whole run, merged from the partitions' summaries."""
+    parts = summaries(plan)
+    stats = merge_stats([s["stats"] for s in parts], plan.cfg.pack)
+    return stats, sum(s["rows"] for s in parts), len(shard_items(plan, parts))
+
+
+@dataclass(frozen=True)
+class PlanPartitions:
+    """After every unit: the partitions (a barrier, per-unit counts only) -> one item each."""
+
+    plan: RunPlan
+    name, gather = "partition", True
+
+    def work_size(self, items) -> tuple[int, None]:
+        return 0, None
+
+    def setup(self, threads: int):
+        def call(items, report=None) -> list:
+            return partition_items(partition_layout(self.plan))
+        return call
+
+
+@dataclass(frozen=True)
+class PackPartitions:
+    """(p, lo, hi, token_base) -> partition p's row plan and summary; outputs p."""
+
+    plan: RunPlan
+    name, gather = "pack", False
+
+    def work_size(self, items) -> tuple[int, str]:
+        return len(items), "partition"
+
+    def setup(self, threads: int):
+        def call(items, report=None) -> list:
+            out = []
+            for p, lo, hi, base in items:  # one at a time: memory is one partition's
+                pack_partition(self.plan, p, lo, hi, base)
+                out.append(p)
+                if report is not None:
+                    report(1)
+            return out
+        return call
+
+
+@dataclass(frozen=True)
+class NumberShards:
+    """After every partition: the shard ranges (k, p, start, end) from the summaries; shard
+    files beyond them (an earlier, larger plan's) go."""
+
+    plan: RunPlan
+    name, gather = "shards", True
+
+    def work_size(self, items) -> tuple[int, None]:
+        return 0, None
+
+    def setup(self, threads: int):
+        def call(items, report=None) -> list:
+            ranges = shard_items(self.plan, summaries(self.plan))
+            planned = {shard_name(k) for k in range(len(ranges))}
+            for extra in list_shards(self.plan.out):  # only inside a known run
+                if extra.name not in planned:
+                    extra.unlink()
+            return ranges
+        return call
+
+
+@dataclass(frozen=True)
+class WritePartitionShards:
+    """(k, p, start, end) -> ``shard-K.arrow`` and its marker, from partition p's row plan (a
+    writer maps one partition's plan at a time); ``threads`` shards at once."""
+
+    plan: RunPlan
+    name, gather = "write", False
+
+    def work_size(self, items) -> tuple[int, str]:
+        return len(items), "shard"
+
+    def setup(self, threads: int):
+        from pipelines.stages import write_shard_range
+
+        store = spill.SpillStore(self.plan.work, len(self.plan.units))
+        loaded: dict = {}  # the last partition's (docs, rows)
+
+        def row_plan(p: int):
+            if p not in loaded:
+                loaded.clear()
+                loaded[p] = load_row_plan(part_dir(self.plan, p))
+            return loaded[p]
+
+        def call(items, report=None) -> list:
+            by_part: dict = {}
+            for k, p, a, b in items:
+                by_part.setdefault(p, []).append((k, a, b))
+            for p in sorted(by_part):
+                docs, rows = row_plan(p)
+                with ThreadPoolExecutor(max(1, threads)) as pool:
+                    for _ in pool.map(lambda j: write_shard_range(self.plan, rows, docs, store,
+                                                                  *j), by_part[p]):
+                        if report is not None:
+                            report(1)
+            return []
+        return call
+
+
+def stages(plan: RunPlan) -> list:
+    """The stages after tokenizing."""
+    return [PlanPartitions(plan), PackPartitions(plan), NumberShards(plan),
+            WritePartitionShards(plan)]

@@ -4,7 +4,7 @@ fewtrunc against the peer packers measured in the same run.
     python benchmarks/bench_packing_speed.py
     PYTHONPATH=<peers dir> python benchmarks/bench_packing_speed.py --repeat 7
 
-Rows (lognormal lengths, as in bench_packing.py):
+Rows (lognormal lengths, as in bench_packing.py; --lengths uniform: integers in [1, L]):
 - global: one ``pack`` of --n lengths; the peers pack the same array;
 - stream: ``BufferedPacker`` (buffer --buffer-mult L) fed the same lengths in pushes of --push
   items, then flushed; "vs" is against fewtrunc's global pack of the same items;
@@ -41,6 +41,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=1_000_000)
     ap.add_argument("--capacities", default="2048")
+    ap.add_argument("--lengths", choices=["lognormal", "uniform"], default="lognormal",
+                    help="uniform: integers in [1, L], whose BFD bins fill less and carry more")
     ap.add_argument("--push", type=int, default=1000)
     ap.add_argument("--buffer-mult", type=int, default=256)
     ap.add_argument("--small", default="8,1000,10000")
@@ -61,7 +63,9 @@ def main() -> None:
               f"{t / ref:.2f}x {ref_name} |", flush=True)
 
     for L in [int(c) for c in args.capacities.split(",")]:
-        x = lognormal(args.n, L, np.random.default_rng(0))
+        rng = np.random.default_rng(0)
+        x = (lognormal(args.n, L, rng) if args.lengths == "lognormal"
+             else rng.integers(1, L + 1, args.n))
         t_global, res = best_time(lambda: pack(x, L), args.repeat)
         ref = "fewtrunc global"
         row(L, "global", x.size, "fewtrunc bfd", t_global, res.n_bins, t_global, ref)
@@ -74,7 +78,7 @@ def main() -> None:
         t, bins = best_time(lambda: stream(x, L, args.buffer_mult * L, args.push), args.repeat)
         row(L, f"stream {args.push:,}/push, {args.buffer_mult} L", x.size, "fewtrunc buffered",
             t, bins, t_global, ref)
-        for n in [int(s) for s in args.small.split(",")]:
+        for n in [int(s) for s in args.small.split(",") if s]:  # --small "": no small calls
             y = x[:n].copy()
             timed = [(name, *best_time(lambda: fn(y, L), args.small_repeat))
                      for name, fn in peer_fns.items()]

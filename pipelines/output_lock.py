@@ -74,7 +74,8 @@ def _lock_object(out, fingerprint: str) -> None:
     from pipelines.atomic import write_json
     from pipelines.storage import join, read_bytes, stat
 
-    key, url = str(out), join(str(out), LOCK)
+    key = str(out).rstrip("/")
+    url = join(key, LOCK)
     if key in _LOCKS:
         return
     if stat(url) is not None:
@@ -95,10 +96,13 @@ def _lock_object(out, fingerprint: str) -> None:
 def release_output(out) -> None:
     """Remove and release the lock of ``out`` if this process holds it."""
     if is_url(out):
-        if _LOCKS.pop(str(out), None) is not None:
+        if _LOCKS.pop(str(out).rstrip("/"), None) is not None:
             from pipelines.storage import join, remove
 
-            remove(join(str(out), LOCK))
+            try:
+                remove(join(str(out), LOCK))
+            except OSError:  # the store went away: the lock stays, and names this run
+                pass
         return
     fd = _LOCKS.pop(os.path.realpath(out), None)
     if fd is None:

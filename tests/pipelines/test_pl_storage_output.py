@@ -144,3 +144,11 @@ def test_training_reads_shards_on_a_store(object_store, corpus, tmp_path):
     assert len(got) == len(want) > 0
     for i in (0, len(want) // 2, len(want) - 1):
         assert all((got[i][k] == want[i][k]).all() for k in ("input_ids", "doc_ids"))
+
+
+def test_an_output_dir_inside_an_input_prefix_is_refused(s3, corpus):
+    from pipelines.errors import ConfigError
+
+    atomic.write_bytes(s3.url("in", "a.jsonl.gz"), (corpus / "a.jsonl.gz").read_bytes())
+    with pytest.raises(ConfigError, match="is inside input.paths"):  # a prefix: a file tree
+        pipelines.run(None, base_overrides(s3.url("in/out"), s3.url("in")))

@@ -1,5 +1,5 @@
-/* Exact Best-Fit-Decreasing placement loop, compiled (optional: packing/bfd.py falls back to the
- * same loop in Python when this extension is not built).
+/* Exact Best-Fit-Decreasing placement loop, compiled (optional: packing/bfd.py and
+ * packing/online.py fall back to the same steps in Python when this extension is not built).
  *
  * assign(lengths, order, capacity, out) -> n_bins
  *   lengths: int64 item sizes, each in [1, capacity]; order: int64 item indices by non-increasing
@@ -11,7 +11,9 @@
  * the smallest room that fits and, between equal rooms, the bin that reached it first (the clock
  * counts insertions). A run of c equal sizes puts min(c, room / s) of them into the chosen bin at
  * once, so the loop steps once per (size, bin). Bins with less room than the smallest item are
- * never stored. The same rules, step for step, as packing.bfd._place_runs. */
+ * never stored. The same rules, step for step, as packing.bfd._place_runs.
+ *
+ * split_round(...): the bookkeeping of a BufferedPacker round after its BFD (below). */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
@@ -132,8 +134,80 @@ static PyObject *assign(PyObject *self, PyObject *args) {
     return n_bins < 0 ? NULL : PyLong_FromLongLong(n_bins);
 }
 
+/* A BufferedPacker round after its BFD (packing/online.py, _round, has the same rules in numpy):
+ * bins with fill < threshold are carried, fewest tokens first (ties by bin), while their total
+ * stays within budget (none when final). order receives the buffer positions of the emitted
+ * items, bin after bin in bin order and increasing inside, then those of the carried items in
+ * buffer order; offsets[0..n_kept] the emitted bins' starts. Returns (n_kept, n_emit). */
+static const int64_t *fill_of;
+static int by_fill(const void *a, const void *b) {
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    if (fill_of[x] != fill_of[y]) return fill_of[x] < fill_of[y] ? -1 : 1;
+    return x < y ? -1 : x > y;
+}
+
+static PyObject *split_round(PyObject *self, PyObject *args) {
+    PyObject *o[4];
+    Py_buffer v[4];
+    long long n_bins, budget;
+    double threshold;
+    int final, got = 0;
+    if (!PyArg_ParseTuple(args, "OOLdLpOO:split_round", &o[0], &o[1], &n_bins, &threshold,
+                          &budget, &final, &o[2], &o[3])) return NULL;
+    static const char *names[4] = {"assignment", "lengths", "order", "offsets"};
+    for (; got < 4; got++)
+        if (get_i64(o[got], &v[got], got < 2 ? PyBUF_SIMPLE : PyBUF_WRITABLE, names[got]) < 0)
+            break;
+    const int64_t *a = v[0].buf, *len = v[1].buf;
+    int64_t *order = v[2].buf, *offsets = v[3].buf, *fill = NULL, *label = NULL, *low = NULL;
+    Py_ssize_t n = got == 4 ? v[0].shape[0] : 0, n_low = 0, n_kept = 0, n_emit = 0;
+    int err = got < 4;
+    if (!err && (n_bins < 0 || v[1].shape[0] != n || v[2].shape[0] != n
+                 || v[3].shape[0] <= n_bins)) {
+        PyErr_SetString(PyExc_ValueError, "split_round: buffer sizes do not match");
+        err = 1;
+    }
+    if (!err) {
+        fill = calloc((size_t)n_bins + 1, sizeof(int64_t));
+        label = malloc(sizeof(int64_t) * ((size_t)n_bins + 1));
+        low = malloc(sizeof(int64_t) * ((size_t)n_bins + 1));
+        if (!fill || !label || !low) { PyErr_NoMemory(); err = 1; }
+    }
+    for (Py_ssize_t i = 0; !err && i < n; i++) {
+        if (a[i] < 0 || a[i] >= n_bins) {
+            PyErr_SetString(PyExc_ValueError, "split_round: a bin out of range");
+            err = 1;
+        } else fill[a[i]] += len[i];
+    }
+    if (!err) {  /* the GIL stays: qsort's comparator reads a static */
+        for (int64_t b = 0; b < n_bins; b++) {
+            label[b] = 0;
+            if (!final && (double)fill[b] < threshold) low[n_low++] = b;
+        }
+        fill_of = fill;
+        qsort(low, (size_t)n_low, sizeof(int64_t), by_fill);
+        for (int64_t k = 0, total = 0; k < n_low && (total += fill[low[k]]) <= budget; k++)
+            label[low[k]] = -1;  /* carried */
+        for (int64_t b = 0; b < n_bins; b++) label[b] = label[b] < 0 ? -1 : n_kept++;
+        for (int64_t b = 0; b <= n_kept; b++) offsets[b] = 0;
+        for (Py_ssize_t i = 0; i < n; i++)
+            if (label[a[i]] >= 0) offsets[label[a[i]] + 1]++;
+        for (int64_t b = 0; b < n_kept; b++) offsets[b + 1] += offsets[b];
+        n_emit = offsets[n_kept];
+        for (int64_t b = n_kept; b > 0; b--) offsets[b] = offsets[b - 1];  /* starts, shifted */
+        offsets[0] = 0;
+        for (Py_ssize_t i = 0, c = n_emit; i < n; i++)
+            if (label[a[i]] >= 0) order[offsets[label[a[i]] + 1]++] = i; else order[c++] = i;
+    }
+    free(fill); free(label); free(low);
+    for (int k = 0; k < got; k++) PyBuffer_Release(&v[k]);
+    return err ? NULL : Py_BuildValue("nn", n_kept, n_emit);
+}
+
 static PyMethodDef methods[] = {
     {"assign", assign, METH_VARARGS, "assign(lengths, order, capacity, out) -> n_bins: exact BFD."},
+    {"split_round", split_round, METH_VARARGS,
+     "split_round(assignment, lengths, n_bins, threshold, budget, final, order, offsets)"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -143,6 +217,6 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_bfd_kernel",
 PyMODINIT_FUNC PyInit__bfd_kernel(void) {
     PyObject *m = PyModule_Create(&module);
     /* packing.bfd uses the kernel only when this matches: a stale build falls back to Python */
-    if (m && PyModule_AddIntConstant(m, "VERSION", 2) < 0) { Py_DECREF(m); return NULL; }
+    if (m && PyModule_AddIntConstant(m, "VERSION", 3) < 0) { Py_DECREF(m); return NULL; }
     return m;
 }

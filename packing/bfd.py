@@ -12,7 +12,8 @@ go to the bin that reached that capacity first.
 
 The small-input pass's loop also exists compiled (``packing/_bfd_kernel.c``, an optional
 extension built by ``pip install``): it is used when it imports, same assignment step for step;
-without it, or with ``FEWTRUNC_PURE_PYTHON=1`` in the environment, the loop runs in Python.
+without it, or with ``FEWTRUNC_PURE_PYTHON=1`` in the environment, the loop runs in Python
+(``packing.online`` follows the same switch for its rounds).
 """
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ SMALL_PER_SIZE = 40
 TINY = 160  # below it, a dozen numpy calls cost more than a Python sort (measured)
 SORT_IN_C = 128  # compiled loop: below it, insertion sort beats numpy's argsort (measured)
 
-KERNEL_VERSION = 2  # the interface this module calls; bumped with every change to it
+KERNEL_VERSION = 3  # the interface this module calls; bumped with every change to it
 try:
     from packing import _bfd_kernel as kernel  # compiled loop; None: not built, or not wanted
 except ImportError:

@@ -23,11 +23,12 @@ lengths in GPT-2 tokens (bytes/4), L = 2048, 4 copies (~23k chunks), ``min_fill=
 a training script: documents in, packed rows with ``doc_lens`` out.
 
 Speed: a round is one exact BFD of the buffer (~1,200 items at 256 L and L = 2048), done by the
-sorted-list pass of ``packing.bfd``: ~25 µs with its compiled loop (~0.3 ms with the Python one),
-and the round's bookkeeping is a handful of numpy calls over the buffer (radix sorts on narrow
-keys). Streaming 1M lengths in 1,000-item pushes costs ~0.08-0.09 µs per item whatever the push
-sizes, 1.5x one global pack of the same items at L = 2048 and below one at L = 8192
-(``benchmarks/bench_packing_speed.py``; without the compiled loop ~0.3-0.6 µs per item).
+sorted-list pass of ``packing.bfd``: ~25 µs with its compiled loop (~0.3 ms with the Python one).
+The round's bookkeeping (fills, carried bins, items grouped by bin) is ``_bfd_kernel.split_round``
+when the extension is built (~7 µs), a dozen numpy calls otherwise; a push that starts no round
+only queues its array. Streaming 1M lognormal lengths in 1,000-item pushes takes about as long as
+one global pack of the same items at L = 2048 and less at L = 8192
+(``benchmarks/bench_packing_speed.py``; without the extension ~0.3-0.6 µs per item, 5-9x).
 """
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ from typing import Iterable, Iterator, NamedTuple
 
 import numpy as np
 
+import packing.bfd
 from packing.api import pack
 from packing.bfd import bfd_assign
 from packing.validate import as_lengths, check_capacity, index_dtype
@@ -131,6 +133,8 @@ class BufferedPacker:
         else:
             res = pack(lens, self.capacity, self.algorithm, **self.options)
             assignment, n_bins = res.assignment, res.n_bins
+        if packing.bfd.kernel is not None:  # the same split, compiled
+            return self._split_compiled(assignment, n_bins, final)
         fills = np.bincount(assignment, weights=lens, minlength=n_bins).astype(np.int64)
         keep = np.ones(n_bins, dtype=bool)
         if not final:
@@ -147,6 +151,18 @@ class BufferedPacker:
         np.cumsum(sizes, out=offsets[1:])
         bins = Bins(self.ids[take], offsets)
         self.ids, self.lens = self.ids[~item_kept], lens[~item_kept]
+        self._tokens = int(self.lens.sum())
+        return bins
+
+    def _split_compiled(self, assignment: np.ndarray, n_bins: int, final: bool) -> Bins:
+        order = np.empty(self.lens.size, dtype=np.int64)
+        offsets = np.empty(n_bins + 1, dtype=np.int64)
+        n_kept, n_emit = packing.bfd.kernel.split_round(
+            np.ascontiguousarray(assignment, dtype=np.int64), self.lens, n_bins,
+            self.min_fill * self.capacity, self.buffer_tokens // 2, final, order, offsets)
+        bins = Bins(self.ids[order[:n_emit]], offsets[: n_kept + 1])
+        rest = order[n_emit:]
+        self.ids, self.lens = self.ids[rest], self.lens[rest]
         self._tokens = int(self.lens.sum())
         return bins
 

@@ -122,13 +122,16 @@ def test_buffered_packer_equals_naive_rules_for_any_push_sizes(which, case, mult
 @needs_kernel
 @settings(max_examples=40, deadline=None)
 @given(cap=st.sampled_from([64, 2048]), seed=st.integers(0, 2**32 - 1),
-       pushes=st.lists(st.integers(1, 700), min_size=1, max_size=12))
-def test_buffered_packer_compiled_equals_python_on_long_streams(cap, seed, pushes):
+       pushes=st.lists(st.integers(1, 700), min_size=1, max_size=12),
+       min_fill=st.sampled_from([0.0, 0.5, 0.99, 1.0]))
+def test_buffered_packer_compiled_equals_python_on_long_streams(cap, seed, pushes, min_fill):
+    # the compiled loop and the compiled round split (carried bins, grouping by bin) against
+    # numpy's
     x = np.random.default_rng(seed).integers(1, cap + 1, sum(pushes))
     runs = []
     for which in ("python", "compiled"):
         with loop(which):
-            p, pos, got = BufferedPacker(cap, 8 * cap), 0, []
+            p, pos, got = BufferedPacker(cap, 8 * cap, min_fill=min_fill), 0, []
             for k in pushes:
                 got.append(p.push(x[pos : pos + k]))
                 pos += k
@@ -159,6 +162,14 @@ def test_kernel_refuses_bad_buffers_instead_of_reading_past_them():
     with pytest.raises((TypeError, ValueError, BufferError)):
         KERNEL.assign(x, np.array([0, 2, 1]), 3, out[::-1])  # not contiguous
     assert KERNEL.assign(x[:0], np.array([], dtype=np.int64), 3, out[:0]) == 0
+    a, order, offsets = np.array([0, 1, 1]), np.empty(3, np.int64), np.empty(3, np.int64)
+    # both bins hold 3 tokens, under 3.5: the budget of 3 carries one, the lower bin on the tie
+    assert KERNEL.split_round(a, x, 2, 3.5, 3, False, order, offsets) == (1, 2)
+    assert order.tolist() == [1, 2, 0] and offsets[:2].tolist() == [0, 2]
+    with pytest.raises(ValueError, match="bin out of range"):
+        KERNEL.split_round(np.array([0, 2, 1]), x, 2, 3.0, 3, False, order, offsets)
+    with pytest.raises(ValueError, match="sizes do not match"):
+        KERNEL.split_round(a, x, 3, 3.0, 3, False, order, offsets)  # offsets too short
 
 
 def test_pure_python_switch():

@@ -71,8 +71,15 @@ def open_shard(path: str | Path) -> pa.Table:
     """Memory-map one shard (zero-copy when uncompressed); a shard on a store is read whole."""
     from pipelines.storage import is_url, read_bytes
 
-    source = pa.py_buffer(read_bytes(path)) if is_url(path) else pa.memory_map(str(path), "r")
+    if is_url(path):
+        return open_shard_bytes(read_bytes(path))
+    source = pa.memory_map(str(path), "r")
     return ipc.open_file(source).read_all()
+
+
+def open_shard_bytes(data: bytes) -> pa.Table:
+    """A shard's table from its bytes."""
+    return ipc.open_file(pa.py_buffer(data)).read_all()
 
 
 def list_shards(directory: str | Path) -> list[Path]:

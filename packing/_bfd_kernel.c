@@ -1,7 +1,7 @@
 /* Exact Best-Fit-Decreasing placement loop, compiled (optional: packing/bfd.py and
  * packing/online.py fall back to the same steps in Python when this extension is not built).
  *
- * assign(lengths, order, capacity, out) -> n_bins
+ * assign(lengths, order, capacity, out, mode=0) -> n_bins
  *   lengths: int64 item sizes, each in [1, capacity]; order: int64 item indices by non-increasing
  *   size, ties by index, or None to have them sorted here (insertion sort: for a few dozen items,
  *   cheaper than a numpy call); out: writable int64, receives each item's bin (bins numbered by
@@ -11,7 +11,8 @@
  * the smallest room that fits and, between equal rooms, the bin that reached it first (the clock
  * counts insertions). A run of c equal sizes puts min(c, room / s) of them into the chosen bin at
  * once, so the loop steps once per (size, bin). Bins with less room than the smallest item are
- * never stored. The same rules, step for step, as packing.bfd._place_runs.
+ * never stored. The same rules, step for step, as packing.bfd._place_runs. When L is at most a
+ * few times n, bins are kept by room instead (place_rooms: same choices, no memmove).
  *
  * split_round(...): the bookkeeping of a BufferedPacker round after its BFD (below). */
 #define PY_SSIZE_T_CLEAN
@@ -19,6 +20,12 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(_MSC_VER)
+#include <intrin.h>
+static int ctz64(uint64_t x) { unsigned long i; _BitScanForward64(&i, x); return (int)i; }
+#else
+#define ctz64 __builtin_ctzll
+#endif
 
 static Py_ssize_t lower_bound(const int64_t *a, Py_ssize_t n, int64_t x) {
     Py_ssize_t lo = 0, hi = n;
@@ -29,13 +36,70 @@ static Py_ssize_t lower_bound(const int64_t *a, Py_ssize_t n, int64_t x) {
     return lo;
 }
 
-/* Returns the number of bins, -1 when out of memory, -2 for an index or size out of range. */
+/* The same steps with open bins kept by remaining room: a FIFO of bins per room (oldest first)
+ * and a bitset of the rooms that hold any, scanned upward from s for the smallest room that fits.
+ * No memmove: used when L is at most ROOMS_PER_ITEM * n, so its O(L) state stays small. */
+#define ROOMS_PER_ITEM 4
+static int64_t place_rooms(const int64_t *len, const int64_t *order, Py_ssize_t n, int64_t L,
+                           int64_t *out) {
+    Py_ssize_t W = (Py_ssize_t)(L >> 6) + 1, t = 0;
+    int64_t *head = malloc(sizeof(int64_t) * ((size_t)L + 1));
+    int64_t *tail = malloc(sizeof(int64_t) * ((size_t)L + 1));
+    int64_t *next = malloc(sizeof(int64_t) * (size_t)n);
+    int64_t *bin_of = malloc(sizeof(int64_t) * (size_t)n);
+    uint64_t *bits = calloc((size_t)W, sizeof(uint64_t));
+    int64_t n_bins = -1, clock = 0, smallest = len[order[n - 1]];
+    if (!head || !tail || !next || !bin_of || !bits) goto done;
+    n_bins = 0;
+    while (t < n) {
+        int64_t s = len[order[t]];
+        Py_ssize_t end = t + 1;
+        while (end < n && len[order[end]] == s) end++;
+        int64_t c = end - t;
+        while (c) {
+            Py_ssize_t w = (Py_ssize_t)(s >> 6);
+            uint64_t x = bits[w] & (~0ULL << (s & 63));
+            while (!x && ++w < W) x = bits[w];
+            int64_t r, b;
+            if (x) {
+                r = ((int64_t)w << 6) + ctz64(x);
+                int64_t node = head[r];
+                b = bin_of[node];
+                if (node == tail[r]) bits[r >> 6] &= ~(1ULL << (r & 63));
+                else head[r] = next[node];
+            } else {
+                r = L;
+                b = n_bins++;
+            }
+            int64_t k = r / s;
+            if (k > c) k = c;
+            r -= k * s;
+            c -= k;
+            for (int64_t j = 0; j < k; j++) out[order[t++]] = b;
+            if (r >= smallest) {
+                int64_t node = clock++;
+                bin_of[node] = b;
+                if (bits[r >> 6] >> (r & 63) & 1) next[tail[r]] = node;
+                else { head[r] = node; bits[r >> 6] |= 1ULL << (r & 63); }
+                tail[r] = node;
+            }
+        }
+    }
+done:
+    free(head); free(tail); free(next); free(bin_of); free(bits);
+    return n_bins;
+}
+
+/* Returns the number of bins, -1 when out of memory, -2 for an index or size out of range.
+ * mode: 0 picks the structure, 1 the sorted array, 2 the rooms (the tests compare them). */
 static int64_t place(const int64_t *len, const int64_t *order, Py_ssize_t n, int64_t L,
-                     int64_t *out) {
+                     int64_t *out, int mode) {
     int64_t N = (int64_t)n + 1, n_bins = 0, clock = 0;
     if (L < 1 || L > INT64_MAX / N) return -2;  /* keys room * N + clock must fit in int64 */
     for (Py_ssize_t t = 0; t < n; t++)  /* never read or write outside the buffers */
         if (order[t] < 0 || order[t] >= n || len[order[t]] < 1 || len[order[t]] > L) return -2;
+    if (mode == 2 || (mode == 0 && L <= ROOMS_PER_ITEM * (int64_t)n))
+        return place_rooms(len, order, n, L, out);
     int64_t *keys = malloc(sizeof(int64_t) * (size_t)n);
     int64_t *bin_at = malloc(sizeof(int64_t) * (size_t)n);  /* clock -> bin */
     if (!keys || !bin_at) { free(keys); free(bin_at); return -1; }
@@ -90,7 +154,8 @@ static int get_i64(PyObject *obj, Py_buffer *view, int flags, const char *name) 
     return 0;
 }
 
-static int64_t sort_and_place(const int64_t *len, Py_ssize_t n, int64_t L, int64_t *out) {
+static int64_t sort_and_place(const int64_t *len, Py_ssize_t n, int64_t L, int64_t *out,
+                              int mode) {
     int64_t *order = malloc(sizeof(int64_t) * (size_t)n);
     if (!order) return -1;
     for (Py_ssize_t t = 0; t < n; t++) {  /* stable: an item moves only past smaller ones */
@@ -98,7 +163,7 @@ static int64_t sort_and_place(const int64_t *len, Py_ssize_t n, int64_t L, int64
         while (j > 0 && len[order[j - 1]] < len[t]) { order[j] = order[j - 1]; j--; }
         order[j] = t;
     }
-    int64_t n_bins = place(len, order, n, L, out);
+    int64_t n_bins = place(len, order, n, L, out, mode);
     free(order);
     return n_bins;
 }
@@ -106,8 +171,9 @@ static int64_t sort_and_place(const int64_t *len, Py_ssize_t n, int64_t L, int64
 static PyObject *assign(PyObject *self, PyObject *args) {
     PyObject *lo, *oo, *uo;
     long long L;
+    int mode = 0;
     Py_buffer lv, ov = {0}, uv;
-    if (!PyArg_ParseTuple(args, "OOLO:assign", &lo, &oo, &L, &uo)) return NULL;
+    if (!PyArg_ParseTuple(args, "OOLO|i:assign", &lo, &oo, &L, &uo, &mode)) return NULL;
     if (get_i64(lo, &lv, PyBUF_SIMPLE, "lengths") < 0) return NULL;
     if (oo != Py_None && get_i64(oo, &ov, PyBUF_SIMPLE, "order") < 0) {
         PyBuffer_Release(&lv); return NULL;
@@ -122,8 +188,8 @@ static PyObject *assign(PyObject *self, PyObject *args) {
         n_bins = -3;
     } else if (n > 0) {
         Py_BEGIN_ALLOW_THREADS
-        n_bins = oo == Py_None ? sort_and_place(lv.buf, n, (int64_t)L, uv.buf)
-                               : place(lv.buf, ov.buf, n, (int64_t)L, uv.buf);
+        n_bins = oo == Py_None ? sort_and_place(lv.buf, n, (int64_t)L, uv.buf, mode)
+                               : place(lv.buf, ov.buf, n, (int64_t)L, uv.buf, mode);
         Py_END_ALLOW_THREADS
         if (n_bins == -1) PyErr_NoMemory();
         if (n_bins == -2)
@@ -205,7 +271,8 @@ static PyObject *split_round(PyObject *self, PyObject *args) {
 }
 
 static PyMethodDef methods[] = {
-    {"assign", assign, METH_VARARGS, "assign(lengths, order, capacity, out) -> n_bins: exact BFD."},
+    {"assign", assign, METH_VARARGS,
+     "assign(lengths, order, capacity, out, mode=0) -> n_bins: exact BFD."},
     {"split_round", split_round, METH_VARARGS,
      "split_round(assignment, lengths, n_bins, threshold, budget, final, order, offsets)"},
     {NULL, NULL, 0, NULL},
@@ -217,6 +284,6 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_bfd_kernel",
 PyMODINIT_FUNC PyInit__bfd_kernel(void) {
     PyObject *m = PyModule_Create(&module);
     /* packing.bfd uses the kernel only when this matches: a stale build falls back to Python */
-    if (m && PyModule_AddIntConstant(m, "VERSION", 3) < 0) { Py_DECREF(m); return NULL; }
+    if (m && PyModule_AddIntConstant(m, "VERSION", 4) < 0) { Py_DECREF(m); return NULL; }
     return m;
 }

@@ -75,6 +75,23 @@ def test_every_pass_equals_naive_assignment(case):
         packing.bfd.SORT_IN_C = sort_in_c
 
 
+@needs_kernel
+@settings(max_examples=300, deadline=None)
+@given(case=st.integers(1, 300).flatmap(
+    lambda cap: st.tuples(st.just(cap), st.lists(st.integers(1, cap), min_size=1, max_size=400))))
+def test_kernel_structures_agree(case):
+    # open bins in one sorted array (mode 1) or by remaining room (mode 2), items sorted by
+    # numpy or by the kernel: the same assignment as the histogram pass
+    cap, lengths = case
+    x = np.asarray(lengths, dtype=np.int64)
+    want, n_bins = bfd_assign_histogram(x, cap)
+    for mode in (0, 1, 2):
+        for order in (None, packing.bfd.descending_order(x, cap)):
+            out = np.empty(x.size, dtype=np.int64)
+            assert KERNEL.assign(x, order, cap, out, mode) == n_bins
+            assert np.array_equal(out, want)
+
+
 @pytest.mark.parametrize("which", LOOPS)
 @settings(max_examples=60, deadline=None)
 @given(cap=st.integers(2, 12), seed=st.integers(0, 2**32 - 1),

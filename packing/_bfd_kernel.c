@@ -12,7 +12,7 @@
  * counts insertions). A run of c equal sizes puts min(c, room / s) of them into the chosen bin at
  * once, so the loop steps once per (size, bin). Bins with less room than the smallest item are
  * never stored. The same rules, step for step, as packing.bfd._place_runs. When L is at most a
- * few times n, bins are kept by room instead (place_rooms: same choices, no memmove).
+ * few times n, bins are kept by room instead (Open, below: same choices, no memmove).
  *
  * split_round(...): the bookkeeping of a BufferedPacker round after its BFD (below). */
 #define PY_SSIZE_T_CLEAN
@@ -36,89 +36,90 @@ static Py_ssize_t lower_bound(const int64_t *a, Py_ssize_t n, int64_t x) {
     return lo;
 }
 
-/* The same steps with open bins kept by remaining room: a FIFO of bins per room (oldest first)
- * and a bitset of the rooms that hold any, scanned upward from s for the smallest room that fits.
- * No memmove: used when L is at most ROOMS_PER_ITEM * n, so its O(L) state stays small. */
+/* Open bins, in one of two structures that make the same choices (the tests compare them):
+ * - sorted: one array of keys room * N + clock, kept sorted (a memmove per step, growing with
+ *   the open bins);
+ * - rooms: a FIFO of bins per remaining room (oldest first) and a bitset of the rooms that hold
+ *   any, scanned upward from s; no memmove, but O(L) state, so used when L <= ROOMS_PER_ITEM * n.
+ * bin_at maps a clock (one per insertion) to its bin; in rooms, next links a room's FIFO. */
 #define ROOMS_PER_ITEM 4
-static int64_t place_rooms(const int64_t *len, const int64_t *order, Py_ssize_t n, int64_t L,
-                           int64_t *out) {
-    Py_ssize_t W = (Py_ssize_t)(L >> 6) + 1, t = 0;
-    int64_t *head = malloc(sizeof(int64_t) * ((size_t)L + 1));
-    int64_t *tail = malloc(sizeof(int64_t) * ((size_t)L + 1));
-    int64_t *next = malloc(sizeof(int64_t) * (size_t)n);
-    int64_t *bin_of = malloc(sizeof(int64_t) * (size_t)n);
-    uint64_t *bits = calloc((size_t)W, sizeof(uint64_t));
-    int64_t n_bins = -1, clock = 0, smallest = len[order[n - 1]];
-    if (!head || !tail || !next || !bin_of || !bits) goto done;
-    n_bins = 0;
-    while (t < n) {
-        int64_t s = len[order[t]];
-        Py_ssize_t end = t + 1;
-        while (end < n && len[order[end]] == s) end++;
-        int64_t c = end - t;
-        while (c) {
-            Py_ssize_t w = (Py_ssize_t)(s >> 6);
-            uint64_t x = bits[w] & (~0ULL << (s & 63));
-            while (!x && ++w < W) x = bits[w];
-            int64_t r, b;
-            if (x) {
-                r = ((int64_t)w << 6) + ctz64(x);
-                int64_t node = head[r];
-                b = bin_of[node];
-                if (node == tail[r]) bits[r >> 6] &= ~(1ULL << (r & 63));
-                else head[r] = next[node];
-            } else {
-                r = L;
-                b = n_bins++;
-            }
-            int64_t k = r / s;
-            if (k > c) k = c;
-            r -= k * s;
-            c -= k;
-            for (int64_t j = 0; j < k; j++) out[order[t++]] = b;
-            if (r >= smallest) {
-                int64_t node = clock++;
-                bin_of[node] = b;
-                if (bits[r >> 6] >> (r & 63) & 1) next[tail[r]] = node;
-                else { head[r] = node; bits[r >> 6] |= 1ULL << (r & 63); }
-                tail[r] = node;
-            }
-        }
+typedef struct {
+    int rooms;
+    int64_t N, nk, clock, *keys, *bin_at, *head, *tail, *next;
+    uint64_t *bits;
+    Py_ssize_t W;
+} Open;
+
+/* Removes the fullest open bin with room >= s (the oldest on a tie); 0 when there is none. */
+static int take_fit(Open *o, int64_t s, int64_t *r, int64_t *b) {
+    if (o->rooms) {
+        Py_ssize_t w = (Py_ssize_t)(s >> 6);
+        uint64_t x = o->bits[w] & (~0ULL << (s & 63));
+        while (!x && ++w < o->W) x = o->bits[w];
+        if (!x) return 0;
+        *r = ((int64_t)w << 6) + ctz64(x);
+        int64_t node = o->head[*r];
+        *b = o->bin_at[node];
+        if (node == o->tail[*r]) o->bits[*r >> 6] &= ~(1ULL << (*r & 63));
+        else o->head[*r] = o->next[node];
+        return 1;
     }
-done:
-    free(head); free(tail); free(next); free(bin_of); free(bits);
-    return n_bins;
+    Py_ssize_t i = lower_bound(o->keys, o->nk, s * o->N);
+    if (i == o->nk) return 0;
+    *r = o->keys[i] / o->N;
+    *b = o->bin_at[o->keys[i] % o->N];
+    memmove(o->keys + i, o->keys + i + 1, sizeof(int64_t) * (size_t)(o->nk - i - 1));
+    o->nk--;
+    return 1;
+}
+
+static void put(Open *o, int64_t r, int64_t b) {
+    int64_t node = o->clock++;
+    o->bin_at[node] = b;
+    if (o->rooms) {
+        if (o->bits[r >> 6] >> (r & 63) & 1) o->next[o->tail[r]] = node;
+        else { o->head[r] = node; o->bits[r >> 6] |= 1ULL << (r & 63); }
+        o->tail[r] = node;
+        return;
+    }
+    int64_t key = r * o->N + node;
+    Py_ssize_t j = lower_bound(o->keys, o->nk, key);
+    memmove(o->keys + j + 1, o->keys + j, sizeof(int64_t) * (size_t)(o->nk - j));
+    o->keys[j] = key;
+    o->nk++;
 }
 
 /* Returns the number of bins, -1 when out of memory, -2 for an index or size out of range.
- * mode: 0 picks the structure, 1 the sorted array, 2 the rooms (the tests compare them). */
+ * mode: 0 picks the structure, 1 the sorted array, 2 the rooms. */
 static int64_t place(const int64_t *len, const int64_t *order, Py_ssize_t n, int64_t L,
                      int64_t *out, int mode) {
-    int64_t N = (int64_t)n + 1, n_bins = 0, clock = 0;
-    if (L < 1 || L > INT64_MAX / N) return -2;  /* keys room * N + clock must fit in int64 */
+    Open o = {0};
+    o.N = (int64_t)n + 1;
+    if (L < 1 || L > INT64_MAX / o.N) return -2;  /* keys room * N + clock must fit in int64 */
     for (Py_ssize_t t = 0; t < n; t++)  /* never read or write outside the buffers */
         if (order[t] < 0 || order[t] >= n || len[order[t]] < 1 || len[order[t]] > L) return -2;
-    if (mode == 2 || (mode == 0 && L <= ROOMS_PER_ITEM * (int64_t)n))
-        return place_rooms(len, order, n, L, out);
-    int64_t *keys = malloc(sizeof(int64_t) * (size_t)n);
-    int64_t *bin_at = malloc(sizeof(int64_t) * (size_t)n);  /* clock -> bin */
-    if (!keys || !bin_at) { free(keys); free(bin_at); return -1; }
-    int64_t smallest = len[order[n - 1]];
-    Py_ssize_t nk = 0, t = 0;
+    o.rooms = mode == 2 || (mode == 0 && L <= ROOMS_PER_ITEM * (int64_t)n);
+    o.bin_at = malloc(sizeof(int64_t) * (size_t)n);
+    int64_t n_bins = -1, smallest = len[order[n - 1]];
+    if (o.rooms) {
+        o.W = (Py_ssize_t)(L >> 6) + 1;
+        o.head = malloc(sizeof(int64_t) * ((size_t)L + 1));
+        o.tail = malloc(sizeof(int64_t) * ((size_t)L + 1));
+        o.next = malloc(sizeof(int64_t) * (size_t)n);
+        o.bits = calloc((size_t)o.W, sizeof(uint64_t));
+        if (!o.head || !o.tail || !o.next || !o.bits) goto done;
+    } else if (!(o.keys = malloc(sizeof(int64_t) * (size_t)n))) goto done;
+    if (!o.bin_at) goto done;
+    n_bins = 0;
+    Py_ssize_t t = 0;
     while (t < n) {
         int64_t s = len[order[t]];
         Py_ssize_t end = t + 1;
         while (end < n && len[order[end]] == s) end++;
         int64_t c = end - t;
         while (c) {
-            Py_ssize_t i = lower_bound(keys, nk, s * N);
             int64_t r, b;
-            if (i < nk) {
-                r = keys[i] / N;
-                b = bin_at[keys[i] % N];
-                memmove(keys + i, keys + i + 1, sizeof(int64_t) * (size_t)(nk - i - 1));
-                nk--;
-            } else {
+            if (!take_fit(&o, s, &r, &b)) {
                 r = L;
                 b = n_bins++;
             }
@@ -127,18 +128,11 @@ static int64_t place(const int64_t *len, const int64_t *order, Py_ssize_t n, int
             r -= k * s;
             c -= k;
             for (int64_t j = 0; j < k; j++) out[order[t++]] = b;
-            if (r >= smallest) {
-                int64_t key = r * N + clock;
-                Py_ssize_t j = lower_bound(keys, nk, key);
-                memmove(keys + j + 1, keys + j, sizeof(int64_t) * (size_t)(nk - j));
-                keys[j] = key;
-                nk++;
-                bin_at[clock++] = b;
-            }
+            if (r >= smallest) put(&o, r, b);
         }
     }
-    free(keys);
-    free(bin_at);
+done:
+    free(o.keys); free(o.bin_at); free(o.head); free(o.tail); free(o.next); free(o.bits);
     return n_bins;
 }
 

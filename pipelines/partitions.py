@@ -33,6 +33,7 @@ from packing.partition import plan_partitions
 from pipelines.atomic import write_json
 from pipelines.errors import FatalError
 from pipelines.faults import crash_point
+from pipelines.memory import trim
 from pipelines.row_plan import load_row_plan, save_row_plan
 from pipelines.run_plan import RunPlan
 from pipelines.shard_format import list_shards, shard_name
@@ -194,6 +195,7 @@ class PackPartitions:
             out = []
             for p, lo, hi, base in items:  # one at a time: memory is one partition's
                 pack_partition(self.plan, p, lo, hi, base)
+                trim()  # the partition's arrays are below the mmap threshold: heap pages
                 out.append(p)
                 if report is not None:
                     report(1)
@@ -255,6 +257,7 @@ class WritePartitionShards:
                 with ThreadPoolExecutor(max(1, threads)) as pool:
                     for _ in pool.map(lambda j: write_shard_range(self.plan, rows, docs, store,
                                                                   *j), by_part[p]):
+                        trim()  # a shard's buffers, freed on the writer threads' arenas
                         if report is not None:
                             report(1)
             return []

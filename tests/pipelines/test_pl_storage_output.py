@@ -1,6 +1,8 @@
 """output.dir (with _work/) on S3 or GCS (real protocol servers on 127.0.0.1): a local-engine run
 writes the shards of the same run on a local disk, byte for byte; a rerun changes nothing; a run
-killed (SIGKILL) while writing resumes to the same bytes; verify, inspect and report read it."""
+killed (SIGKILL) while writing resumes to the same bytes; verify, inspect and report read it, and
+training reads its shards. The corpus is packed in two partitions (pack.partition_chunks), so the
+partitioned pack's work files cross the store too."""
 from __future__ import annotations
 
 import os
@@ -31,7 +33,8 @@ def corpus(tmp_path_factory):
 def overrides(out, corpus, **extra) -> list[str]:
     return base_overrides(out, f"{corpus}/*.jsonl*", **{"input.id_field": "id",
                                                        "input.unit_bytes": 20_000,
-                                                       "output.report": "true", **extra})
+                                                       "output.report": "true",
+                                                       "pack.partition_chunks": 40, **extra})
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +54,10 @@ def store_files(url: str) -> dict:
     return found
 
 
-def test_output_on_a_store_is_the_local_run(object_store, corpus, local_run):
+def test_output_on_a_store_is_the_local_run(object_store, corpus, local_run, capsys):
+    """... and a rerun changes nothing; verify, inspect and report read the run's URL."""
+    from pipelines.cli import main
+
     out = object_store.url("runs/out")
     result = pipelines.run(None, overrides(out, corpus))
     assert result["status"] == "complete"
@@ -60,6 +66,13 @@ def test_output_on_a_store_is_the_local_run(object_store, corpus, local_run):
     assert storage.exists(f"{out}/manifest.json")
     again = pipelines.run(None, overrides(out, corpus))
     assert again["status"] == "already complete" and store_files(out) == local_run
+    assert main(["verify", out]) == 0
+    assert main(["inspect", out, "--row", "0"]) == 0
+    assert main(["report", out]) == 0
+    assert "ok:" in capsys.readouterr().out
+    storage.remove(f"{out}/shard-00001.arrow")
+    assert main(["verify", out]) == 1
+    assert "shard-00001.arrow" in capsys.readouterr().out
 
 
 def cli(args: list[str], env: dict, crash: str = "", timeout: float = 240, config=None):
@@ -84,9 +97,9 @@ def s3(s3_server, monkeypatch):
 
 
 def test_killed_on_s3_resumes_to_the_same_bytes(s3, corpus, local_run):
-    """SIGKILL after a unit is spilled, then after a shard and its marker are published: each
-    restart takes over the run (its lock object names the same fingerprint) and the result is
-    the uninterrupted run's."""
+    """SIGKILL after a unit is spilled, then after a shard and its marker are published (two
+    partitions of consecutive units: pack.partition_chunks): each restart takes over the run
+    (its lock object names the same fingerprint) and the result is the uninterrupted run's."""
     out = s3.url("killed")
     args = overrides(out, corpus)
     for crash in ("unit:1", "shard:1"):
@@ -97,20 +110,6 @@ def test_killed_on_s3_resumes_to_the_same_bytes(s3, corpus, local_run):
     resumed = cli(args, dict(os.environ))
     assert resumed.returncode == 0, resumed.stderr
     assert store_files(out) == local_run
-
-
-def test_verify_inspect_report_read_a_run_on_a_store(s3, corpus, capsys):
-    from pipelines.cli import main
-
-    out = s3.url("v")
-    pipelines.run(None, overrides(out, corpus))
-    assert main(["verify", out]) == 0
-    assert main(["inspect", out, "--row", "0"]) == 0
-    assert main(["report", out]) == 0
-    assert "ok:" in capsys.readouterr().out
-    storage.remove(f"{out}/shard-00001.arrow")
-    assert main(["verify", out]) == 1
-    assert "shard-00001.arrow" in capsys.readouterr().out
 
 
 def test_another_run_on_the_same_url_is_refused(s3, corpus):

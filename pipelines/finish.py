@@ -11,21 +11,16 @@ from pipelines.faults import crash_point
 from pipelines.output_lock import release_output
 from pipelines.run_plan import RunPlan
 from pipelines.steps.manifest import build_manifest
-from pipelines.steps.stats import run_stats
 from pipelines.steps.verify import SHARD_FILE, manifest_seal
 from pipelines.steps.write import sha256_file
 from pipelines.storage.paths import as_path, remove_tree
 from pipelines.storage.urls import is_url
 
 
-def finalize(plan: RunPlan, docs, rows, markers, shards: list, timings: dict) -> dict:
-    return finalize_stats(plan, run_stats(docs.length, rows, plan.cfg.pack), rows.n_rows,
-                          markers, shards, timings)
-
-
 def finalize_stats(plan: RunPlan, stats: dict, n_rows: int, markers, shards: list,
                    timings: dict) -> dict:
-    """``finalize`` from the run's stats and row count (merged from partition summaries)."""
+    """Write rejects, stats, report and, last, the manifest, from the run's stats and row count
+    (merged from the partitions' summaries); refuses a run whose tokens do not add up."""
     manifest = build_manifest(config=plan.config, fingerprint=plan.fingerprint,
                               tokenizer=plan.tokenizer_info, inputs=plan.inputs, shards=shards,
                               markers=markers, stats=stats)

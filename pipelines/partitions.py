@@ -35,6 +35,7 @@ from pipelines.errors import FatalError
 from pipelines.faults import crash_point
 from pipelines.memory import trim
 from pipelines.row_plan import load_row_plan, save_row_plan
+from pipelines.stages import write_shard_range
 from pipelines.run_plan import RunPlan
 from pipelines.shard_format import list_shards, shard_name
 from pipelines.steps import spill
@@ -237,8 +238,6 @@ class WritePartitionShards:
         return len(items), "shard"
 
     def setup(self, threads: int):
-        from pipelines.stages import write_shard_range
-
         store = spill.SpillStore(self.plan.work, len(self.plan.units))
         loaded: dict = {}  # the last partition's (docs, rows)
 

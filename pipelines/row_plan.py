@@ -1,5 +1,5 @@
-"""The row plan: every accepted document's length split and packed into rows (after every unit is
-tokenized), the shards' row ranges, and the plan's arrays saved for the shard writers."""
+"""The row plan's arrays saved for the shard writers (a partition's, under its directory in the
+work directory), and the units' markers the plan is built from."""
 from __future__ import annotations
 
 import dataclasses
@@ -10,10 +10,9 @@ import numpy as np
 from pipelines.atomic import atomic_path
 from pipelines.errors import FatalError
 from pipelines.run_plan import RunPlan
-from pipelines.shard_format import list_shards, shard_name
 from pipelines.steps import spill
-from pipelines.steps.pack import RowPlan, plan_rows
-from pipelines.steps.write import DocTable, shard_ranges
+from pipelines.steps.pack import RowPlan
+from pipelines.steps.write import DocTable
 from pipelines.storage.paths import UrlPath, as_path
 
 PLAN = "plan"  # the row plan's arrays in the work directory
@@ -27,31 +26,6 @@ def unit_markers(plan: RunPlan) -> list[dict]:
         raise FatalError(f"planning rows before every unit is tokenized (units {missing[:10]} "
                          "have no marker)")
     return markers
-
-
-def plan_all_rows(plan: RunPlan):
-    """(documents, rows, unit markers): split + pack every accepted document's length."""
-    markers = unit_markers(plan)
-    docs = DocTable.from_units([spill.load_docs(plan.work, u.index) for u in plan.units])
-    rows = plan_rows(docs.length, plan.cfg.pack)
-    if int(rows.seg_len.sum()) != int(docs.length.sum()):
-        raise FatalError("the row plan does not hold every token of the accepted documents")
-    return docs, rows, markers
-
-
-def planned_shard_ranges(plan: RunPlan, rows) -> list[tuple[int, int]]:
-    """The row range of every shard (fixed by the row count and ``output.rows_per_shard``)."""
-    return shard_ranges(rows.n_rows, plan.cfg.output.rows_per_shard)
-
-
-def plan_shards_and_remove_strays(plan: RunPlan, rows) -> list[tuple[int, int]]:
-    """The row range of every shard; shard files beyond them (an earlier, larger plan's) go."""
-    ranges = planned_shard_ranges(plan, rows)
-    planned = {shard_name(k) for k in range(len(ranges))}
-    for extra in list_shards(plan.out):  # only inside a known run (prepare refuses others)
-        if extra.name not in planned:
-            extra.unlink()
-    return ranges
 
 
 def save_row_plan(work: Path, docs, rows) -> None:

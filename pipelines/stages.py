@@ -10,17 +10,13 @@ run; every name, marker and byte comes from here and from ``pipelines/steps``.
 from __future__ import annotations
 
 import json
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from pipelines.atomic import write_json
 from pipelines.faults import crash_point
-from pipelines.row_plan import load_row_plan, plan_all_rows, plan_shards_and_remove_strays, \
-    save_row_plan
 from pipelines.run_plan import RunPlan
 from pipelines.shard_format import shard_name, write_shard_batches
-from pipelines.steps import spill
 from pipelines.steps.read import Reader
 from pipelines.steps.tokenize import Tokenize, set_worker_threads
 from pipelines.steps.write import build_shard, sha256_file
@@ -70,52 +66,6 @@ class TokenizeUnits:
         def call(items, report=None) -> list:
             tokenize_units(self.plan.work, tokenize, [units[i] for i in items], reader,
                            threads, report)
-            return []
-        return call
-
-
-@dataclass(frozen=True)
-class PackRows:
-    """After every unit: split + pack every document's length (one call, lengths only), save the
-    row plan for the writers, remove stray shards -> the shard ranges ``(k, start, end)``."""
-
-    plan: RunPlan
-    name, gather = "pack", True
-
-    def work_size(self, items) -> tuple[int, None]:
-        return 0, None  # one call, no bar
-
-    def setup(self, threads: int):
-        def call(items, report=None) -> list:
-            docs, rows, _ = plan_all_rows(self.plan)
-            save_row_plan(self.plan.work, docs, rows)
-            ranges = plan_shards_and_remove_strays(self.plan, rows)
-            return [(k, a, b) for k, (a, b) in enumerate(ranges)]
-        return call
-
-
-@dataclass(frozen=True)
-class WriteShards:
-    """(k, start, end) -> ``shard-K.arrow`` and its marker, from the saved row plan (fixed names,
-    atomic: a retried item rewrites the same bytes); ``threads`` shards at once (zstd and the
-    gather release the GIL)."""
-
-    plan: RunPlan
-    name, gather = "write", False
-
-    def work_size(self, items) -> tuple[int, str]:
-        return len(items), "shard"
-
-    def setup(self, threads: int):
-        docs, rows = load_row_plan(self.plan.work)
-        store = spill.SpillStore(self.plan.work, len(self.plan.units))
-
-        def call(items, report=None) -> list:
-            with ThreadPoolExecutor(max(1, threads)) as pool:
-                for _ in pool.map(lambda j: write_shard_range(self.plan, rows, docs, store, *j),
-                                  items):
-                    if report is not None:
-                        report(1)
             return []
         return call
 

@@ -115,14 +115,15 @@ def test_stages_ship_the_run_plan_and_nothing_live(tmp_path):
     fingerprints) pickles and compares equal after the trip, and holds no tokenizer."""
     import pickle
 
+    from pipelines.partitions import stages as pack_stages
     from pipelines.run_plan import build_run_plan
-    from pipelines.stages import PackRows, TokenizeUnits, WriteShards
+    from pipelines.stages import TokenizeUnits
     from tests.pipelines.conftest import english_records, write_jsonl
 
     src = write_jsonl(tmp_path / "in.jsonl", english_records(5))
     plan, tokenize = build_run_plan(load_run_config(None, [f"input.paths={src}",
                                                            f"output.dir={tmp_path / 'o'}"]))
-    for stage in (TokenizeUnits(plan), PackRows(plan), WriteShards(plan)):
+    for stage in (TokenizeUnits(plan), *pack_stages(plan)):
         blob = pickle.dumps(stage)
         assert pickle.loads(blob) == stage
         assert b"pipelines.steps.tokenize" not in blob and len(blob) < 20_000

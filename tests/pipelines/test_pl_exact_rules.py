@@ -239,10 +239,10 @@ def test_unit_boundaries_at_exactly_unit_bytes():
 def test_finalize_refuses_an_output_that_lost_a_shard(tmp_path, corpus):
     from pipelines.config import load_run_config
     from pipelines import driver
-    from pipelines.finish import finalize
+    from pipelines.finish import finalize_stats
     from pipelines.output_lock import release_output
-    from pipelines.row_plan import plan_all_rows, plan_shards_and_remove_strays
-    from pipelines.stages import write_shard_range
+    from pipelines.partitions import run_totals
+    from pipelines.row_plan import unit_markers
     from pipelines.errors import FatalError
 
     out = tmp_path / "o"
@@ -253,12 +253,11 @@ def test_finalize_refuses_an_output_that_lost_a_shard(tmp_path, corpus):
     plan, _, finished = driver.prepare(load_run_config(None, args))
     try:
         assert finished is None
-        docs, rows, markers = plan_all_rows(plan)
-        store = spill.SpillStore(plan.work, len(plan.units))
-        shards = [write_shard_range(plan, rows, docs, store, k, a, b)
-                  for k, (a, b) in enumerate(plan_shards_and_remove_strays(plan, rows))]
+        stats, n_rows, n_shards = run_totals(plan)
+        shards = driver.shard_entries(plan, n_shards)
+        assert n_shards > 1
         with pytest.raises(FatalError, match="conservation broken"):
-            finalize(plan, docs, rows, markers, shards[:-1], {})
+            finalize_stats(plan, stats, n_rows, unit_markers(plan), shards[:-1], {})
         assert not (out / "manifest.json").exists()
     finally:
         release_output(out)

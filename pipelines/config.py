@@ -112,7 +112,7 @@ class OutputConfig:
 class LocalConfig:
     """``engine: local`` only."""
 
-    workers: int = 0  # tokenizer threads, each encoding whole batches; 0 = every core
+    workers: int = 0  # threads of the threaded stages (encoding, shard writes); 0 = every core
 
     def __post_init__(self):
         _positive("local.workers", self.workers, 0)

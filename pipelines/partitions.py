@@ -170,7 +170,7 @@ class PlanPartitions:
     """After every unit: the partitions (a barrier, per-unit counts only) -> one item each."""
 
     plan: RunPlan
-    name, gather = "partition", True
+    name, gather, threaded = "partition", True, False
 
     def work_size(self, items) -> tuple[int, None]:
         return 0, None
@@ -186,7 +186,7 @@ class PackPartitions:
     """(p, lo, hi, token_base) -> partition p's row plan and summary; outputs p."""
 
     plan: RunPlan
-    name, gather = "pack", False
+    name, gather, threaded = "pack", False, False
 
     def work_size(self, items) -> tuple[int, str]:
         return len(items), "partition"
@@ -210,7 +210,7 @@ class NumberShards:
     files beyond them (an earlier, larger plan's) go."""
 
     plan: RunPlan
-    name, gather = "shards", True
+    name, gather, threaded = "shards", True, False
 
     def work_size(self, items) -> tuple[int, None]:
         return 0, None
@@ -232,7 +232,7 @@ class WritePartitionShards:
     writer maps one partition's plan at a time); ``threads`` shards at once."""
 
     plan: RunPlan
-    name, gather = "write", False
+    name, gather, threaded = "write", False, True
 
     def work_size(self, items) -> tuple[int, str]:
         return len(items), "shard"

@@ -3,8 +3,10 @@
 ``stage.setup(threads)`` runs once per worker (it loads the tokenizer, or memory-maps the row
 plan) and returns the stage's call: ``call(items, report=None)`` does every item, leaves its
 result in a marker file (the driver reads the markers, so no engine carries results back) and
-returns the next stage's items. A stage with ``gather = True`` is one call on every output of
-the stage before (a barrier). An engine only decides where and how often ``setup`` and the call
+returns the next stage's items. A stage declares what it needs: ``gather = True`` makes it one
+call on every output of the stage before (a barrier); ``threaded = True`` says its call keeps
+several threads busy (the encoder and zstd release the GIL), so an engine gives it the worker's
+cores, and 1 thread otherwise. An engine only decides where and how often ``setup`` and the call
 run; every name, marker and byte comes from here and from ``pipelines/steps``.
 """
 from __future__ import annotations
@@ -50,7 +52,7 @@ class TokenizeUnits:
     (``unit_stream``). Units given together stream back to back on ``threads`` encoders."""
 
     plan: RunPlan
-    name, gather = "tokenize", False
+    name, gather, threaded = "tokenize", False, True
 
     def work_size(self, items) -> tuple[int, str]:
         """For a progress bar: the input bytes of these units."""

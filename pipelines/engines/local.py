@@ -1,8 +1,8 @@
 """The local engine: each stage set up once in this process, all its items in one call.
 
 So the tokenize stage streams every pending unit back to back on ``local.workers`` encoding
-threads (the cores do not idle at file boundaries), and the write stage writes shards on a
-thread per core (up to 8: zstd and the gather release the GIL).
+threads (the cores do not idle at file boundaries), and the write stage writes as many shards at
+once (zstd and the gather release the GIL); single-threaded stages get one thread.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pipelines.unit_stream import usable_cores
 
 class LocalEngine:
     def __init__(self, workers: int = 0):
-        self.threads = {"tokenize": workers or usable_cores(), "write": min(usable_cores(), 8)}
+        self.threads = workers or usable_cores()  # for the stages that declare ``threaded``
 
     def run_stages(self, stages: list, items: list, progress: bool) -> dict:
         return driver.map_in_turn(self.map, stages, items, progress)
@@ -24,7 +24,8 @@ class LocalEngine:
         pass
 
     def map(self, stage, items: list, report=None) -> list:
-        return stage.setup(self.threads.get(stage.name, 1))(items, report) if items else []
+        threads = self.threads if stage.threaded else 1
+        return stage.setup(threads)(items, report) if items else []
 
 
 def run(cfg, progress: bool = False, check: str = "size") -> dict:

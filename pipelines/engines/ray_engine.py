@@ -88,7 +88,7 @@ class StageWorker:
     def run(self, stage, items: list) -> list:
         key = (stage.name, stage.plan.fingerprint)
         if key != self.key:
-            self.key, self.call = key, stage.setup(self.threads)
+            self.key, self.call = key, stage.setup(self.threads if stage.threaded else 1)
         return self.call(items)
 
 
@@ -133,7 +133,8 @@ class RayEngine:
 
     def map(self, stage, items: list, report=None) -> list:
         """Every item on a free actor, one item per call (progress counted per item); a
-        ``gather`` stage (the pack: lengths only) runs here, on the driver."""
+        ``gather`` stage (a barrier over per-unit counts or per-partition summaries) runs here,
+        on the driver."""
         import ray
 
         if stage.gather:

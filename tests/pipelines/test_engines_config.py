@@ -128,3 +128,35 @@ def test_stages_ship_the_run_plan_and_nothing_live(tmp_path):
         assert pickle.loads(blob) == stage
         assert b"pipelines.steps.tokenize" not in blob and len(blob) < 20_000
     assert not (tmp_path / "o").exists()  # planning touches no output
+
+
+def test_engines_give_several_threads_only_to_stages_that_declare_them(tmp_path):
+    """The stages say which of them keep several threads busy; the local engine gives those
+    ``local.workers`` threads and every other stage one, whatever the stage is called."""
+    from dataclasses import dataclass
+
+    from pipelines.engines.local import LocalEngine
+    from pipelines.partitions import stages as pack_stages
+    from pipelines.run_plan import build_run_plan
+    from pipelines.stages import TokenizeUnits
+    from tests.pipelines.conftest import english_records, write_jsonl
+
+    src = write_jsonl(tmp_path / "in.jsonl", english_records(3))
+    plan, _ = build_run_plan(load_run_config(None, [f"input.paths={src}",
+                                                    f"output.dir={tmp_path / 'o'}"]))
+    declared = {s.name: s.threaded for s in (TokenizeUnits(plan), *pack_stages(plan))}
+    assert declared == {"tokenize": True, "partition": False, "pack": False, "shards": False,
+                        "write": True}
+
+    @dataclass(frozen=True)
+    class Probe:  # records the threads the engine sets it up with
+        name: str
+        threaded: bool
+        gather = False
+
+        def setup(self, threads):
+            return lambda items, report=None: [threads]
+
+    engine = LocalEngine(workers=3)
+    assert engine.map(Probe("tokenize", False), [0]) == [1]
+    assert engine.map(Probe("anything", True), [0]) == [3]

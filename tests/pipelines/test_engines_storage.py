@@ -1,16 +1,18 @@
 """engine=ray (a real local cluster on 127.0.0.1) and engine=beam (DirectRunner) with the inputs,
-output.dir and _work/ on S3 (moto's server on 127.0.0.1): the shards are the local engine's on a
-local disk, byte for byte. The cluster is started without the storage environment: its workers
-reach the store only through what the driver passes them (the runtime environment)."""
+output.dir and _work/ on S3 (moto's server) and on GCS (the storage emulator), both on 127.0.0.1:
+the shards are the local engine's on a local disk, byte for byte. The cluster is started without
+the storage environment: its workers reach the store only through what the driver passes them
+(the runtime environment)."""
 from __future__ import annotations
 
 import pytest
 
 import pipelines
 from pipelines import atomic
-from tests.pipelines.object_stores import Store, environment, s3_server  # noqa: F401
+from tests.pipelines.object_stores import (Store, environment, gcs_server,  # noqa: F401
+                                           object_store, s3_server)
 from tests.pipelines.test_pl_storage_output import (cli, corpus, local_run,  # noqa: F401
-                                                    overrides, s3, store_files)
+                                                    overrides, store_files)
 
 pytestmark = pytest.mark.slow
 
@@ -33,21 +35,23 @@ def _upload(corpus, store) -> str:
     return store.url("in")
 
 
-def test_ray_cluster_reads_and_writes_s3(cluster, s3_server, corpus, local_run):
-    store = Store(s3_server)
-    with environment(s3_server.env):
+@pytest.mark.parametrize("server_name", ["s3_server", "gcs_server"])
+def test_ray_cluster_reads_and_writes_a_store(cluster, request, server_name, corpus, local_run):
+    server = request.getfixturevalue(server_name)
+    store = Store(server)
+    with environment(server.env):
         src = _upload(corpus, store)
     out = store.url("ray")
     args = overrides(out, src, **{"engine": "ray", "ray.address": cluster.address})
-    done = cli(args, {**cluster.env, **s3_server.env})
+    done = cli(args, {**cluster.env, **server.env})
     assert done.returncode == 0, done.stdout + done.stderr
-    with environment(s3_server.env):
+    with environment(server.env):
         assert store_files(out) == local_run
 
 
-def test_beam_reads_and_writes_s3(s3, corpus, local_run):
-    src = _upload(corpus, s3)
-    out = s3.url("beam")
+def test_beam_reads_and_writes_a_store(object_store, corpus, local_run):
+    src = _upload(corpus, object_store)
+    out = object_store.url("beam")
     result = pipelines.run(None, overrides(out, src, **{"engine": "beam",
                                                         "beam.num_workers": 2}))
     assert result["status"] == "complete"

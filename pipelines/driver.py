@@ -85,7 +85,7 @@ def map_in_turn(map_stage, stages: list, items: list, progress: bool) -> dict:
 def pending_units(plan: RunPlan) -> list:
     """Units without a marker, largest first (in input order among equals): the last unit a
     worker takes is a small one. The order has no effect on the output (a unit's own files)."""
-    todo = [u for u in plan.units if spill.load_marker(plan.work, u.index) is None]
+    todo = [u for u in plan.units if not spill.is_done(plan.work, u.index)]
     return sorted(todo, key=lambda u: (-unit_bytes(u), u.index))
 
 

@@ -90,7 +90,7 @@ def partition_layout(plan: RunPlan) -> dict:
     chunks = np.zeros(len(plan.units), dtype=np.int64)
     tokens = np.zeros(len(plan.units), dtype=np.int64)
     for i, u in enumerate(plan.units):
-        if spill.load_marker(plan.work, u.index) is None:
+        if not spill.is_done(plan.work, u.index):
             raise FatalError(f"planning rows before every unit is tokenized (unit {u.index} has "
                              "no marker)")
         _, lengths = spill.load_docs(plan.work, u.index)

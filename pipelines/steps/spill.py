@@ -120,11 +120,15 @@ class UnitSpill:
         return marker
 
 
+def is_done(work: Path, unit: int) -> bool:
+    """Whether the unit's marker is there (without reading it: markers carry the rejects)."""
+    return _name(as_path(work), unit, "done.json").is_file()
+
+
 def load_marker(work: Path, unit: int) -> dict | None:
-    path = _name(as_path(work), unit, "done.json")
-    if not path.is_file():
+    if not is_done(work, unit):
         return None
-    return json.loads(path.read_text(encoding="utf-8"))
+    return json.loads(_name(as_path(work), unit, "done.json").read_text(encoding="utf-8"))
 
 
 def load_docs(work: Path, unit: int) -> tuple[np.ndarray, np.ndarray]:

@@ -81,7 +81,9 @@ def test_killed_actor_is_restarted_and_output_identical(cluster, corpus):
     root, paths, _ = corpus
     actor, started = "StageWorker", _unit_spilled
     out = root / "killed"
-    small = {"tokenizer": {"batch_bytes": 15_000}}  # many batches: the kill lands mid-run
+    # Many small units and batches: after the first unit is spilled, most are still pending
+    # however fast the machine tokenizes, so the kill lands mid-run.
+    small = {"tokenizer": {"batch_bytes": 15_000}, "input": {"unit_bytes": 30_000}}
     want = root / "local-small"
     pipelines.run(job_config(paths, want, **small))
     units = json.loads((want / "manifest.json").read_text())["inputs"]["units"]

@@ -37,7 +37,7 @@ SMALL_PER_SIZE = 40
 TINY = 160  # below it, a dozen numpy calls cost more than a Python sort (measured)
 SORT_IN_C = 128  # compiled loop: below it, insertion sort beats numpy's argsort (measured)
 
-KERNEL_VERSION = 4  # the interface this module calls; bumped with every change to it
+KERNEL_VERSION = 5  # the interface this module calls; bumped with every change to it
 try:
     from packing import _bfd_kernel as kernel  # compiled loop; None: not built, or not wanted
 except ImportError:

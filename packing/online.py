@@ -22,13 +22,16 @@ lengths in GPT-2 tokens (bytes/4), L = 2048, 4 copies (~23k chunks), ``min_fill=
 (measured by ``python benchmarks/bench_online_buffer.py``). ``OnlinePacker`` wraps it for token sequences inside
 a training script: documents in, packed rows with ``doc_lens`` out.
 
-Speed: a round is one exact BFD of the buffer (~1,200 items at 256 L and L = 2048), done by the
-sorted-list pass of ``packing.bfd``: ~25 µs with its compiled loop (~0.3 ms with the Python one).
-The round's bookkeeping (fills, carried bins, items grouped by bin) is ``_bfd_kernel.split_round``
-when the extension is built (~7 µs), a dozen numpy calls otherwise; a push that starts no round
-only queues its array. Streaming 1M lognormal lengths in 1,000-item pushes takes about as long as
-one global pack of the same items at L = 2048 and less at L = 8192
-(``benchmarks/bench_packing_speed.py``; without the extension ~0.3-0.6 µs per item, 5-9x).
+Speed: with the compiled kernel (``packing._bfd_kernel``) a whole push is one ``stream`` call:
+items enter the buffer, and each round sorts only the items that came since the last one (the
+carried ones stay sorted and are merged in), runs the compiled BFD loop and splits bins into
+emitted and carried, all in C (~17 µs a round of ~500 uniform lengths, ~35 µs of ~1,200
+lognormal ones, at L = 2048 and push overheads included). Streaming 1M lengths in 1,000-item
+pushes takes ~0.7x one global pack of the same items with lognormal lengths and ~1.6x with
+uniform ones (whose rounds come 4.6x as often) at L = 2048, less at L = 8192
+(``benchmarks/bench_packing_speed.py``). Without the kernel, or for another algorithm, a round is
+``packing.pack`` and a dozen numpy calls (~0.3-0.6 µs per item, 5-9x), and a push that starts no
+round only queues its array. Both give the same bins.
 """
 from __future__ import annotations
 
@@ -64,6 +67,11 @@ def _concat_bins(parts: list[Bins]) -> Bins:
     return Bins(items, np.concatenate(offs))
 
 
+def _head(a: np.ndarray, n: int) -> np.ndarray:
+    """``a[:n]``, copied when that frees most of a large ``a`` (a long push's spare room)."""
+    return a[:n].copy() if a.size > 4096 and 2 * n < a.size else a[:n]
+
+
 class BufferedPacker:
     def __init__(self, capacity: int, buffer_tokens: int, algorithm: str = "bfd",
                  min_fill: float = 0.99, **options):
@@ -80,6 +88,11 @@ class BufferedPacker:
         self.rounds = 0
         self._tokens = 0  # sum of self.lens and of the waiting pushes
         self._waiting: list[np.ndarray] = []  # whole pushes after self.lens, not yet joined
+        # BFD with the compiled kernel: the whole push runs in _bfd_kernel.stream, on a buffer
+        # kept here (lengths, ids, and the carried items' sorted order), grown on demand
+        self._kernel = packing.bfd.kernel if algorithm == "bfd" else None
+        self._n = self._n_sorted = 0
+        self._blen = self._bid = self._bsorted = np.zeros(0, np.int64)
 
     @property
     def buffered_tokens(self) -> int:
@@ -87,6 +100,14 @@ class BufferedPacker:
 
     def push(self, lengths) -> Bins:
         """Add items (ids continue from the previous push); return the bins emitted meanwhile."""
+        if self._kernel is not None:
+            if type(lengths) is np.ndarray and lengths.dtype == np.int64 and lengths.ndim == 1:
+                try:  # the kernel checks the range before it changes anything
+                    return self._stream(lengths, final=False)
+                except ValueError:
+                    as_lengths(lengths, self.capacity)  # raises the error that names the item
+                    raise
+            return self._stream(as_lengths(lengths, self.capacity), final=False)
         new = as_lengths(lengths, self.capacity)
         ends = np.cumsum(new)  # once per push: a long push costs O(n), not O(n) per round
         if new.size and self._tokens + int(ends[-1]) < self.buffer_tokens:
@@ -114,8 +135,31 @@ class BufferedPacker:
 
     def flush(self) -> Bins:
         """Pack and emit everything still buffered."""
+        if self._kernel is not None:
+            return self._stream(np.zeros(0, np.int64), final=True)
         self._join_waiting()
         return self._round(final=True) if self.ids.size else _concat_bins([])
+
+    def _stream(self, new: np.ndarray, final: bool) -> Bins:
+        """The push (or flush) in one ``_bfd_kernel.stream`` call: the same rounds as
+        ``_round``, whose BFD sorts only the items that came after the carried ones."""
+        n = self._n
+        need = min(n + new.size, self.buffer_tokens)  # a round runs once it holds that many
+        if need > self._blen.size:
+            size = min(max(need, 2 * self._blen.size), self.buffer_tokens)
+            for name in ("_blen", "_bid", "_bsorted"):
+                grown = np.empty(size, np.int64)
+                grown[:n] = getattr(self, name)[:n]
+                setattr(self, name, grown)
+        items = np.empty(n + new.size, np.int64)
+        offsets = np.empty(n + new.size + 1, np.int64)
+        self._n, self._n_sorted, self._tokens, rounds, n_items, n_bins = self._kernel.stream(
+            self._blen, self._bid, self._bsorted, n, self._n_sorted, self._tokens,
+            np.ascontiguousarray(new), self.next_id, self.capacity, self.buffer_tokens,
+            self.min_fill * self.capacity, self.buffer_tokens // 2, final, items, offsets)
+        self.next_id += new.size
+        self.rounds += rounds
+        return Bins(_head(items, n_items), _head(offsets, n_bins + 1))
 
     def _join_waiting(self) -> None:
         if self._waiting:

@@ -26,7 +26,8 @@ EXTRAS = {
     # s3:// and gs:// run on pyarrow.fs (a core dependency); this extra adds the local S3 and GCS
     # servers the tests start (moto brings boto3) and fsspec for memory:// and other protocols
     # (fsspec capped at 2026.9.0 by datasets)
-    "cloud": ["moto[server]==5.2.5", "gcp-storage-emulator==2026.7.19", "fsspec==2026.9.0"],
+    "cloud": ["moto[server]==5.2.5", "gcp-storage-emulator==2026.7.19", "fsspec==2026.9.0",
+              "boto3==1.43.117"],
     "test": ["pytest==9.2.0", "pytest-timeout==2.4.0", "hypothesis==6.170.17"],
 }
 EXTRAS["all"] = sorted({req for reqs in EXTRAS.values() for req in reqs})

@@ -1,13 +1,16 @@
 """The output directory's lock: one run at a time per ``output.dir`` (flock on a file that names
 its holder), taken before any work and released when the run ends, however it ends.
 
-On an object store (no flock, and pyarrow.fs has no conditional PUT) the lock is an object,
-``.fewtrunc.lock``, naming the run's fingerprint and its holder. A run finding one of another
-fingerprint is refused (best effort: two runs starting in the same second can both miss the
-other's object); one of its own fingerprint is taken over: it is the same run, killed or still
-running elsewhere, whose attempts write the same bytes to the same keys."""
+On an object store (no flock) the lock is an object, ``.fewtrunc.lock``, naming the run's
+fingerprint and its holder. A run finding one of another fingerprint is refused; one of its own
+fingerprint is taken over: it is the same run, killed or still running elsewhere, whose attempts
+write the same bytes to the same keys. On S3 the object is created with a conditional PUT
+(``If-None-Match: *``) and taken over only if unchanged since read (``If-Match``), so of two runs
+starting at once exactly one creates it; elsewhere (GCS) it is a stat then a write, best effort
+(``pipelines/storage/locking.py``)."""
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -69,40 +72,55 @@ def lock_output(out: Path, fingerprint: str = "") -> None:
 
 
 def _lock_object(out, fingerprint: str) -> None:
-    import json
-
-    from pipelines.atomic import write_json
-    from pipelines.storage import join, read_bytes, stat
+    from pipelines.storage import StorageError, join
+    from pipelines.storage.locking import conditional_object
 
     key = str(out).rstrip("/")
-    url = join(key, LOCK)
     if key in _LOCKS:
         return
-    if stat(url) is not None:
-        try:
-            held = json.loads(read_bytes(url))
-        except (OSError, ValueError):
-            held = {}
+    holder = _holder()
+    try:
+        _take(conditional_object(join(key, LOCK)), key, fingerprint, holder)
+    except StorageError as exc:  # denied, unreachable...: say which setting it is
+        raise OutputError(f"output.dir {key!r}: {exc}") from None
+    _LOCKS[key] = holder
+
+
+def _take(lock, key: str, fingerprint: str, holder: str) -> None:
+    body = (json.dumps({"fingerprint": fingerprint, "holder": holder}, indent=1, sort_keys=True)
+            + "\n").encode()
+    for _ in range(10):  # each turn lost to another run's create, takeover or release
+        if lock.create(body):
+            return
+        found = lock.read()
+        if found is None:  # released since: create it again
+            continue
+        held = _parse(found[0])
         if held.get("fingerprint") != fingerprint:
             raise OutputError(f"output.dir {key!r} is in use by another fewtrunc run "
                               f"({held.get('holder', 'unknown')}, another config or input); "
-                              f"wait for it to end, or delete {url} if that run is gone, or "
-                              "choose another output.dir")
-    holder = _holder()
-    write_json(url, {"fingerprint": fingerprint, "holder": holder})
-    _LOCKS[key] = holder
+                              f"wait for it to end, or delete {lock.url} if that run is gone, "
+                              "or choose another output.dir")
+        if lock.replace(body, found[1]):  # the same run, restarted: take it over
+            return
+    raise OutputError(f"output.dir {key!r}: could not take its lock {lock.url} (other runs kept "
+                      "changing it)")
+
+
+def _parse(data: bytes) -> dict:
+    try:
+        held = json.loads(data)
+    except ValueError:
+        return {}
+    return held if isinstance(held, dict) else {}
 
 
 def release_output(out) -> None:
     """Remove and release the lock of ``out`` if this process holds it."""
     if is_url(out):
-        if _LOCKS.pop(str(out).rstrip("/"), None) is not None:
-            from pipelines.storage import join, remove
-
-            try:
-                remove(join(str(out), LOCK))
-            except OSError:  # the store went away: the lock stays, and names this run
-                pass
+        holder = _LOCKS.pop(str(out).rstrip("/"), None)
+        if holder is not None:
+            _remove_lock_object(out, holder)
         return
     fd = _LOCKS.pop(os.path.realpath(out), None)
     if fd is None:
@@ -114,3 +132,18 @@ def release_output(out) -> None:
     except OSError:
         pass
     os.close(fd)
+
+
+def _remove_lock_object(out, holder: str) -> None:
+    """Remove the lock object if it still names this run (a restart of the same run may have
+    taken it over since); if the store went away, the lock stays and names this run."""
+    from pipelines.storage import join, remove
+    from pipelines.storage.locking import conditional_object
+
+    url = join(str(out), LOCK)
+    try:
+        found = conditional_object(url).read()
+        if found is not None and _parse(found[0]).get("holder") == holder:
+            remove(url)
+    except OSError:
+        pass

@@ -9,6 +9,8 @@ fsspec protocols where fsspec has them), behind one small API.
   copy for formats read by random access (Parquet);
 - ``StorageError`` (``errors.py``): one line naming the URL for a missing bucket or key, denied
   access or an unreachable endpoint;
+- ``conditional_object`` (``locking.py``): create-if-absent and replace-if-unchanged of one
+  object, for the output lock (exclusive on S3, best effort elsewhere);
 - publishing (a file becomes visible only when complete) is ``pipelines.atomic``, which writes
   local paths and URLs alike.
 

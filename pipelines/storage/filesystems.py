@@ -74,7 +74,7 @@ def resolve(path) -> Location:
     bucket = inner.split("/", 1)[0]
     if not bucket:
         raise StorageError(path, "no bucket in the URL")
-    key = (scheme, tuple(os.environ.get(v) for v in _ENV), tuple(_SETTINGS.items()))
+    key = cache_key(scheme)
     with _LOCK:
         fs = _CACHE.get(key) or _CACHE.get(key + (bucket,))
     if fs is None:
@@ -111,17 +111,16 @@ def _make(scheme: str, bucket: str, url: str):
                            "s3://, gs://, file:// and local paths") from None
 
 
-def _s3(pfs, bucket: str, url: str):
+def s3_settings(bucket: str, url: str) -> dict:
+    """How to reach S3 for ``bucket``, from the environment: ``endpoint`` (None: AWS), ``region``,
+    the timeouts and retry attempts of ``configure``, and ``per_bucket`` (the region was asked of
+    the bucket). One resolution for pyarrow's client and botocore's (``locking.py``)."""
+    import pyarrow.fs as pfs
+
     endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
     region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-    attempts = max(1, _SETTINGS["retry_attempts"])
-    kwargs = dict(connect_timeout=_SETTINGS["connect_timeout"],
-                  request_timeout=_SETTINGS["request_timeout"],
-                  retry_strategy=pfs.AwsStandardS3RetryStrategy(max_attempts=attempts))
     per_bucket = False
     if endpoint:
-        proto, _, host = endpoint.rpartition("://")
-        kwargs.update(endpoint_override=host.rstrip("/"), scheme=proto or "https")
         region = region or "us-east-1"
     elif not region:  # a bucket lives in one region: ask it (once per process)
         try:
@@ -131,4 +130,23 @@ def _s3(pfs, bucket: str, url: str):
 
             raise translate(exc, url) from None
         per_bucket = True
-    return pfs.S3FileSystem(region=region, **kwargs), per_bucket
+    return {"endpoint": endpoint, "region": region, "per_bucket": per_bucket,
+            "connect_timeout": _SETTINGS["connect_timeout"],
+            "request_timeout": _SETTINGS["request_timeout"],
+            "attempts": max(1, _SETTINGS["retry_attempts"])}
+
+
+def cache_key(scheme: str) -> tuple:
+    """What a client made from the environment depends on: a changed variable or setting makes
+    another."""
+    return (scheme, tuple(os.environ.get(v) for v in _ENV), tuple(_SETTINGS.items()))
+
+
+def _s3(pfs, bucket: str, url: str):
+    s = s3_settings(bucket, url)
+    kwargs = dict(connect_timeout=s["connect_timeout"], request_timeout=s["request_timeout"],
+                  retry_strategy=pfs.AwsStandardS3RetryStrategy(max_attempts=s["attempts"]))
+    if s["endpoint"]:
+        proto, _, host = s["endpoint"].rpartition("://")
+        kwargs.update(endpoint_override=host.rstrip("/"), scheme=proto or "https")
+    return pfs.S3FileSystem(region=s["region"], **kwargs), s["per_bucket"]

@@ -137,3 +137,96 @@ def object_store(request, monkeypatch):
     for k, v in server.env.items():
         monkeypatch.setenv(k, v)
     return Store(server)
+
+
+class AuthS3Server:
+    """moto's S3 server in a process of its own that checks every request's signature and the
+    IAM policies of its user (moto's ``INITIAL_NO_AUTH_ACTION_COUNT``, a process-wide setting:
+    the shared ``s3_server`` accepts any key). Set up open, then closed (``/moto-api/reset-auth``
+    to 0); ``admin`` holds the keys of a user allowed everything, for setting up tests after."""
+
+    scheme = "s3"
+
+    def __init__(self):
+        import subprocess
+        import sys
+        import time
+
+        self.port = free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "inf"},
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"{self.endpoint}/moto-api/", timeout=1).read()
+                break
+            except OSError:
+                if self._proc.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(f"moto's server did not start on {self.endpoint}")
+                time.sleep(0.05)
+        self.admin = self._keys("testing", "testing", "admin", ["*"], ["*"])
+        req = urllib.request.Request(f"{self.endpoint}/moto-api/reset-auth", data=b"0",
+                                     method="POST", headers={"Content-Type": "text/plain"})
+        urllib.request.urlopen(req, timeout=10).read()
+
+    def client(self, service: str, keys: dict):
+        import boto3
+
+        return boto3.client(service, endpoint_url=self.endpoint, region_name="us-east-1",
+                            aws_access_key_id=keys["AWS_ACCESS_KEY_ID"],
+                            aws_secret_access_key=keys["AWS_SECRET_ACCESS_KEY"])
+
+    def _keys(self, key_id: str, secret: str, name: str, actions: list, resources: list) -> dict:
+        """A new IAM user allowed ``actions`` on ``resources`` (ARNs); its keys as the
+        environment variables, signing with ``key_id``/``secret``."""
+        iam = self.client("iam", {"AWS_ACCESS_KEY_ID": key_id, "AWS_SECRET_ACCESS_KEY": secret})
+        iam.create_user(UserName=name)
+        policy = {"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Action": actions, "Resource": resources}]}
+        iam.put_user_policy(UserName=name, PolicyName="fewtrunc-test",
+                            PolicyDocument=json.dumps(policy))
+        key = iam.create_access_key(UserName=name)["AccessKey"]
+        return {"AWS_ACCESS_KEY_ID": key["AccessKeyId"],
+                "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"]}
+
+    def user(self, actions: list, resources: list) -> dict:
+        """The environment of a new user allowed only ``actions`` on ``resources``."""
+        admin = self.admin
+        keys = self._keys(admin["AWS_ACCESS_KEY_ID"], admin["AWS_SECRET_ACCESS_KEY"],
+                          f"user-{uuid.uuid4().hex[:8]}", actions, resources)
+        return {"AWS_ENDPOINT_URL": self.endpoint, "AWS_REGION": "us-east-1", **keys}
+
+    def create_bucket(self, name: str) -> None:
+        self.client("s3", self.admin).create_bucket(Bucket=name)
+
+    def put(self, url: str, data: bytes) -> None:
+        bucket, key = url[len("s3://"):].split("/", 1)
+        self.client("s3", self.admin).put_object(Bucket=bucket, Key=key, Body=data)
+
+    def stop(self) -> None:
+        import subprocess
+
+        self._proc.terminate()
+        try:
+            self._proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+
+
+@pytest.fixture(scope="session")
+def s3_auth_server():
+    try:
+        __import__("moto.server")
+        __import__("boto3")
+    except ImportError as exc:
+        pytest.skip(NEEDS.format(exc))
+    server = AuthS3Server()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -23,9 +23,9 @@ EXTRAS = {
     "train": ["torch==2.13.0"],
     # Hugging Face Trainer on fewtrunc shards (training/hf): the Trainer needs accelerate
     "hf-train": ["transformers==5.24.0", "accelerate==1.15.0", "datasets==5.2.0", "torch==2.13.0"],
-    # s3:// and gs:// run on pyarrow.fs (a core dependency); this extra adds the local S3 and GCS
-    # servers the tests start (moto brings boto3) and fsspec for memory:// and other protocols
-    # (fsspec capped at 2026.9.0 by datasets)
+    # s3:// and gs:// run on pyarrow.fs (a core dependency); this extra adds boto3 (the S3 output
+    # lock's conditional writes), the local S3 and GCS servers the tests start, and fsspec for
+    # memory:// and other protocols (fsspec capped at 2026.9.0 by datasets)
     "cloud": ["moto[server]==5.2.5", "gcp-storage-emulator==2026.7.19", "fsspec==2026.9.0",
               "boto3==1.43.117"],
     "test": ["pytest==9.2.0", "pytest-timeout==2.4.0", "hypothesis==6.170.17"],

@@ -58,9 +58,13 @@ def synthetic_lengths(unit: int) -> np.ndarray:
 def _install_synthetic_units() -> None:
     from pipelines.steps import spill
 
-    spill.load_docs = lambda work, u: (np.arange(u * UNIT_DOCS, (u + 1) * UNIT_DOCS,
-                                                 dtype=np.int64), synthetic_lengths(u))
+    def load_docs(work, u, start=0, stop=None, ids=True):
+        ids = np.arange(u * UNIT_DOCS, (u + 1) * UNIT_DOCS, dtype=np.int64)
+        return ids[start:stop], synthetic_lengths(u)[start:stop]
+
+    spill.load_docs = load_docs
     spill.load_marker = lambda work, u: {"unit": u}
+    spill.is_done = lambda work, u: True
 
 
 def _plan(work: Path, n_units: int):
@@ -78,8 +82,8 @@ def role_worker(work: Path, n_units: int, parts: list, out: Path) -> None:
     _install_synthetic_units()
     plan = _plan(work, n_units)
     t0 = time.perf_counter()
-    for p, lo, hi, base in parts:
-        partitions.pack_partition(plan, p, lo, hi, base)
+    for p, span, base in parts:
+        partitions.pack_partition(plan, p, span, base)
         shutil.rmtree(partitions.part_dir(plan, p))  # the writers' input: not kept here
     out.write_text(json.dumps({"peak_mib": _peak_mib(), "seconds": time.perf_counter() - t0,
                                "partitions": len(parts)}))

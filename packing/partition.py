@@ -72,6 +72,37 @@ def plan_partitions(unit_chunks, max_chunks: int) -> PartitionPlan:
     return PartitionPlan(unit_bounds, chunk_bounds.astype(np.int64), int(max_chunks))
 
 
+@dataclass
+class RunCutter:
+    """``plan_partitions``' greedy cut, fed its counts block by block (the documents of one big
+    unit, read a block at a time): ``cut(block)`` returns where new runs start inside the block
+    (block-relative); the cuts of all blocks are those of one ``plan_partitions`` call."""
+
+    max_chunks: int
+    total: int = 0  # chunks in the open run
+    has_items: bool = False  # the open run holds an item (a zero-count one included)
+
+    def cut(self, counts) -> np.ndarray:
+        ends = np.cumsum(np.asarray(counts, dtype=np.int64))
+        n, cuts, i, base = int(ends.size), [], 0, 0
+        while i < n:
+            room = self.max_chunks - self.total
+            stop = max(int(np.searchsorted(ends, base + room, side="right")), i)
+            if stop == i:  # item i does not fit in the open run
+                if self.has_items:
+                    cuts.append(i)
+                    self.total, self.has_items = 0, False
+                    continue
+                stop = i + 1  # alone above the bound: a run of its own
+            if stop == n:
+                self.total += int(ends[-1]) - base
+                self.has_items = True
+                break
+            cuts.append(stop)
+            base, i, self.total, self.has_items = int(ends[stop - 1]), stop, 0, False
+        return np.asarray(cuts, dtype=np.int64)
+
+
 def pack_partition(chunk_lengths, capacity: int, algorithm: str = "bfd", **options) -> PackResult:
     """Pack one partition's chunk lengths (in global chunk order) exactly as ``pack`` packs the
     whole corpus: the result's items are the partition's chunks, numbered from 0, bins from 0.

@@ -3,9 +3,10 @@
 A corpus of at most ``pack.partition_chunks`` chunks (documents split at ``seq_len``) is packed
 as one global pack, the paper's setting: one partition holding every unit, whose rows and shards
 are those of a global pack. A larger one is cut by ``packing.partition.plan_partitions`` into
-partitions of consecutive units of at most that many chunks each (a unit alone above it is a
-partition of its own); each is split and packed on its own with the same ``plan_rows``. The cut
-depends only on the units' chunk counts and the config, never on the engine or the workers.
+partitions of consecutive units of at most that many chunks each; a unit alone above it (one big
+file) is first cut into runs of its documents of at most that many chunks, so a partition never
+outgrows the bound. Each is split and packed on its own with the same ``plan_rows``. The cut
+depends only on the documents' lengths and the config, never on the engine or the workers.
 
 Stages (after tokenizing):
 
@@ -29,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from packing.partition import plan_partitions
+from packing.partition import RunCutter, plan_partitions
 from pipelines.atomic import write_json
 from pipelines.errors import FatalError
 from pipelines.faults import crash_point
@@ -63,14 +64,9 @@ def part_marker(plan: RunPlan, p: int):
     return as_path(plan.work) / f"part-{p:05d}.done.json"
 
 
-def unit_chunks(lengths: np.ndarray, seq_len: int) -> int:
-    """The chunks of these documents once split at ``seq_len`` (what ``split_documents`` gives)."""
-    return int((-(-np.asarray(lengths, dtype=np.int64) // seq_len)).sum())
-
-
 def choose_partitions(counts: np.ndarray, partition_chunks: int) -> tuple[list, list]:
-    """(unit bounds, chunk bounds): one partition of every unit when the corpus's chunk count is
-    at most ``partition_chunks`` (or it is 0), else ``plan_partitions``' cut."""
+    """(piece bounds, chunk bounds): one partition of every piece when the corpus's chunk count
+    is at most ``partition_chunks`` (or it is 0), else ``plan_partitions``' cut."""
     counts = np.asarray(counts, dtype=np.int64)
     total = int(counts.sum())
     if not partition_chunks or total <= partition_chunks or counts.size <= 1:
@@ -79,56 +75,121 @@ def choose_partitions(counts: np.ndarray, partition_chunks: int) -> tuple[list, 
     return cut.unit_bounds.tolist(), cut.chunk_bounds.tolist()
 
 
+BLOCK_DOCS = 1 << 20  # documents of a unit read at a time while laying partitions out
+
+
+def unit_pieces(work, unit: int, seq_len: int, partition_chunks: int):
+    """(first document, chunks, tokens) of each piece of one unit: the whole unit, or, when it
+    alone holds more than ``partition_chunks`` chunks (one big file), runs of its documents of
+    at most that many chunks each (``plan_partitions``' cut over the documents: a document is
+    never cut), so that no partition, and no pack worker's memory, follows the size of one
+    file. The unit's lengths are read a block at a time: memory is one block's."""
+    cutter = RunCutter(partition_chunks) if partition_chunks else None
+    starts, chunk_at, token_at = [np.zeros(1, np.int64)], [[0]], [[0]]
+    chunks = tokens = a = 0
+    while True:
+        _, lengths = spill.load_docs(work, unit, a, a + BLOCK_DOCS, ids=False)
+        if not lengths.size:
+            break
+        c = -(-lengths.astype(np.int64) // seq_len)
+        if cutter is not None:
+            cuts = cutter.cut(c)
+            cuts = cuts[cuts + a > 0]  # the unit's first piece starts at 0 anyway
+            before = lambda x: np.concatenate([[0], np.cumsum(x)])[cuts]  # noqa: E731
+            starts.append(a + cuts)
+            chunk_at.append(chunks + before(c))
+            token_at.append(tokens + before(lengths))
+        chunks, tokens, a = chunks + int(c.sum()), tokens + int(lengths.sum()), a + lengths.size
+    starts = np.concatenate(starts)
+    return (starts, np.diff(np.concatenate([*chunk_at, [chunks]])),
+            np.diff(np.concatenate([*token_at, [tokens]])))
+
+
 def partition_layout(plan: RunPlan) -> dict:
     """The run's partitions (``partitions.json``), computed once: every unit's docs file is read
-    in turn (one unit in memory at a time) for its chunk and token counts."""
+    in turn (one unit in memory at a time) for its chunk and token counts. Partition p runs from
+    document ``doc_bounds[p]`` of unit ``unit_bounds[p]`` to just before document
+    ``doc_bounds[p+1]`` of unit ``unit_bounds[p+1]`` (0: to the end of the unit before it)."""
     path = as_path(plan.work) / PARTITIONS
     saved = _read_json(path)
     if saved is not None and saved.get("fingerprint") == plan.fingerprint:
         return saved
-    L = plan.cfg.pack.seq_len
+    L, limit = plan.cfg.pack.seq_len, plan.cfg.pack.partition_chunks
     chunks = np.zeros(len(plan.units), dtype=np.int64)
-    tokens = np.zeros(len(plan.units), dtype=np.int64)
+    piece_unit, piece_doc, piece_chunks, piece_tokens = [], [], [], []
     for i, u in enumerate(plan.units):
         if not spill.is_done(plan.work, u.index):
             raise FatalError(f"planning rows before every unit is tokenized (unit {u.index} has "
                              "no marker)")
-        _, lengths = spill.load_docs(plan.work, u.index)
-        chunks[i], tokens[i] = unit_chunks(lengths, L), int(lengths.sum())
-    unit_bounds, chunk_bounds = choose_partitions(chunks, plan.cfg.pack.partition_chunks)
-    token_base = np.concatenate([[0], np.cumsum(tokens)])[unit_bounds].tolist()
-    layout = {"fingerprint": plan.fingerprint, "unit_bounds": unit_bounds,
-              "chunk_bounds": chunk_bounds, "token_bounds": [int(t) for t in token_base],
-              "unit_chunks": chunks.tolist()}
+        starts, c, t = unit_pieces(plan.work, u.index, L, limit)
+        chunks[i] = int(c.sum())
+        piece_unit.append(np.full(starts.size, i, np.int64))
+        piece_doc.append(starts)
+        piece_chunks.append(c)
+        piece_tokens.append(t)
+    cat = lambda xs: np.concatenate(xs).astype(np.int64) if xs else np.zeros(0, np.int64)  # noqa: E731
+    pc = cat(piece_chunks)
+    bounds, chunk_bounds = choose_partitions(pc, limit)
+    unit_of = np.append(cat(piece_unit), len(plan.units))  # the end: (units, 0)
+    doc_of = np.append(cat(piece_doc), 0)
+    token_base = np.concatenate([[0], np.cumsum(cat(piece_tokens))])[bounds]
+    layout = {"fingerprint": plan.fingerprint, "unit_bounds": unit_of[bounds].tolist(),
+              "doc_bounds": doc_of[bounds].tolist(), "chunk_bounds": chunk_bounds,
+              "token_bounds": [int(t) for t in token_base], "unit_chunks": chunks.tolist()}
     write_json(path, layout)
     return layout
 
 
-def partition_items(layout: dict) -> list[tuple[int, int, int, int]]:
-    """(p, first unit, end unit, tokens before the partition) of every partition."""
+def partition_items(layout: dict) -> list[tuple[int, tuple[int, int, int, int], int]]:
+    """(p, span, tokens before the partition) of every partition; span = (first unit, its first
+    document, end unit, its end document): see ``partition_layout``."""
     ub, tb = layout["unit_bounds"], layout["token_bounds"]
-    return [(p, ub[p], ub[p + 1], tb[p]) for p in range(len(ub) - 1)]
+    db = layout.get("doc_bounds") or [0] * len(ub)  # a layout saved before units could split
+    return [(p, (ub[p], db[p], ub[p + 1], db[p + 1]), tb[p]) for p in range(len(ub) - 1)]
 
 
-def pack_partition(plan: RunPlan, p: int, lo: int, hi: int, token_base: int) -> dict:
-    """Split + pack partition ``p`` (units ``[lo, hi)``): its row plan, then its summary marker.
-    A summary already there for this run is kept (the partition was packed before a restart)."""
+def _tokens_before(work, unit: int, doc: int, block: int = 1 << 20) -> int:
+    """Tokens of the unit's documents before ``doc``: where ``doc`` starts in its tokens file."""
+    return sum(int(spill.load_docs(work, unit, a, min(a + block, doc))[1].sum())
+               for a in range(0, doc, block))
+
+
+def _partition_docs(plan: RunPlan, span) -> DocTable:
+    """The documents of a partition's span, from its units' docs files (only the span's part of
+    a unit cut between partitions is read)."""
+    lo, lo_doc, hi, hi_doc = span
+    parts = []
+    for u in range(lo, hi + 1 if hi_doc else hi):
+        unit = plan.units[u].index
+        a, b = (lo_doc if u == lo else 0), (hi_doc if u == hi else None)
+        ids, lengths = spill.load_docs(plan.work, unit, a, b)
+        lengths = lengths.astype(np.int64)
+        base = _tokens_before(plan.work, unit, a) if a else 0
+        start = np.cumsum(lengths) - lengths + base  # token offsets in the unit's file
+        parts.append((ids.astype(np.int64), lengths, np.full(lengths.size, u, dtype=np.int32),
+                      start))
+    cat = lambda k, dt: np.concatenate([x[k] for x in parts]) if parts else np.zeros(0, dt)  # noqa: E731
+    return DocTable(cat(0, np.int64), cat(1, np.int64), cat(2, np.int32), cat(3, np.int64))
+
+
+def pack_partition(plan: RunPlan, p: int, span, token_base: int) -> dict:
+    """Split + pack partition ``p`` (its ``span`` of documents): its row plan, then its summary
+    marker. A summary already there for this run is kept (the partition was packed before a
+    restart)."""
+    span = [int(x) for x in span]
     marker = part_marker(plan, p)
     done = _read_json(marker)
     if done is not None and done.get("fingerprint") == plan.fingerprint \
-            and done.get("units") == [lo, hi]:
+            and done.get("units") == span:
         return done
-    per_unit = [spill.load_docs(plan.work, plan.units[u].index) for u in range(lo, hi)]
-    local = DocTable.from_units(per_unit)
-    del per_unit
-    docs = DocTable(local.doc_id, local.length, (local.unit + lo).astype(np.int32), local.start)
+    docs = _partition_docs(plan, span)
     rows = plan_rows(docs.length, plan.cfg.pack)
     tokens = int(docs.length.sum())
     if int(rows.seg_len.sum()) != tokens:
         raise FatalError(f"the row plan of partition {p} does not hold every token of its "
                          "accepted documents")
     save_row_plan(part_dir(plan, p), docs, rows)
-    summary = {"fingerprint": plan.fingerprint, "partition": p, "units": [lo, hi],
+    summary = {"fingerprint": plan.fingerprint, "partition": p, "units": span,
                "documents": int(docs.length.size), "tokens": tokens, "rows": rows.n_rows,
                "stats": stats_piece(docs.length, rows, plan.cfg.pack, token_base)}
     write_json(marker, summary)
@@ -140,9 +201,9 @@ def summaries(plan: RunPlan) -> list[dict]:
     """Every partition's summary, in partition order (after the pack stage)."""
     layout = partition_layout(plan)
     out = []
-    for p, lo, hi, _ in partition_items(layout):
+    for p, span, _ in partition_items(layout):
         s = _read_json(part_marker(plan, p))
-        if s is None or s.get("fingerprint") != plan.fingerprint or s.get("units") != [lo, hi]:
+        if s is None or s.get("fingerprint") != plan.fingerprint or s.get("units") != list(span):
             raise FatalError(f"the pack stage left partition {p} without its summary")
         out.append(s)
     return out
@@ -183,7 +244,7 @@ class PlanPartitions:
 
 @dataclass(frozen=True)
 class PackPartitions:
-    """(p, lo, hi, token_base) -> partition p's row plan and summary; outputs p."""
+    """(p, span, token_base) -> partition p's row plan and summary; outputs p."""
 
     plan: RunPlan
     name, gather, threaded = "pack", False, False
@@ -194,8 +255,8 @@ class PackPartitions:
     def setup(self, threads: int):
         def call(items, report=None) -> list:
             out = []
-            for p, lo, hi, base in items:  # one at a time: memory is one partition's
-                pack_partition(self.plan, p, lo, hi, base)
+            for p, span, base in items:  # one at a time: memory is one partition's
+                pack_partition(self.plan, p, span, base)
                 trim()  # the partition's arrays are below the mmap threshold: heap pages
                 out.append(p)
                 if report is not None:

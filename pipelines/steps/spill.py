@@ -54,10 +54,13 @@ class UnitSpill:
         self.work, self.unit = as_path(work), unit
         self.dtype: np.dtype | None = None  # fixed by the first batch's id bound
         self.tmp = self.f = None  # opened with the first batch, named by its dtype
-        self.doc_ids: list[np.ndarray] = []
-        self.lengths: list[np.ndarray] = []
+        # doc ids and lengths stream to anonymous scratch files (gone with the process, however
+        # it ends), so a unit of 10^7 documents (one big file) holds no per-document arrays
+        self.doc_ids = tempfile.TemporaryFile()
+        self.lengths = tempfile.TemporaryFile()
         self.rejects: list = []
         self.records = self.bytes = self.guard_docs = self.special_docs = 0
+        self.accepted = self.tokens = 0
 
     def _open(self, dtype: np.dtype) -> None:
         self.dtype = dtype
@@ -75,8 +78,11 @@ class UnitSpill:
         elif dtype != self.dtype:  # one tokenizer per run: cannot happen unless misused
             raise ValueError(f"unit {self.unit}: batches with {dtype} and {self.dtype} ids")
         self.f.write(np.ascontiguousarray(batch.tokens, dtype=dtype).data)  # no copy for int32
-        self.doc_ids.append(batch.doc_ids)
-        self.lengths.append(batch.lengths)
+        lengths = np.ascontiguousarray(batch.lengths, dtype=np.int64)
+        self.doc_ids.write(np.ascontiguousarray(batch.doc_ids, dtype=np.int64).data)
+        self.lengths.write(lengths.data)
+        self.accepted += int(lengths.size)
+        self.tokens += int(lengths.sum())
         self.rejects.extend(batch.rejects)
         self.records += batch.records
         self.bytes += batch.bytes
@@ -85,6 +91,8 @@ class UnitSpill:
 
     def abort(self) -> None:
         """Drop an unfinished unit's temporary file (the unit is redone on the next run)."""
+        self.doc_ids.close()
+        self.lengths.close()
         if self.f is not None:
             self.f.close()
             self.tmp.unlink(missing_ok=True)
@@ -100,17 +108,20 @@ class UnitSpill:
         publish_file(self.tmp, _name(self.work, self.unit, SUFFIX[self.dtype]))
         if isinstance(self.work, UrlPath):
             self.tmp.unlink(missing_ok=True)  # an upload leaves the local file
-        ids = np.concatenate(self.doc_ids) if self.doc_ids else np.zeros(0, np.int64)
-        lens = np.concatenate(self.lengths) if self.lengths else np.zeros(0, np.int64)
         with atomic_path(_name(self.work, self.unit, "docs.npy"), sync=True) as tmp:
-            with open(tmp, "wb") as f:
-                np.save(f, np.stack([ids, lens.astype(np.int64)]))
+            with open(tmp, "wb") as f:  # what np.save writes for the (2, n) int64 array
+                np.lib.format.write_array_header_1_0(f, {
+                    "descr": "<i8", "fortran_order": False, "shape": (2, self.accepted)})
+                for part in (self.doc_ids, self.lengths):
+                    part.seek(0)
+                    shutil.copyfileobj(part, f, 1 << 20)
+                    part.close()
         marker = {
             "unit": self.unit,
             "records": self.records,
-            "accepted": int(ids.size),
+            "accepted": self.accepted,
             "rejected": len(self.rejects),
-            "tokens": int(lens.sum()),
+            "tokens": self.tokens,
             "bytes": self.bytes,
             "guard_docs": self.guard_docs,
             "special_token_docs": self.special_docs,
@@ -131,10 +142,26 @@ def load_marker(work: Path, unit: int) -> dict | None:
     return json.loads(_name(as_path(work), unit, "done.json").read_text(encoding="utf-8"))
 
 
-def load_docs(work: Path, unit: int) -> tuple[np.ndarray, np.ndarray]:
+def load_docs(work: Path, unit: int, start: int = 0, stop: int | None = None, ids: bool = True
+              ) -> tuple[np.ndarray | None, np.ndarray]:
+    """(doc ids, lengths) of the unit's documents ``[start, stop)``: positioned reads of just
+    those, so a slice of a unit of millions of documents costs its own size (an object on a
+    store is read whole). ``ids=False``: the lengths only (None for the ids)."""
     path = _name(as_path(work), unit, "docs.npy")
-    arr = np.load(io.BytesIO(path.read_bytes()) if isinstance(path, UrlPath) else path)
-    return arr[0], arr[1]
+    if isinstance(path, UrlPath):
+        arr = np.load(io.BytesIO(path.read_bytes()))
+        return arr[0, start:stop], arr[1, start:stop]
+    with open(path, "rb") as f:
+        read_header = (np.lib.format.read_array_header_1_0 if np.lib.format.read_magic(f)
+                       == (1, 0) else np.lib.format.read_array_header_2_0)
+        (_, n), _, dtype = read_header(f)
+        header = f.tell()
+    stop = n if stop is None else min(stop, n)
+    start = min(start, stop)
+    rows = [np.fromfile(path, dtype=dtype, count=stop - start,
+                        offset=header + (row * n + start) * dtype.itemsize) if row or ids
+            else None for row in (0, 1)]
+    return rows[0], rows[1]
 
 
 class SpillStore:

@@ -23,16 +23,6 @@ class DocTable:
     unit: np.ndarray  # int32 unit whose spill file holds it
     start: np.ndarray  # int64 token offset inside that unit's file
 
-    @classmethod
-    def from_units(cls, per_unit: list[tuple[np.ndarray, np.ndarray]]) -> "DocTable":
-        ids = [a for a, _ in per_unit]
-        lens = [b.astype(np.int64) for _, b in per_unit]
-        unit = [np.full(a.size, u, dtype=np.int32) for u, a in enumerate(ids)]
-        start = [np.cumsum(b) - b for b in lens]
-        cat = lambda xs, dt: np.concatenate(xs) if xs else np.zeros(0, dt)  # noqa: E731
-        return cls(cat(ids, np.int64), cat(lens, np.int64), cat(unit, np.int32),
-                   cat(start, np.int64))
-
 
 def shard_ranges(n_rows: int, rows_per_shard: int) -> list[tuple[int, int]]:
     return [(s, min(s + rows_per_shard, n_rows)) for s in range(0, n_rows, rows_per_shard)]

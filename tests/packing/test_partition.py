@@ -72,3 +72,19 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="integers"):
         plan_partitions([1.5], 5)
     assert plan_partitions([], 5).n_partitions == 0
+
+
+@settings(max_examples=300, deadline=None)
+@given(counts=st.lists(st.integers(0, 40), max_size=80), max_chunks=st.integers(1, 100),
+       blocks=st.lists(st.integers(1, 20), min_size=1, max_size=10))
+def test_cut_fed_block_by_block_is_the_one_call_cut(counts, max_chunks, blocks):
+    """One big unit's documents, read a block at a time, are cut where one call would cut."""
+    from packing.partition import RunCutter
+
+    cutter, cuts, a, k = RunCutter(max_chunks), [], 0, 0
+    while a < len(counts):
+        b = min(len(counts), a + blocks[k % len(blocks)])
+        cuts.extend((a + cutter.cut(np.asarray(counts[a:b], dtype=np.int64))).tolist())
+        a, k = b, k + 1
+    want = naive_partitions(counts, max_chunks)
+    assert [0, *cuts, len(counts)] == want if counts else cuts == []

@@ -38,6 +38,15 @@ def _outputs(out: Path) -> dict[str, bytes]:
             if k.startswith("shard-") or k in ("stats.json", "rejects.jsonl")}
 
 
+def _assert_same_documents(out: Path, glob: Path) -> None:
+    """A verified output holding every document of the global run, token for token."""
+    assert verify_dir(out)[0] == []
+    got, want = segments_by_doc(out), segments_by_doc(glob)
+    assert got.keys() == want.keys()
+    for doc, tokens in want.items():
+        assert np.array_equal(got[doc], tokens), doc
+
+
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     """The equivalence tests' corpus, its global run, and a partition size giving several."""
@@ -63,14 +72,9 @@ def test_several_partitions_hold_every_token_once(corpus, partitioned):
     layout = json.loads((partitioned / "_work" / "partitions.json").read_text())
     bounds = layout["chunk_bounds"]
     assert len(bounds) - 1 >= 4
-    units = layout["unit_bounds"]
-    for p in range(len(bounds) - 1):  # at most `size` chunks, unless one unit alone is larger
-        assert bounds[p + 1] - bounds[p] <= size or units[p + 1] - units[p] == 1
-    assert verify_dir(partitioned)[0] == []
-    got, want = segments_by_doc(partitioned), segments_by_doc(glob)
-    assert got.keys() == want.keys()
-    for doc, tokens in want.items():
-        assert np.array_equal(got[doc], tokens), doc
+    for p in range(len(bounds) - 1):  # a unit alone above `size` is cut between documents
+        assert bounds[p + 1] - bounds[p] <= size
+    _assert_same_documents(partitioned, glob)
     m, g = (json.loads((d / "manifest.json").read_text()) for d in (partitioned, glob))
     assert m["totals"]["tokens_out"] == g["totals"]["tokens_in"] == m["totals"]["tokens_in"]
     assert m["totals"]["sequences"] >= g["totals"]["sequences"]  # each partition ends alone
@@ -139,6 +143,54 @@ def test_ray_and_beam_write_the_same_partitions(corpus, partitioned):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert _outputs(ray) == _outputs(partitioned)
     assert comparable_manifest(ray) == comparable_manifest(beam)
+
+
+def test_one_big_file_is_cut_into_partitions_between_its_documents(tmp_path, monkeypatch):
+    """A corpus that is one file (one unit): partitions of at most partition_chunks chunks, cut
+    between documents, every document whole and once, token for token the global pack's, the
+    same on a rerun and after a kill between partitions."""
+    from tests.pipelines.conftest import english_records, write_jsonl
+
+    recs = [{"text": r["text"]} for r in english_records(400)]
+    data = write_jsonl(tmp_path / "one.jsonl", recs)
+
+    def cfg(out, chunks):
+        c = job_config([str(data)], out, pack={"seq_len": 64, "partition_chunks": chunks})
+        c["input"]["unit_bytes"] = 1 << 30
+        return c
+
+    glob = tmp_path / "global"
+    m = pipelines.run(cfg(glob, 0))["manifest"]
+    assert m["inputs"]["units"] == 1
+    size = max(2, m["totals"]["chunks"] // 4)
+    out = tmp_path / "parts"
+    pipelines.run({**cfg(out, size), "output": {**cfg(out, size)["output"], "keep_work": True}})
+    layout = json.loads((out / "_work" / "partitions.json").read_text())
+    bounds = layout["chunk_bounds"]
+    assert len(bounds) - 1 >= 4 and set(layout["unit_bounds"][:-1]) == {0}
+    assert layout["doc_bounds"][0] == 0 and sorted(layout["doc_bounds"][:-1]) == \
+        layout["doc_bounds"][:-1] and len(set(layout["doc_bounds"][:-1])) == len(bounds) - 1
+    assert all(b - a <= size for a, b in zip(bounds, bounds[1:]))
+    from pipelines.partitions import unit_pieces  # its lengths read in blocks of any size
+    whole = unit_pieces(out / "_work", 0, 64, size)
+    monkeypatch.setattr("pipelines.partitions.BLOCK_DOCS", 7)
+    for got, want in zip(unit_pieces(out / "_work", 0, 64, size), whole):
+        assert got.tolist() == want.tolist()
+    assert whole[0].tolist() == layout["doc_bounds"][:-1]
+    _assert_same_documents(out, glob)
+    stats, gstats = (json.loads((d / "stats.json").read_text()) for d in (out, glob))
+    for key in ("documents", "tokens", "lower_bound", "length_histogram", "documents_truncated"):
+        assert stats[key] == gstats[key], key
+    killed = tmp_path / "killed"
+    config = write_config(tmp_path / "job.yaml", cfg(killed, size))
+    cmd = [sys.executable, "-m", "pipelines.cli", "run", str(config), "--quiet"]
+    proc = subprocess.run(cmd, env={**os.environ, "FEWTRUNC_CRASH": "partition:2"},
+                          capture_output=True, text=True)
+    assert proc.returncode != 0 and not (killed / "manifest.json").exists()
+    proc = subprocess.run(cmd, env={**os.environ, "FEWTRUNC_CRASH": ""}, capture_output=True,
+                          text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert _outputs(killed) == _outputs(out)
 
 
 def test_the_cut_depends_on_chunk_counts_and_threshold_only():

@@ -16,7 +16,9 @@ calls write the file under a private temporary name on this machine's scratch di
 one PUT, or one multipart upload that the store completes only after the last part. Until then no
 reader sees the key; a killed writer leaves at most an incomplete multipart upload, which is
 never visible (a bucket lifecycle rule ``AbortIncompleteMultipartUpload`` reclaims its parts). No
-temporary ever exists on the store, so attempts cannot collide there; two attempts that both
+temporary ever exists on the store, so attempts cannot collide there; a killed writer's scratch
+file is removed by the next worker that sets up on the machine (``sweep_scratch``); two attempts
+that both
 finish write the same bytes to the same key, and either one is the file. A call returns only
 once the store has the object, so a marker published after it is never seen before its data (S3
 and GCS are read-after-write consistent).
@@ -25,6 +27,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import time
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -34,6 +38,7 @@ from pipelines.storage.listing import guarded
 from pipelines.storage.urls import is_url, local_path
 
 TMP_GLOB = ".*.tmp-*"
+_SCRATCH = re.compile(r"\.(?:unit|shard|part)-\d+\..+\.tmp-(\d+)-[0-9a-f]{8}(?:\.\w+)?")
 
 
 def temp_name(path: str | Path, suffix: str = "") -> Path:
@@ -41,6 +46,41 @@ def temp_name(path: str | Path, suffix: str = "") -> Path:
     e.g. ``.npy``)."""
     path = Path(path)
     return path.with_name(f".{path.name}.tmp-{os.getpid()}-{os.urandom(4).hex()}{suffix}")
+
+
+def sweep_scratch(min_age_s: float = 600.0) -> list[Path]:
+    """Remove the scratch files (``temp_name``'s, in ``tempfile.gettempdir()``) of fewtrunc
+    writers that died (killed while spilling or writing a shard for a run on a store): only
+    names of fewtrunc's work files, only when their writer's pid is gone and they are at least
+    ``min_age_s`` old. Returns what it removed."""
+    gone, now = [], time.time()
+    scratch = Path(tempfile.gettempdir())
+    try:
+        names = os.listdir(scratch)
+    except OSError:
+        return gone
+    for name in names:
+        m = _SCRATCH.fullmatch(name)
+        if m is None or _alive(int(m.group(1))):
+            continue
+        path = scratch / name
+        try:
+            if now - path.stat().st_mtime >= min_age_s:
+                path.unlink()
+                gone.append(path)
+        except OSError:
+            continue
+    return gone
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # someone else's process: alive
+        return True
+    return True
 
 
 def fsync_path(path: str | Path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pipelines.atomic import fsync_path, write_json, write_text
+from pipelines.atomic import atomic_path, fsync_path, write_json, write_text
 from pipelines.errors import FatalError
 from pipelines.faults import crash_point
 from pipelines.output_lock import release_output
@@ -30,7 +30,7 @@ def finalize_stats(plan: RunPlan, stats: dict, n_rows: int, markers, shards: lis
                          f"out, {t['sequences']} rows of {n_rows}; documents read "
                          f"{t['documents_read']}, accepted {t['documents_accepted']}, rejected "
                          f"{t['documents_rejected']}")
-    _write_lines(plan.out / "rejects.jsonl", [r for m in markers for r in m["rejects"]])
+    write_rejects(plan)
     write_json(plan.out / "stats.json", stats)
     write_text(plan.out / "config.yaml", _yaml(plan.config))
     if plan.cfg.output.report:
@@ -81,5 +81,10 @@ def _json_line(record: dict) -> str:
     return line + "\n"
 
 
-def _write_lines(path: Path, records: list) -> None:
-    write_text(path, "".join(_json_line(r) for r in records))
+def write_rejects(plan: RunPlan) -> None:
+    """``rejects.jsonl``: every unit's rejects in unit order, read from one marker at a time."""
+    from pipelines.steps.spill import load_marker
+
+    with atomic_path(plan.out / "rejects.jsonl") as tmp, open(tmp, "w", encoding="utf-8") as f:
+        for u in plan.units:
+            f.writelines(_json_line(r) for r in load_marker(plan.work, u.index)["rejects"])

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from packing.partition import RunCutter, plan_partitions
-from pipelines.atomic import write_json
+from pipelines.atomic import sweep_scratch, write_json
 from pipelines.errors import FatalError
 from pipelines.faults import crash_point
 from pipelines.memory import trim
@@ -44,6 +44,7 @@ from pipelines.steps.pack import plan_rows
 from pipelines.steps.stats import merge_stats, stats_piece
 from pipelines.steps.write import DocTable, shard_ranges
 from pipelines.storage.paths import as_path
+from pipelines.storage.urls import is_url
 
 PARTITIONS = "partitions.json"
 
@@ -299,6 +300,8 @@ class WritePartitionShards:
         return len(items), "shard"
 
     def setup(self, threads: int):
+        if is_url(self.plan.out):  # shards are written on local scratch, then uploaded
+            sweep_scratch()
         store = spill.SpillStore(self.plan.work, len(self.plan.units))
         loaded: dict = {}  # the last partition's (docs, rows)
 

@@ -19,12 +19,18 @@ PLAN = "plan"  # the row plan's arrays in the work directory
 
 
 def unit_markers(plan: RunPlan) -> list[dict]:
-    """Every unit's marker; a unit without one stops the run (it is not tokenized)."""
-    markers = [spill.load_marker(plan.work, u.index) for u in plan.units]
-    missing = [u.index for u, m in zip(plan.units, markers) if m is None]
-    if missing:
-        raise FatalError(f"planning rows before every unit is tokenized (units {missing[:10]} "
-                         "have no marker)")
+    """Every unit's marker, its counts only: the rejects it lists are left on disk (rejects.jsonl
+    streams them one unit at a time), so the driver holds O(units), however many documents are
+    rejected. A unit without a marker stops the run (it is not tokenized)."""
+    markers = []
+    for u in plan.units:
+        m = spill.load_marker(plan.work, u.index)
+        if m is None:
+            missing = [v.index for v in plan.units if not spill.is_done(plan.work, v.index)]
+            raise FatalError(f"planning rows before every unit is tokenized (units "
+                             f"{missing[:10]} have no marker)")
+        m.pop("rejects", None)
+        markers.append(m)
     return markers
 
 

@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipelines.atomic import write_json
+from pipelines.atomic import sweep_scratch, write_json
 from pipelines.faults import crash_point
 from pipelines.run_plan import RunPlan
 from pipelines.shard_format import shard_name, write_shard_batches
@@ -61,6 +61,8 @@ class TokenizeUnits:
 
     def setup(self, threads: int):
         cfg = self.plan.cfg
+        if is_url(self.plan.work):  # spilled on local scratch, then uploaded
+            sweep_scratch()
         tokenize = worker_tokenizer(cfg.tokenizer, threads)
         reader = Reader(cfg.input, cfg.tokenizer.batch_bytes)
         units = {u.index: u for u in self.plan.units}

@@ -271,3 +271,34 @@ def test_an_input_that_changed_size_is_another_input(tmp_path, corpus):
         f.write(json.dumps({"text": "one more"}) + "\n")
     with pytest.raises(ConfigError, match="finished run with another input"):
         _run(tmp_path / "o", corpus)
+
+
+def test_rejects_stream_from_the_unit_markers_in_unit_order(tmp_path):
+    """rejects.jsonl lists every unit's rejects in unit order, while the markers the driver
+    keeps carry counts only (its memory is O(units), not O(rejected documents))."""
+    from pipelines import driver
+    from pipelines.config import load_run_config
+    from pipelines.output_lock import release_output
+    from pipelines.row_plan import unit_markers
+
+    paths = []
+    for k in range(3):  # three units, each with good lines and rejects
+        p = tmp_path / f"part-{k}.jsonl"
+        p.write_text("".join(f'{{"text": "doc {k} {i}"}}\n' if i % 3 else "not json\n"
+                             for i in range(30)), encoding="utf-8")
+        paths.append(str(p))
+    out = tmp_path / "o"
+    args = base_overrides(out, *paths, **{"input.unit_bytes": 1, "output.keep_work": "true"})
+    m = pipelines.run(None, args)["manifest"]
+    assert m["inputs"]["units"] == 3 and m["totals"]["documents_rejected"] == 30
+    rejects = [json.loads(line) for line in (out / "rejects.jsonl").read_text().splitlines()]
+    assert [(r["file"], r["line"]) for r in rejects] == [
+        (p, i + 1) for p in paths for i in range(30) if i % 3 == 0]
+    (out / "manifest.json").unlink()
+    plan, _, _ = driver.prepare(load_run_config(None, args))
+    try:
+        markers = unit_markers(plan)
+        assert [m["rejected"] for m in markers] == [10, 10, 10]
+        assert all("rejects" not in m for m in markers)
+    finally:
+        release_output(out)

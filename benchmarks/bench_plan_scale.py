@@ -15,19 +15,17 @@
     process's own VmHWM.
 
 (b) ``--run``: a real ``fewtrunc run`` (local engine, default settings) on 5x10^5 and 5x10^6
-    small JSONL documents (files of 10^5 documents, grouped into 64 MB units): peak RSS of each
-    and their ratio. A unit is a file or a group of small files, and a unit is never split (it
-    is what one worker tokenizes): one 700 MB file of 5x10^6 documents is one unit, whose
-    tokenizing and packing memory follow its documents.
+    small JSONL documents, in files of 10^5 documents (grouped into 64 MB units) and as one
+    file (one unit, which the partitions cut between its documents): peak RSS of each and
+    their ratio.
 
     python benchmarks/bench_plan_scale.py --plan [--docs 1e9] [--workers 2]
-    python benchmarks/bench_plan_scale.py --run [--small 5e5] [--large 5e6]
+    python benchmarks/bench_plan_scale.py --run [--small 5e5] [--large 5e6] [--layouts files,'one file']
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import shutil
 import subprocess
@@ -170,48 +168,68 @@ def small_jsonl(directory: Path, n: int) -> Path:
     return directory
 
 
-def bench_run(sizes: list[int]) -> None:
+def _one_file(directory: Path) -> Path:
+    """The same documents as one JSONL file (a corpus shipped as one big file)."""
+    one = directory.parent / f"{directory.name}.jsonl"
+    with open(one, "wb") as out:
+        for part in sorted(directory.iterdir()):
+            out.write(part.read_bytes())
+    shutil.rmtree(directory)
+    return one
+
+
+def _peak_run(data: str, out: Path, config: Path) -> tuple[float, float]:
     from bench_pipeline import PeakRss
 
+    args = [sys.executable, "-m", "pipelines.cli", "run", str(config), f"input.paths={data}",
+            f"output.dir={out}", "--quiet"]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    rss = PeakRss(proc.pid)
+    _, err = proc.communicate()
+    if proc.returncode:
+        raise SystemExit(err[-3000:])
+    return rss.peak_kb / 1024, time.perf_counter() - t0
+
+
+def bench_run(sizes: list[int], layouts: list[str]) -> None:
     rows = []
     tmp = Path(tempfile.mkdtemp(prefix="fewtrunc-run-"))
+    config = tmp / "job.yaml"
+    config.write_text("{}\n")
     try:
-        for n in sizes:
-            data = small_jsonl(tmp / f"docs-{n}", n)
-            out = tmp / f"out-{n}"
-            config = tmp / "job.yaml"
-            config.write_text("{}\n")
-            args = [sys.executable, "-m", "pipelines.cli", "run", str(config),
-                    f"input.paths={data}/*.jsonl", f"output.dir={out}", "--quiet"]
-            t0 = time.perf_counter()
-            proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.PIPE, text=True)
-            rss = PeakRss(proc.pid)
-            _, err = proc.communicate()
-            if proc.returncode:
-                raise SystemExit(err[-3000:])
-            wall = time.perf_counter() - t0
-            m = json.loads((out / "manifest.json").read_text())
-            stats = json.loads((out / "stats.json").read_text())
-            parts = -(-m["totals"]["chunks"] // (1 << 20)) if m["totals"]["chunks"] > 1 << 20 \
-                else 1
-            size = sum(f.stat().st_size for f in data.iterdir())
-            rows.append((n, size, m["inputs"]["units"], rss.peak_kb / 1024, wall, m["totals"],
-                         stats["overhead"], parts))
-            shutil.rmtree(out)
-            shutil.rmtree(data)
+        for layout in layouts:
+            for n in sizes:
+                data = small_jsonl(tmp / f"docs-{n}", n)
+                if layout == "one file":
+                    data = _one_file(data)
+                size = sum(f.stat().st_size for f in data.iterdir()) if data.is_dir() \
+                    else data.stat().st_size
+                out = tmp / f"out-{n}"
+                rss, wall = _peak_run(f"{data}/*.jsonl" if data.is_dir() else str(data), out,
+                                      config)
+                m = json.loads((out / "manifest.json").read_text())
+                stats = json.loads((out / "stats.json").read_text())
+                chunks = m["totals"]["chunks"]
+                parts = -(-chunks // (1 << 20)) if chunks > 1 << 20 else 1
+                rows.append((layout, n, size, m["inputs"]["units"], rss, wall, m["totals"],
+                             stats["overhead"], parts))
+                shutil.rmtree(out)
+                shutil.rmtree(data) if data.is_dir() else data.unlink()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    base = rows[0][3]
-    print("\n## `fewtrunc run` (local engine, default settings) on small JSONL documents, "
-          f"{FILE_DOCS:,} per file\n")
-    print("| documents | input MB | units | partitions (about) | peak RSS MiB | vs smallest | "
-          "seconds | tokens | rows | overhead |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for n, size, units, rss, wall, t, overhead, parts in rows:
-        print(f"| {n:,} | {size / 1e6:.0f} | {units} | {parts} | {rss:.0f} | {rss / base:.2f}x | "
-              f"{wall:.0f} | {t['tokens_out']:,} | {t['sequences']:,} | "
-              f"{100 * overhead:.4f}% |")
+    print("\n## `fewtrunc run` (local engine, default settings) on small JSONL documents: in "
+          f"files of {FILE_DOCS:,}, and as one file\n")
+    print("| layout | documents | input MB | units | partitions (about) | peak RSS MiB | "
+          "vs smallest | seconds | tokens | rows | overhead |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    base = {}
+    for layout, n, size, units, rss, wall, t, overhead, parts in rows:
+        base.setdefault(layout, rss)
+        print(f"| {layout} | {n:,} | {size / 1e6:.0f} | {units} | {parts} | {rss:.0f} | "
+              f"{rss / base[layout]:.2f}x | {wall:.0f} | {t['tokens_out']:,} | "
+              f"{t['sequences']:,} | {100 * overhead:.4f}% |")
 
 
 def main() -> None:
@@ -222,6 +240,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--small", type=float, default=5e5)
     ap.add_argument("--large", type=float, default=5e6)
+    ap.add_argument("--layouts", default="files,one file",
+                    help="comma-separated: 'files' (files of 10^5 documents), 'one file'")
     ap.add_argument("--role", choices=("driver", "worker"))
     ap.add_argument("--work")
     ap.add_argument("--units", type=int)
@@ -235,7 +255,7 @@ def main() -> None:
     if a.plan or not a.run:
         bench_plan(int(a.docs), a.workers)
     if a.run or not a.plan:
-        bench_run([int(a.small), int(a.large)])
+        bench_run([int(a.small), int(a.large)], a.layouts.split(","))
 
 
 if __name__ == "__main__":

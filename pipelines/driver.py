@@ -7,11 +7,15 @@ The middle ones are stages (``pipelines/stages.py``, ``pipelines/partitions.py``
 is packed in partitions, so the driver holds per-unit and per-partition summaries only), each
 stage's outputs the next one's items. An engine maps them: ``engine.run_stages(stages, items,
 progress) -> timings``; local and Ray map one stage after the other (``map_in_turn``), Beam chains them in one pipeline. Results
-are read back from the stages' markers, which are also what a resumed run skips by.
+are read back from the stages' markers, which are also what a resumed run skips by, and what
+``MarkerProgress`` polls for the bars of an engine that reports nothing while it runs (Beam).
 """
 from __future__ import annotations
 
+import fnmatch
 import json
+import os
+import threading
 import time
 
 from pipelines.errors import ConfigError, FatalError
@@ -25,6 +29,8 @@ from pipelines.run_plan import RunPlan, build_run_plan
 from pipelines.shard_format import shard_name
 from pipelines.stages import TokenizeUnits, keep_tokenizer, shard_marker, unit_bytes
 from pipelines.steps import spill
+from pipelines.storage.paths import as_path
+from pipelines.storage.urls import is_url
 
 
 def prepare(cfg, check: str = "size"):
@@ -110,6 +116,15 @@ class Progress:
                         unit_divisor=1000, disable=not progress, dynamic_ncols=True, leave=True)
         self.docs = self.tokens = 0
 
+    def set(self, n: int) -> None:
+        self.bar.update(n - self.bar.n)
+
+    def finish(self) -> None:
+        """An open-ended bar (no total) ends at 100%: what it counted was all there was."""
+        if self.bar.total is None:
+            self.bar.total = self.bar.n
+            self.bar.refresh()
+
     def add(self, n: int, docs: int = 0, tokens: int = 0) -> None:
         self.bar.update(n)
         if docs or tokens:
@@ -122,3 +137,91 @@ class Progress:
 
     def __exit__(self, *exc) -> None:
         self.bar.close()
+
+
+class MarkerProgress:
+    """A context manager for an engine that blocks until every stage is done (Beam): a daemon
+    thread polls each stage's ``done_size(items, names)`` (its work done, from its markers, all
+    stages from one listing per directory per poll) and shows one bar per stage, opened as the
+    stage starts (the first at once, a later one when its count first moves). Only the first
+    stage's items are known before the run: later stages count their markers, without a total
+    until the end. A stage after a gather stage starting means the stages before are done."""
+
+    LOCAL_S, URL_S = 0.5, 3.0  # seconds between polls (at least 5x the time a poll takes)
+
+    def __init__(self, stages: list, items: list, progress: bool):
+        self.progress, self.watched, barrier = progress, [], False
+        for i, stage in enumerate(stages):
+            barrier = barrier or stage.gather
+            total, unit = stage.work_size(items if i == 0 else [])
+            if unit is not None and hasattr(stage, "done_size"):
+                self.watched.append({"stage": stage, "items": items if i == 0 else None,
+                                     "total": total if i == 0 else None, "unit": unit,
+                                     "after_gather": barrier, "bar": None, "done": False})
+                barrier = False
+        self.stop, self.thread, self.interval = threading.Event(), None, self.LOCAL_S
+
+    def __enter__(self):
+        if self.progress and self.watched:
+            self.thread = threading.Thread(target=self._loop, name="progress", daemon=True)
+            self.thread.start()
+        return self
+
+    def __exit__(self, exc_type, *exc) -> None:
+        if self.thread is None:
+            return
+        self.stop.set()
+        self.thread.join()
+        try:
+            if exc_type is None:  # the bars' final counts, at their ends
+                self._poll(final=True)
+        except Exception:  # noqa: BLE001 - a listing that failed costs the bars, never the run
+            pass
+        finally:
+            for w in self.watched:
+                if w["bar"] is not None:
+                    w["bar"].__exit__()
+
+    def _loop(self) -> None:
+        while not self.stop.is_set():
+            t = time.perf_counter()
+            try:
+                self._poll()
+            except Exception:  # noqa: BLE001 - a store that fails a listing: the next poll
+                pass
+            self.stop.wait(max(self.interval, 5 * (time.perf_counter() - t)))
+
+    def _names(self):
+        """``names(dir, pattern)``: the names in ``dir`` matching ``pattern``; each directory
+        listed once per poll."""
+        listed: dict = {}
+
+        def names(work, pattern: str) -> list[str]:
+            path = as_path(work)
+            key = str(path)
+            if key not in listed:
+                if is_url(key):
+                    self.interval = self.URL_S
+                    listed[key] = [p.name for p in path.glob("*")]
+                else:
+                    listed[key] = os.listdir(path) if path.is_dir() else []
+            return fnmatch.filter(listed[key], pattern)
+        return names
+
+    def _poll(self, final: bool = False) -> None:
+        names, watched = self._names(), self.watched
+        done = [None if w["done"] else w["stage"].done_size(w["items"], names) for w in watched]
+        last = len(watched) - 1 if final else max([i for i, d in enumerate(done) if d] + [0])
+        for i, w in enumerate(watched):
+            if i > last:
+                break
+            if w["bar"] is None:
+                w["bar"] = Progress(True, w["total"], w["stage"].name, w["unit"])
+            if done[i] is not None:
+                w["bar"].set(done[i])
+            # finished: its total reached, the end, or a stage after a barrier since started
+            if final or (w["total"] is not None and done[i] is not None and done[i] >= w["total"]
+                         ) or any(v["after_gather"] for v in watched[i + 1:last + 1]):
+                w["bar"].finish()
+                w["bar"].__exit__()  # closed as it ends, as ``map_in_turn`` closes its bars
+                w["done"] = True

@@ -253,6 +253,10 @@ class PackPartitions:
     def work_size(self, items) -> tuple[int, str]:
         return len(items), "partition"
 
+    def done_size(self, items, names) -> int:
+        """For a progress bar polled while an engine runs: the partitions done (their markers)."""
+        return len(names(self.plan.work, "part-*.done.json"))
+
     def setup(self, threads: int):
         def call(items, report=None) -> list:
             out = []
@@ -298,6 +302,10 @@ class WritePartitionShards:
 
     def work_size(self, items) -> tuple[int, str]:
         return len(items), "shard"
+
+    def done_size(self, items, names) -> int:
+        """For a progress bar polled while an engine runs: the shards done (their markers)."""
+        return len(names(self.plan.work, "shard-*.done.json"))
 
     def setup(self, threads: int):
         if is_url(self.plan.out):  # shards are written on local scratch, then uploaded

@@ -59,6 +59,14 @@ class TokenizeUnits:
         units = {u.index: u for u in self.plan.units}
         return sum(unit_bytes(units[i]) for i in items), "B"
 
+    def done_size(self, items, names) -> int:
+        """For a progress bar polled while an engine runs: the input bytes of these units whose
+        marker is there (``names(dir, pattern)``: its file names that match, from one listing
+        per poll)."""
+        there = set(names(self.plan.work, "unit-*.done.json"))
+        units = {u.index: u for u in self.plan.units}
+        return sum(unit_bytes(units[i]) for i in items if f"unit-{i:05d}.done.json" in there)
+
     def setup(self, threads: int):
         cfg = self.plan.cfg
         if is_url(self.plan.work):  # spilled on local scratch, then uploaded

@@ -7,7 +7,8 @@
 ``StageDoFn.setup`` sets the stage up once per DoFn instance (``beam.num_workers`` single-threaded
 workers: the workers are the parallelism); each stage's outputs are the next one's items. One
 pipeline, not one per stage: each costs the start of every worker process. Results stay in the
-stages' markers, so nothing is collected: a replayed bundle rewrites the same fixed file names.
+stages' markers, so nothing is collected: a replayed bundle rewrites the same fixed file names;
+the progress bars poll them (``driver.MarkerProgress``) while the pipeline runs.
 The inputs, ``output.dir`` and its ``_work/`` may be ``s3://`` or ``gs://`` URLs, read and written
 by the same code on every worker (``pipelines.storage``), so a Dataflow job needs no shared file
 system; a local output directory must be visible to every worker. The DirectRunner's workers
@@ -101,7 +102,8 @@ class BeamEngine:
             before = beam.combiners.ToList() if stage.gather else beam.Reshuffle()
             pcoll = (pcoll | f"Before{name}" >> before
                      | name >> beam.ParDo(StageDoFn(stage)))
-        state = p.run().wait_until_finish()
+        with driver.MarkerProgress(stages, items, progress):  # bars polled from the markers
+            state = p.run().wait_until_finish()
         if str(state).split(".")[-1] not in ("DONE", "UNKNOWN"):
             raise FatalError(f"Beam pipeline ended {state}")
         return {}

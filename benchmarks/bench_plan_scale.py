@@ -1,7 +1,8 @@
 """Planning at scale: the driver's memory stays O(units) with partitioned packing.
 
 (a) ``--plan``: plans N documents (default 10^9) of synthetic lengths through the run's own
-    planning code, ``pipelines/partitions.py``, with no tokenization:
+    planning code, ``pipelines/partition_layout.py`` and ``pipelines/partitions.py``, with no
+    tokenization:
     - the driver process runs ``partition_layout`` (every unit's lengths, one unit at a time ->
       chunk counts -> the partitions), then, after the workers, ``run_totals`` (the summaries
       merged into stats.json's numbers and the shard count);
@@ -88,12 +89,12 @@ def role_worker(work: Path, n_units: int, parts: list, out: Path) -> None:
 
 
 def role_driver(work: Path, n_units: int, workers: int, out: Path) -> None:
-    from pipelines import partitions
+    from pipelines import partition_layout, partitions
 
     _install_synthetic_units()
     plan = _plan(work, n_units)
     t0 = time.perf_counter()
-    items = partitions.partition_items(partitions.partition_layout(plan))
+    items = partition_layout.partition_items(partition_layout.partition_layout(plan))
     t_layout = time.perf_counter() - t0
     procs = []
     for w in range(workers):  # partition p to worker p % workers

@@ -24,37 +24,27 @@ partition's memory-mapped plan. ``finalize`` merges the summaries' stats pieces.
 """
 from __future__ import annotations
 
-import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
-from packing.partition import RunCutter, plan_partitions
 from pipelines.atomic import sweep_scratch, write_json
 from pipelines.errors import FatalError
 from pipelines.faults import crash_point
 from pipelines.memory import trim
+from pipelines.partition_layout import partition_items, partition_layout, read_json
 from pipelines.row_plan import load_row_plan, save_row_plan
 from pipelines.stages import write_shard_range
 from pipelines.run_plan import RunPlan
 from pipelines.shard_format import list_shards, shard_name
 from pipelines.steps import spill
+from pipelines.steps.gather import SpillStore
 from pipelines.steps.pack import plan_rows
 from pipelines.steps.stats import merge_stats, stats_piece
 from pipelines.steps.write import DocTable, shard_ranges
 from pipelines.storage.paths import as_path
 from pipelines.storage.urls import is_url
-
-PARTITIONS = "partitions.json"
-
-
-def _read_json(path) -> dict | None:
-    path = as_path(path)
-    if not path.is_file():
-        return None
-    return json.loads(path.read_text(encoding="utf-8"))
-
 
 def part_dir(plan: RunPlan, p: int):
     """Partition ``p``'s work directory (its row plan lies in ``plan/`` below it)."""
@@ -63,90 +53,6 @@ def part_dir(plan: RunPlan, p: int):
 
 def part_marker(plan: RunPlan, p: int):
     return as_path(plan.work) / f"part-{p:05d}.done.json"
-
-
-def choose_partitions(counts: np.ndarray, partition_chunks: int) -> tuple[list, list]:
-    """(piece bounds, chunk bounds): one partition of every piece when the corpus's chunk count
-    is at most ``partition_chunks`` (or it is 0), else ``plan_partitions``' cut."""
-    counts = np.asarray(counts, dtype=np.int64)
-    total = int(counts.sum())
-    if not partition_chunks or total <= partition_chunks or counts.size <= 1:
-        return [0, int(counts.size)], [0, total]
-    cut = plan_partitions(counts, int(partition_chunks))
-    return cut.unit_bounds.tolist(), cut.chunk_bounds.tolist()
-
-
-BLOCK_DOCS = 1 << 20  # documents of a unit read at a time while laying partitions out
-
-
-def unit_pieces(work, unit: int, seq_len: int, partition_chunks: int):
-    """(first document, chunks, tokens) of each piece of one unit: the whole unit, or, when it
-    alone holds more than ``partition_chunks`` chunks (one big file), runs of its documents of
-    at most that many chunks each (``plan_partitions``' cut over the documents: a document is
-    never cut), so that no partition, and no pack worker's memory, follows the size of one
-    file. The unit's lengths are read a block at a time: memory is one block's."""
-    cutter = RunCutter(partition_chunks) if partition_chunks else None
-    starts, chunk_at, token_at = [np.zeros(1, np.int64)], [[0]], [[0]]
-    chunks = tokens = a = 0
-    while True:
-        _, lengths = spill.load_docs(work, unit, a, a + BLOCK_DOCS, ids=False)
-        if not lengths.size:
-            break
-        c = -(-lengths.astype(np.int64) // seq_len)
-        if cutter is not None:
-            cuts = cutter.cut(c)
-            cuts = cuts[cuts + a > 0]  # the unit's first piece starts at 0 anyway
-            before = lambda x: np.concatenate([[0], np.cumsum(x)])[cuts]  # noqa: E731
-            starts.append(a + cuts)
-            chunk_at.append(chunks + before(c))
-            token_at.append(tokens + before(lengths))
-        chunks, tokens, a = chunks + int(c.sum()), tokens + int(lengths.sum()), a + lengths.size
-    starts = np.concatenate(starts)
-    return (starts, np.diff(np.concatenate([*chunk_at, [chunks]])),
-            np.diff(np.concatenate([*token_at, [tokens]])))
-
-
-def partition_layout(plan: RunPlan) -> dict:
-    """The run's partitions (``partitions.json``), computed once: every unit's docs file is read
-    in turn (one unit in memory at a time) for its chunk and token counts. Partition p runs from
-    document ``doc_bounds[p]`` of unit ``unit_bounds[p]`` to just before document
-    ``doc_bounds[p+1]`` of unit ``unit_bounds[p+1]`` (0: to the end of the unit before it)."""
-    path = as_path(plan.work) / PARTITIONS
-    saved = _read_json(path)
-    if saved is not None and saved.get("fingerprint") == plan.fingerprint:
-        return saved
-    L, limit = plan.cfg.pack.seq_len, plan.cfg.pack.partition_chunks
-    chunks = np.zeros(len(plan.units), dtype=np.int64)
-    piece_unit, piece_doc, piece_chunks, piece_tokens = [], [], [], []
-    for i, u in enumerate(plan.units):
-        if not spill.is_done(plan.work, u.index):
-            raise FatalError(f"planning rows before every unit is tokenized (unit {u.index} has "
-                             "no marker)")
-        starts, c, t = unit_pieces(plan.work, u.index, L, limit)
-        chunks[i] = int(c.sum())
-        piece_unit.append(np.full(starts.size, i, np.int64))
-        piece_doc.append(starts)
-        piece_chunks.append(c)
-        piece_tokens.append(t)
-    cat = lambda xs: np.concatenate(xs).astype(np.int64) if xs else np.zeros(0, np.int64)  # noqa: E731
-    pc = cat(piece_chunks)
-    bounds, chunk_bounds = choose_partitions(pc, limit)
-    unit_of = np.append(cat(piece_unit), len(plan.units))  # the end: (units, 0)
-    doc_of = np.append(cat(piece_doc), 0)
-    token_base = np.concatenate([[0], np.cumsum(cat(piece_tokens))])[bounds]
-    layout = {"fingerprint": plan.fingerprint, "unit_bounds": unit_of[bounds].tolist(),
-              "doc_bounds": doc_of[bounds].tolist(), "chunk_bounds": chunk_bounds,
-              "token_bounds": [int(t) for t in token_base], "unit_chunks": chunks.tolist()}
-    write_json(path, layout)
-    return layout
-
-
-def partition_items(layout: dict) -> list[tuple[int, tuple[int, int, int, int], int]]:
-    """(p, span, tokens before the partition) of every partition; span = (first unit, its first
-    document, end unit, its end document): see ``partition_layout``."""
-    ub, tb = layout["unit_bounds"], layout["token_bounds"]
-    db = layout.get("doc_bounds") or [0] * len(ub)  # a layout saved before units could split
-    return [(p, (ub[p], db[p], ub[p + 1], db[p + 1]), tb[p]) for p in range(len(ub) - 1)]
 
 
 def _tokens_before(work, unit: int, doc: int, block: int = 1 << 20) -> int:
@@ -179,7 +85,7 @@ def pack_partition(plan: RunPlan, p: int, span, token_base: int) -> dict:
     restart)."""
     span = [int(x) for x in span]
     marker = part_marker(plan, p)
-    done = _read_json(marker)
+    done = read_json(marker)
     if done is not None and done.get("fingerprint") == plan.fingerprint \
             and done.get("units") == span:
         return done
@@ -203,7 +109,7 @@ def summaries(plan: RunPlan) -> list[dict]:
     layout = partition_layout(plan)
     out = []
     for p, span, _ in partition_items(layout):
-        s = _read_json(part_marker(plan, p))
+        s = read_json(part_marker(plan, p))
         if s is None or s.get("fingerprint") != plan.fingerprint or s.get("units") != list(span):
             raise FatalError(f"the pack stage left partition {p} without its summary")
         out.append(s)
@@ -310,7 +216,7 @@ class WritePartitionShards:
     def setup(self, threads: int):
         if is_url(self.plan.out):  # shards are written on local scratch, then uploaded
             sweep_scratch()
-        store = spill.SpillStore(self.plan.work, len(self.plan.units))
+        store = SpillStore(self.plan.work, len(self.plan.units))
         loaded: dict = {}  # the last partition's (docs, rows)
 
         def row_plan(p: int):

@@ -81,6 +81,21 @@ def tokenize_units(work: Path, tok: Tokenize, units, reader: Reader, workers: in
     """
     spills: dict[int, spill.UnitSpill] = {}
     markers = []
+    shown: dict[int, int] = {}  # bytes reported per unit in progress
+
+    def progress(unit, nbytes: int | None, docs: int = 0, tokens: int = 0) -> None:
+        """Report read bytes, counted against the unit's size on disk (what a bar's total
+        adds up): a compressed unit reads more bytes than it holds, so it reports at most its
+        size, and the rest of it when it ends (``nbytes`` None). A unit of unknown size (a
+        Hugging Face dataset) reports what it reads."""
+        size = sum(s.size for s in unit.sources)
+        done = shown.get(unit.index, 0)
+        if nbytes is None:
+            step = size - done
+        else:
+            step = min(nbytes, size - done) if size else nbytes
+        shown[unit.index] = done + step
+        report(step, docs, tokens)
 
     def drain(unit, batch, future):
         out = spills.get(unit.index)
@@ -89,11 +104,14 @@ def tokenize_units(work: Path, tok: Tokenize, units, reader: Reader, workers: in
         if batch is None:  # the unit's last batch is in: publish it
             markers.append(spills.pop(unit.index).finish())
             crash_point("unit", unit.index)
+            if report is not None:
+                progress(unit, None)
+                shown.pop(unit.index, None)
             return
         tb = tok.assemble(batch, future.result())
         out.add(tb)
         if report is not None:
-            report(tb.bytes, tb.records, int(tb.lengths.sum()))
+            progress(unit, tb.bytes, tb.records, int(tb.lengths.sum()))
 
     workers = max(1, workers)
     inflight: deque = deque()

@@ -13,6 +13,7 @@ import pytest
 
 import pipelines
 from pipelines.steps import spill
+from pipelines.steps.gather import SpillStore
 from pipelines.steps.read_jsonl import lines
 from tests.pipelines.conftest import base_overrides, english_records, file_bytes, write_jsonl
 
@@ -73,7 +74,7 @@ def test_unit_marker_is_published_after_its_tokens_and_docs(tmp_path, monkeypatc
             name + ".tmp")]  # the temporary is synced before it is renamed
         assert synced and synced[0] < calls.index("replace", name.lstrip(".")), name
     assert np.fromfile(tmp_path / f"unit-00003.{suffix}", dtype).tolist() == list(range(10))
-    assert spill.SpillStore(tmp_path, 4).gather(np.array([3]), np.array([2]),
+    assert SpillStore(tmp_path, 4).gather(np.array([3]), np.array([2]),
                                                 np.array([5])).tolist() == [2, 3, 4, 5, 6]
 
 
@@ -81,7 +82,7 @@ def test_unit_marker_is_published_after_its_tokens_and_docs(tmp_path, monkeypatc
 def test_gather_never_merges_reads_across_units(tmp_path, direct):
     (tmp_path / "unit-00000.tokens").write_bytes(np.arange(0, 10, dtype=np.int32).tobytes())
     (tmp_path / "unit-00001.tokens").write_bytes(np.arange(100, 110, dtype=np.int32).tobytes())
-    store = spill.SpillStore(tmp_path, 2)
+    store = SpillStore(tmp_path, 2)
     # unit 0's segment ends at offset 5, where unit 1's segment starts: not one run
     got = store.gather(np.array([0, 1]), np.array([3, 5]), np.array([2, 2]),
                        direct_min_tokens=direct)

@@ -16,7 +16,7 @@ import pytest
 import pipelines
 from pipelines.config import PackConfig
 from pipelines.errors import ConfigError
-from pipelines.partitions import choose_partitions
+from pipelines.partition_layout import choose_partitions
 from pipelines.steps.pack import plan_rows
 from pipelines.steps.stats import merge_stats, run_stats, stats_piece
 from pipelines.steps.verify import verify_dir
@@ -171,9 +171,9 @@ def test_one_big_file_is_cut_into_partitions_between_its_documents(tmp_path, mon
     assert layout["doc_bounds"][0] == 0 and sorted(layout["doc_bounds"][:-1]) == \
         layout["doc_bounds"][:-1] and len(set(layout["doc_bounds"][:-1])) == len(bounds) - 1
     assert all(b - a <= size for a, b in zip(bounds, bounds[1:]))
-    from pipelines.partitions import unit_pieces  # its lengths read in blocks of any size
+    from pipelines.partition_layout import unit_pieces  # its lengths read in blocks of any size
     whole = unit_pieces(out / "_work", 0, 64, size)
-    monkeypatch.setattr("pipelines.partitions.BLOCK_DOCS", 7)
+    monkeypatch.setattr("pipelines.partition_layout.BLOCK_DOCS", 7)
     for got, want in zip(unit_pieces(out / "_work", 0, 64, size), whole):
         assert got.tolist() == want.tolist()
     assert whole[0].tolist() == layout["doc_bounds"][:-1]

@@ -1,4 +1,4 @@
-"""SpillStore.gather against plain slicing of the unit files (int32 and 16-bit units, alone and
+"""SpillStore.gather (pipelines.steps.gather) against plain slicing of the unit files (int32 and 16-bit units, alone and
 mixed), and a truncated spill caught."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipelines.steps import spill
+from pipelines.steps.gather import SpillStore
 
 
 def _write_units(tmp_path, sizes, seed, widths=None):
@@ -50,7 +50,7 @@ def test_gather_matches_slicing(tmp_path_factory, seed, n_units, n_seg, block, a
         length[i] = rng.integers(0, size - start[i] + 1)
     want = (np.concatenate([arrays[u][s : s + n] for u, s, n in zip(unit, start, length)])
             if n_seg else np.zeros(0, np.int32))
-    got = spill.SpillStore(tmp, n_units).gather(unit, start, length, block_tokens=block,
+    got = SpillStore(tmp, n_units).gather(unit, start, length, block_tokens=block,
                                                 direct_min_tokens=direct)
     assert got.dtype == np.int32
     np.testing.assert_array_equal(got, want)
@@ -59,7 +59,7 @@ def test_gather_matches_slicing(tmp_path_factory, seed, n_units, n_seg, block, a
 @pytest.mark.parametrize("width, suffix, size", [(32, "tokens", 4), (16, "tokens16", 2)])
 def test_truncated_spill_is_an_error(tmp_path, width, suffix, size):
     _write_units(tmp_path, [100], 0, [width])
-    store = spill.SpillStore(tmp_path, 1)
+    store = SpillStore(tmp_path, 1)
     with open(tmp_path / f"unit-00000.{suffix}", "r+b") as f:
         f.truncate(40 * size)
     for direct in (0, 10**9):
@@ -70,7 +70,7 @@ def test_truncated_spill_is_an_error(tmp_path, width, suffix, size):
 def test_in_place_reads_split_long_runs_into_several_vector_reads(tmp_path):
     """A run of more adjacent segments than one preadv takes (IOV_MAX) is read in pieces."""
     (a,) = _write_units(tmp_path, [1000], 1)
-    store = spill.SpillStore(tmp_path, 1)
+    store = SpillStore(tmp_path, 1)
     store.IOV_MAX = 3
     length = np.array([5, 0, 7, 1, 30, 2, 9, 11], np.int64)
     start = np.cumsum(length) - length + 100  # one run of 8 file-adjacent segments

@@ -1,0 +1,113 @@
+"""Where a run's partitions start and end (``partitions.json``), from every unit's lengths.
+
+A corpus of at most ``pack.partition_chunks`` chunks is one partition (the global pack). A
+larger one is cut by ``packing.partition.plan_partitions`` into partitions of consecutive units
+of at most that many chunks each; a unit alone above it (one big file) is first cut into runs of
+its documents of at most that many chunks. The driver reads one unit's lengths at a time, a
+block of documents at a time, and keeps per-unit and per-partition counts only.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from packing.partition import RunCutter, plan_partitions
+from pipelines.atomic import write_json
+from pipelines.errors import FatalError
+from pipelines.run_plan import RunPlan
+from pipelines.steps import spill
+from pipelines.storage.paths import as_path
+
+PARTITIONS = "partitions.json"
+
+
+def read_json(path) -> dict | None:
+    path = as_path(path)
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def choose_partitions(counts: np.ndarray, partition_chunks: int) -> tuple[list, list]:
+    """(piece bounds, chunk bounds): one partition of every piece when the corpus's chunk count
+    is at most ``partition_chunks`` (or it is 0), else ``plan_partitions``' cut."""
+    counts = np.asarray(counts, dtype=np.int64)
+    total = int(counts.sum())
+    if not partition_chunks or total <= partition_chunks or counts.size <= 1:
+        return [0, int(counts.size)], [0, total]
+    cut = plan_partitions(counts, int(partition_chunks))
+    return cut.unit_bounds.tolist(), cut.chunk_bounds.tolist()
+
+
+BLOCK_DOCS = 1 << 20  # documents of a unit read at a time while laying partitions out
+
+
+def unit_pieces(work, unit: int, seq_len: int, partition_chunks: int):
+    """(first document, chunks, tokens) of each piece of one unit: the whole unit, or, when it
+    alone holds more than ``partition_chunks`` chunks (one big file), runs of its documents of
+    at most that many chunks each (``plan_partitions``' cut over the documents: a document is
+    never cut), so that no partition, and no pack worker's memory, follows the size of one
+    file. The unit's lengths are read a block at a time: memory is one block's."""
+    cutter = RunCutter(partition_chunks) if partition_chunks else None
+    starts, chunk_at, token_at = [np.zeros(1, np.int64)], [[0]], [[0]]
+    chunks = tokens = a = 0
+    while True:
+        _, lengths = spill.load_docs(work, unit, a, a + BLOCK_DOCS, ids=False)
+        if not lengths.size:
+            break
+        c = -(-lengths.astype(np.int64) // seq_len)
+        if cutter is not None:
+            cuts = cutter.cut(c)
+            cuts = cuts[cuts + a > 0]  # the unit's first piece starts at 0 anyway
+            before = lambda x: np.concatenate([[0], np.cumsum(x)])[cuts]  # noqa: E731
+            starts.append(a + cuts)
+            chunk_at.append(chunks + before(c))
+            token_at.append(tokens + before(lengths))
+        chunks, tokens, a = chunks + int(c.sum()), tokens + int(lengths.sum()), a + lengths.size
+    starts = np.concatenate(starts)
+    return (starts, np.diff(np.concatenate([*chunk_at, [chunks]])),
+            np.diff(np.concatenate([*token_at, [tokens]])))
+
+
+def partition_layout(plan: RunPlan) -> dict:
+    """The run's partitions (``partitions.json``), computed once: every unit's docs file is read
+    in turn (one unit in memory at a time) for its chunk and token counts. Partition p runs from
+    document ``doc_bounds[p]`` of unit ``unit_bounds[p]`` to just before document
+    ``doc_bounds[p+1]`` of unit ``unit_bounds[p+1]`` (0: to the end of the unit before it)."""
+    path = as_path(plan.work) / PARTITIONS
+    saved = read_json(path)
+    if saved is not None and saved.get("fingerprint") == plan.fingerprint:
+        return saved
+    L, limit = plan.cfg.pack.seq_len, plan.cfg.pack.partition_chunks
+    chunks = np.zeros(len(plan.units), dtype=np.int64)
+    piece_unit, piece_doc, piece_chunks, piece_tokens = [], [], [], []
+    for i, u in enumerate(plan.units):
+        if not spill.is_done(plan.work, u.index):
+            raise FatalError(f"planning rows before every unit is tokenized (unit {u.index} has "
+                             "no marker)")
+        starts, c, t = unit_pieces(plan.work, u.index, L, limit)
+        chunks[i] = int(c.sum())
+        piece_unit.append(np.full(starts.size, i, np.int64))
+        piece_doc.append(starts)
+        piece_chunks.append(c)
+        piece_tokens.append(t)
+    cat = lambda xs: np.concatenate(xs).astype(np.int64) if xs else np.zeros(0, np.int64)  # noqa: E731
+    pc = cat(piece_chunks)
+    bounds, chunk_bounds = choose_partitions(pc, limit)
+    unit_of = np.append(cat(piece_unit), len(plan.units))  # the end: (units, 0)
+    doc_of = np.append(cat(piece_doc), 0)
+    token_base = np.concatenate([[0], np.cumsum(cat(piece_tokens))])[bounds]
+    layout = {"fingerprint": plan.fingerprint, "unit_bounds": unit_of[bounds].tolist(),
+              "doc_bounds": doc_of[bounds].tolist(), "chunk_bounds": chunk_bounds,
+              "token_bounds": [int(t) for t in token_base], "unit_chunks": chunks.tolist()}
+    write_json(path, layout)
+    return layout
+
+
+def partition_items(layout: dict) -> list[tuple[int, tuple[int, int, int, int], int]]:
+    """(p, span, tokens before the partition) of every partition; span = (first unit, its first
+    document, end unit, its end document): see ``partition_layout``."""
+    ub, tb = layout["unit_bounds"], layout["token_bounds"]
+    db = layout.get("doc_bounds") or [0] * len(ub)  # a layout saved before units could split
+    return [(p, (ub[p], db[p], ub[p + 1], db[p + 1]), tb[p]) for p in range(len(ub) - 1)]

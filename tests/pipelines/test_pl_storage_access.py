@@ -3,17 +3,22 @@
 - Denied access (moto's server in a process of its own that checks signatures and IAM policies):
   ``fewtrunc run`` reading a bucket its credentials may not read, writing one they may not write,
   or with keys the store does not know, ends with one line ``fewtrunc run: error: ...`` naming the
-  URL, before any work. gcp-storage-emulator checks no credentials, so GCS cannot be tested here.
+  URL, before any work. gcp-storage-emulator checks no credentials: for GCS, an endpoint on
+  127.0.0.1 answers every request as GCS answers a caller without the IAM role (403 and its JSON
+  error), reached through pyarrow's own GCS client, so what the user sees is tested end to end.
 - The lock object on S3 is created with a conditional PUT: of runs of different configs starting
   at once on one ``output.dir``, exactly one proceeds; runs of the same config take it over.
 """
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import subprocess
 import sys
+import threading
 import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -49,6 +54,51 @@ def fewtrunc_run(overrides: list[str], store_env: dict, tmp_path) -> str:
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("fewtrunc run: error: "), done.stderr
     return lines[0]
+
+
+class _GcsForbidden(BaseHTTPRequestHandler):
+    """GCS's answer to a caller without the role: 403 with the JSON API's error body."""
+
+    def _deny(self):
+        body = json.dumps({"error": {"code": 403, "message": "caller does not have "
+                           "storage.objects.list access to the Google Cloud Storage bucket.",
+                           "errors": [{"reason": "forbidden", "domain": "global"}]}}).encode()
+        self.send_response(403)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _deny
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture()
+def gcs_forbidden():
+    pytest.importorskip("pyarrow.fs").GcsFileSystem  # noqa: B018 - pyarrow built without GCS
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), _GcsForbidden)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield {"STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{srv.server_address[1]}"}
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_gcs_denied_input_and_output_are_one_line_naming_the_url(gcs_forbidden, tmp_path):
+    out = tmp_path / "out"
+    line = fewtrunc_run(base_overrides(out, "gs://corpus/in/*.jsonl"), gcs_forbidden, tmp_path)
+    assert "'gs://corpus/in/*.jsonl': access denied" in line, line
+    assert "GOOGLE_APPLICATION_CREDENTIALS" in line and "AWS_" not in line, line
+    assert not out.exists()
+    data = tmp_path / "a.jsonl"
+    data.write_bytes(DOCS)
+    line = fewtrunc_run(base_overrides("gs://runs/out", str(data)), gcs_forbidden, tmp_path)
+    assert "gs://runs/out" in line and "access denied" in line, line
 
 
 def bucket(server, name: str) -> str:

@@ -58,3 +58,11 @@ def test_example_configs_all_load():
     for path in sorted(Path("configs").glob("*.yaml")):
         if not path.name.startswith("train_"):
             load_run_config(path)
+
+
+@pytest.mark.parametrize("key", ["ray.rebalance=never", "beam.rebalance=auto", "ray.io_cpus=1",
+                                 "ray.block_mb=8"])
+def test_a_removed_key_says_it_was_removed(key):
+    with pytest.raises(ConfigError, match=rf"^{key.split('=')[0]} was removed: .*whole units"
+                                          r".*; delete it from the config$"):
+        load_run_config(None, [key])

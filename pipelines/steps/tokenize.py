@@ -17,13 +17,14 @@ import numpy as np
 
 from pipelines import memory
 from pipelines.errors import ConfigError
+from pipelines.steps.spill import spill_dtype
 
 
 @dataclass
 class TokenBatch:
     doc_ids: np.ndarray  # int64
     lengths: np.ndarray  # int64 tokens per document, BOS/EOS included
-    tokens: np.ndarray  # int32, every document's ids back to back
+    tokens: np.ndarray  # every document's ids back to back: uint16 when every id fits, else int32
     rejects: list
     records: int
     bytes: int
@@ -66,14 +67,16 @@ def set_worker_threads(threads: int) -> None:
 TRIM_EVERY = 128  # batches between heap trims: a trim returns pages that the next batches fault in again
 
 
-def with_bos_eos(ids: np.ndarray, counts: np.ndarray, bos, eos) -> tuple[np.ndarray, np.ndarray]:
-    """Every document's ids framed by ``bos``/``eos`` (None = none), in one output buffer."""
+def with_bos_eos(ids: np.ndarray, counts: np.ndarray, bos, eos, dtype=np.int32
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Every document's ids framed by ``bos``/``eos`` (None = none), in one output buffer of
+    ``dtype`` (the spill's width: uint16 when every id fits, so no second pass narrows it)."""
     extra = (bos is not None) + (eos is not None)
     if not extra:
-        return ids, counts.copy()
+        return ids.astype(dtype, copy=False), counts.copy()
     lengths = counts + extra
     ends = np.cumsum(lengths)
-    out = np.empty(int(ends[-1]) if ends.size else 0, dtype=np.int32)
+    out = np.empty(int(ends[-1]) if ends.size else 0, dtype=dtype)
     text = np.ones(out.size, dtype=bool)  # where the documents' own ids go
     if bos is not None:
         out[ends - lengths] = bos
@@ -86,10 +89,11 @@ def with_bos_eos(ids: np.ndarray, counts: np.ndarray, bos, eos) -> tuple[np.ndar
 
 
 class Encoded(NamedTuple):
-    """``Tokenize.encode``'s result: the GIL-free half of tokenizing one batch."""
+    """``Tokenize.encode``'s result: the half of tokenizing one batch that runs on the encoding
+    threads (the backend, the guard, the special-token count and the BOS/EOS framing)."""
 
-    ids: np.ndarray  # int32, every text's ids back to back
-    counts: np.ndarray  # int64 ids per text
+    tokens: np.ndarray  # every text's ids framed by BOS/EOS, back to back, in the spill's dtype
+    lengths: np.ndarray  # int64 tokens per text, BOS/EOS included
     guard_docs: int  # documents the guard re-encoded with the reference and compared
     special_docs: int  # documents holding a special-token string
 
@@ -149,6 +153,7 @@ class Tokenize:
         self.specials = SpecialFinder(special_strings(self.tokenizer))
         # ids need not be dense (added tokens may sit above the base vocabulary)
         self.id_bound = max(self.tokenizer.get_vocab(with_added_tokens=True).values()) + 1
+        self.dtype = spill_dtype(self.id_bound)  # framed ids come out in the spill's width
 
     @property
     def backend(self) -> dict:
@@ -168,13 +173,14 @@ class Tokenize:
         """Encode ``batch.texts`` and check the guard's sample (may run on a worker thread)."""
         ids, counts = self.encoder.encode_flat(batch.texts)
         checked = self.guard.check(batch, ids, counts) if self.guard is not None else 0
-        return Encoded(ids, counts, checked, self.specials.count(batch.texts))
+        tokens, lengths = with_bos_eos(ids, counts, self.bos, self.eos, self.dtype)
+        return Encoded(tokens, lengths, checked, self.specials.count(batch.texts))
 
     def assemble(self, batch, encoded: Encoded) -> TokenBatch:
         self._batches += 1
         if self._batches % TRIM_EVERY == 0:  # hand freed encodings back to the OS (~10 ms)
             memory.trim()
-        flat, lengths = with_bos_eos(encoded.ids, encoded.counts, self.bos, self.eos)
+        flat, lengths = encoded.tokens, encoded.lengths
         doc_ids = np.asarray(batch.doc_ids, dtype=np.int64)
         empty = np.flatnonzero(lengths == 0)  # only without BOS/EOS, e.g. whitespace stripped
         if empty.size:

@@ -109,6 +109,24 @@ class OutputConfig:
 
 
 @dataclass(frozen=True)
+class StorageConfig:
+    """``s3://`` and ``gs://`` (docs/storage.md): what the environment cannot say. Credentials,
+    endpoints and regions come from the standard environment (AWS_*, STORAGE_EMULATOR_HOST,
+    application-default credentials)."""
+
+    connect_timeout: float = 10.0  # S3: seconds to connect
+    request_timeout: float = 60.0  # S3: seconds per request
+    retry_attempts: int = 3  # S3: attempts of a failing request (exponential back-off)
+    retry_seconds: float = 60.0  # GCS: how long a failing request is retried
+
+    def __post_init__(self):
+        for name in ("connect_timeout", "request_timeout", "retry_seconds"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"storage.{name} must be > 0")
+        _positive("storage.retry_attempts", self.retry_attempts)
+
+
+@dataclass(frozen=True)
 class LocalConfig:
     """``engine: local`` only."""
 
@@ -155,6 +173,7 @@ class RunConfig:
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     pack: PackConfig = field(default_factory=PackConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
     engine: str = "local"
     local: LocalConfig = field(default_factory=LocalConfig)
     ray: RayConfig = field(default_factory=RayConfig)

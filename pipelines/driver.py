@@ -40,6 +40,11 @@ def prepare(cfg, check: str = "size"):
     finished run counts as complete only when every shard exists with its recorded size
     (``check="sha256"``: and hash); a damaged one is repaired from kept work files or refused.
     """
+    from dataclasses import asdict
+
+    from pipelines.storage import configure
+
+    configure(**asdict(cfg.storage))  # before the plan lists inputs on a store
     plan, tokenize = build_run_plan(cfg)
     out = plan.out
     if out.exists() and not out.is_dir():

@@ -35,7 +35,7 @@ from pipelines.faults import crash_point
 from pipelines.memory import trim
 from pipelines.partition_layout import partition_items, partition_layout, read_json
 from pipelines.row_plan import load_row_plan, save_row_plan
-from pipelines.stages import write_shard_range
+from pipelines.stages import worker_setup, write_shard_range
 from pipelines.run_plan import RunPlan
 from pipelines.shard_format import list_shards, shard_name
 from pipelines.steps import spill
@@ -144,6 +144,7 @@ class PlanPartitions:
         return 0, None
 
     def setup(self, threads: int):
+        worker_setup(self.plan)
         def call(items, report=None) -> list:
             return partition_items(partition_layout(self.plan))
         return call
@@ -164,6 +165,7 @@ class PackPartitions:
         return len(names(self.plan.work, "part-*.done.json"))
 
     def setup(self, threads: int):
+        worker_setup(self.plan)
         def call(items, report=None) -> list:
             out = []
             for p, span, base in items:  # one at a time: memory is one partition's
@@ -188,6 +190,7 @@ class NumberShards:
         return 0, None
 
     def setup(self, threads: int):
+        worker_setup(self.plan)
         def call(items, report=None) -> list:
             ranges = shard_items(self.plan, summaries(self.plan))
             planned = {shard_name(k) for k in range(len(ranges))}
@@ -214,6 +217,7 @@ class WritePartitionShards:
         return len(names(self.plan.work, "shard-*.done.json"))
 
     def setup(self, threads: int):
+        worker_setup(self.plan)
         if is_url(self.plan.out):  # shards are written on local scratch, then uploaded
             sweep_scratch()
         store = SpillStore(self.plan.work, len(self.plan.units))

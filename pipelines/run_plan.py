@@ -22,7 +22,8 @@ from pipelines.steps.tokenize import Tokenize
 from pipelines.tokenizer import load_tokenizer, tokenizer_fingerprint
 
 WORK = "_work"
-ENGINE_KEYS = ("engine", "local", "ray", "beam")  # how a run is executed, not what it produces
+# how a run is executed, not what it produces
+ENGINE_KEYS = ("engine", "local", "ray", "beam", "storage")
 # how ids are computed, not which: every backend gives the reference's ids (the guard checks it)
 BACKEND_KEYS = ("backend", "guard_fraction", "guard_first", "guard_chars")
 

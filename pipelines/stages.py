@@ -42,6 +42,16 @@ def worker_tokenizer(cfg, threads: int) -> Tokenize:
     return _TOKENIZERS[cfg]
 
 
+def worker_setup(plan: RunPlan) -> None:
+    """What every stage's ``setup`` does first, on whatever worker runs it: the run's
+    ``storage:`` settings (timeouts, retries) for its requests to ``s3://`` and ``gs://``."""
+    from dataclasses import asdict
+
+    from pipelines.storage import configure
+
+    configure(**asdict(plan.cfg.storage))
+
+
 def unit_bytes(unit) -> int:
     return sum(s.size for s in unit.sources)
 
@@ -68,6 +78,7 @@ class TokenizeUnits:
         return sum(unit_bytes(units[i]) for i in items if f"unit-{i:05d}.done.json" in there)
 
     def setup(self, threads: int):
+        worker_setup(self.plan)
         cfg = self.plan.cfg
         if is_url(self.plan.work):  # spilled on local scratch, then uploaded
             sweep_scratch()

@@ -52,13 +52,15 @@ class Location:
 def configure(*, connect_timeout: float | None = None, request_timeout: float | None = None,
               retry_attempts: int | None = None, retry_seconds: float | None = None) -> None:
     """Set what the environment cannot: seconds to connect and per request (S3), attempts of a
-    failing S3 request (backing off exponentially), and how long GCS retries one. Clears the
-    cache of filesystems."""
+    failing S3 request (backing off exponentially), and how long GCS retries one (a run's
+    ``storage:`` section). Clears the cache of filesystems when they change."""
     given = {"connect_timeout": connect_timeout, "request_timeout": request_timeout,
              "retry_attempts": retry_attempts, "retry_seconds": retry_seconds}
     with _LOCK:
-        _SETTINGS.update({k: type(_SETTINGS[k])(v) for k, v in given.items() if v is not None})
-        _CACHE.clear()
+        new = {**_SETTINGS, **{k: type(_SETTINGS[k])(v) for k, v in given.items() if v is not None}}
+        if new != _SETTINGS:  # the same settings again (each stage's setup): keep the cache
+            _SETTINGS.update(new)
+            _CACHE.clear()
 
 
 def resolve(path) -> Location:

@@ -104,3 +104,30 @@ def test_memory_and_file_urls():
     assert storage.local_path("file:///tmp/a%20b") == "/tmp/a b"
     assert not storage.is_url("file:///tmp/x") and storage.is_url("gs://b/k")
     assert storage.join("s3://b/out/", "_work", "x.json") == "s3://b/out/_work/x.json"
+
+
+def test_the_storage_section_sets_timeouts_and_retries_for_the_run(tmp_path, monkeypatch):
+    """``storage:`` in the config reaches the store's client (the driver's here; each stage's
+    setup applies it on its worker), and leaves the run's fingerprint alone."""
+    from pipelines import driver
+    from pipelines.config import load_run_config
+    from pipelines.errors import ConfigError
+    from pipelines.output_lock import release_output
+    from pipelines.storage import filesystems
+    from tests.pipelines.conftest import base_overrides
+
+    data = tmp_path / "a.jsonl"
+    data.write_text('{"text": "a few words"}\n', encoding="utf-8")
+    monkeypatch.setattr(filesystems, "_SETTINGS", dict(filesystems._SETTINGS))
+    plans = []
+    for extra in ([], ["storage.connect_timeout=2", "storage.request_timeout=5",
+                       "storage.retry_attempts=1", "storage.retry_seconds=7"]):
+        cfg = load_run_config(None, base_overrides(tmp_path / "o", str(data)) + extra)
+        plan, _, _ = driver.prepare(cfg)
+        release_output(plan.out)
+        plans.append(plan)
+    assert filesystems._SETTINGS == {"connect_timeout": 2.0, "request_timeout": 5.0,
+                                     "retry_attempts": 1, "retry_seconds": 7.0}
+    assert plans[0].fingerprint == plans[1].fingerprint
+    with pytest.raises(ConfigError, match="storage.connect_timeout must be > 0"):
+        load_run_config(None, ["storage.connect_timeout=0"])

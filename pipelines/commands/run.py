@@ -27,9 +27,10 @@ examples:
 
 partitions (automatic): a corpus of at most pack.partition_chunks chunks (documents split at
 seq_len; default 1,048,576, ~10^6 documents) is one global pack, the paper's setting. A larger
-one is packed in partitions of consecutive input units of at most that many chunks each, exact
-BFD inside each, each partition its own contiguous range of shards; the driver then holds
-per-unit and per-partition counts only, so its memory does not grow with the documents. The
+one is packed in partitions of consecutive input units of at most that many chunks each (one
+big file is cut between its documents), exact BFD inside each, each partition its own
+contiguous range of shards; the driver then holds per-unit and per-partition counts only, so
+its memory does not grow with the documents. The
 cost is a few part-filled rows per partition: <= 0.01% more rows at ~10^6 documents per
 partition. The cut depends on the input and config only, never on the engine or workers.
 
@@ -40,6 +41,12 @@ tokenizer (any tokenizer.json; GPT-2 by default; the same ids from every backend
   and tokenizer.guard_fraction (>= 1%) of the documents are re-encoded with tokenizers: a
   difference stops the run naming the document. tokenizer.special_tokens_in_text=split (default)
   encodes "<|endoftext|>" inside a document as text; keep encodes it as the control id.
+
+object stores (any path may be s3://, gs:// or file://; credentials and endpoints from the
+environment: AWS_*, STORAGE_EMULATOR_HOST, application-default credentials; docs/storage.md):
+  fewtrunc run configs/demo.yaml 'input.paths=s3://corpus/web/*.jsonl.zst' output.dir=s3://runs/a
+  fewtrunc run configs/demo.yaml output.dir=gs://runs/b storage.retry_seconds=120
+  storage.connect_timeout / request_timeout / retry_attempts (S3), retry_seconds (GCS)
 
 engines (same bytes on each; docs/engines.md):
   fewtrunc run configs/demo.yaml local.workers=4               # default: every core

@@ -74,14 +74,15 @@ def partition_layout(plan: RunPlan) -> dict:
     """The run's partitions (``partitions.json``), computed once: every unit's docs file is read
     in turn (one unit in memory at a time) for its chunk and token counts. Partition p runs from
     document ``doc_bounds[p]`` of unit ``unit_bounds[p]`` to just before document
-    ``doc_bounds[p+1]`` of unit ``unit_bounds[p+1]`` (0: to the end of the unit before it)."""
+    ``doc_bounds[p+1]`` of unit ``unit_bounds[p+1]`` (0: to the end of the unit before it); its
+    first document starts at token ``token_in_unit[p]`` of its unit's tokens file."""
     path = as_path(plan.work) / PARTITIONS
     saved = read_json(path)
     if saved is not None and saved.get("fingerprint") == plan.fingerprint:
         return saved
     L, limit = plan.cfg.pack.seq_len, plan.cfg.pack.partition_chunks
     chunks = np.zeros(len(plan.units), dtype=np.int64)
-    piece_unit, piece_doc, piece_chunks, piece_tokens = [], [], [], []
+    piece_unit, piece_doc, piece_chunks, piece_tokens, piece_at = [], [], [], [], []
     for i, u in enumerate(plan.units):
         if not spill.is_done(plan.work, u.index):
             raise FatalError(f"planning rows before every unit is tokenized (unit {u.index} has "
@@ -92,22 +93,27 @@ def partition_layout(plan: RunPlan) -> dict:
         piece_doc.append(starts)
         piece_chunks.append(c)
         piece_tokens.append(t)
+        piece_at.append(np.cumsum(t) - t)  # where each piece starts in the unit's tokens file
     cat = lambda xs: np.concatenate(xs).astype(np.int64) if xs else np.zeros(0, np.int64)  # noqa: E731
     pc = cat(piece_chunks)
     bounds, chunk_bounds = choose_partitions(pc, limit)
     unit_of = np.append(cat(piece_unit), len(plan.units))  # the end: (units, 0)
     doc_of = np.append(cat(piece_doc), 0)
+    at_of = np.append(cat(piece_at), 0)
     token_base = np.concatenate([[0], np.cumsum(cat(piece_tokens))])[bounds]
     layout = {"fingerprint": plan.fingerprint, "unit_bounds": unit_of[bounds].tolist(),
-              "doc_bounds": doc_of[bounds].tolist(), "chunk_bounds": chunk_bounds,
+              "doc_bounds": doc_of[bounds].tolist(), "token_in_unit": at_of[bounds].tolist(),
+              "chunk_bounds": chunk_bounds,
               "token_bounds": [int(t) for t in token_base], "unit_chunks": chunks.tolist()}
     write_json(path, layout)
     return layout
 
 
-def partition_items(layout: dict) -> list[tuple[int, tuple[int, int, int, int], int]]:
+def partition_items(layout: dict) -> list[tuple[int, tuple, int]]:
     """(p, span, tokens before the partition) of every partition; span = (first unit, its first
-    document, end unit, its end document): see ``partition_layout``."""
+    document, end unit, its end document, where the first document starts in its unit's tokens
+    file): see ``partition_layout``."""
     ub, tb = layout["unit_bounds"], layout["token_bounds"]
     db = layout.get("doc_bounds") or [0] * len(ub)  # a layout saved before units could split
-    return [(p, (ub[p], db[p], ub[p + 1], db[p + 1]), tb[p]) for p in range(len(ub) - 1)]
+    at = layout.get("token_in_unit") or [0] * len(ub)
+    return [(p, (ub[p], db[p], ub[p + 1], db[p + 1], at[p]), tb[p]) for p in range(len(ub) - 1)]

@@ -55,23 +55,18 @@ def part_marker(plan: RunPlan, p: int):
     return as_path(plan.work) / f"part-{p:05d}.done.json"
 
 
-def _tokens_before(work, unit: int, doc: int, block: int = 1 << 20) -> int:
-    """Tokens of the unit's documents before ``doc``: where ``doc`` starts in its tokens file."""
-    return sum(int(spill.load_docs(work, unit, a, min(a + block, doc))[1].sum())
-               for a in range(0, doc, block))
-
-
 def _partition_docs(plan: RunPlan, span) -> DocTable:
     """The documents of a partition's span, from its units' docs files (only the span's part of
-    a unit cut between partitions is read)."""
-    lo, lo_doc, hi, hi_doc = span
+    a unit cut between partitions is read, and where it starts in the tokens file is the
+    layout's)."""
+    lo, lo_doc, hi, hi_doc, lo_token = span
     parts = []
     for u in range(lo, hi + 1 if hi_doc else hi):
         unit = plan.units[u].index
         a, b = (lo_doc if u == lo else 0), (hi_doc if u == hi else None)
         ids, lengths = spill.load_docs(plan.work, unit, a, b)
         lengths = lengths.astype(np.int64)
-        base = _tokens_before(plan.work, unit, a) if a else 0
+        base = lo_token if u == lo else 0
         start = np.cumsum(lengths) - lengths + base  # token offsets in the unit's file
         parts.append((ids.astype(np.int64), lengths, np.full(lengths.size, u, dtype=np.int32),
                       start))

@@ -88,6 +88,7 @@ def partition_layout(plan: RunPlan) -> dict:
             raise FatalError(f"planning rows before every unit is tokenized (unit {u.index} has "
                              "no marker)")
         starts, c, t = unit_pieces(plan.work, u.index, L, limit)
+        spill.drop_docs_copy()  # on a store: the unit's local copy, read block by block
         chunks[i] = int(c.sum())
         piece_unit.append(np.full(starts.size, i, np.int64))
         piece_doc.append(starts)

@@ -164,7 +164,10 @@ class PackPartitions:
         def call(items, report=None) -> list:
             out = []
             for p, span, base in items:  # one at a time: memory is one partition's
-                pack_partition(self.plan, p, span, base)
+                try:
+                    pack_partition(self.plan, p, span, base)
+                finally:
+                    spill.drop_docs_copy()  # on a store: the local copy of a docs file
                 trim()  # the partition's arrays are below the mmap threshold: heap pages
                 out.append(p)
                 if report is not None:

@@ -11,11 +11,12 @@ by the spill.
 """
 from __future__ import annotations
 
-import io
+import atexit
 import json
 import os
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -139,15 +140,55 @@ def load_marker(work: Path, unit: int) -> dict | None:
     return json.loads(unit_path(as_path(work), unit, "done.json").read_text(encoding="utf-8"))
 
 
+_DOCS_COPY: dict = {}  # {"url", "size", "path"}: the last docs file of a store, copied to scratch
+_DOCS_LOCK = threading.Lock()
+
+
+def _local_docs(path: UrlPath) -> Path:
+    """A local copy of a unit's docs file on a store, downloaded once in one streaming read and
+    kept until another one is asked for or ``drop_docs_copy`` (after the partition layout, and
+    after each pack call): the layout reads a unit's lengths a block at a time, and each block
+    no longer downloads the whole object again. The copy is under a scratch name that
+    ``sweep_scratch`` removes should its process be killed."""
+    from pipelines.storage import open_input
+
+    size = path.stat().st_size  # the same key rewritten (a retried unit) is the same bytes
+    with _DOCS_LOCK:
+        if _DOCS_COPY.get("url") == str(path) and _DOCS_COPY.get("size") == size:
+            return _DOCS_COPY["path"]
+        drop_docs_copy()
+        local = Path(tempfile.gettempdir()) / temp_name(path.name).name
+        try:
+            with open(local, "wb") as out, open_input(str(path)) as f:
+                shutil.copyfileobj(f, out, 8 << 20)
+        except BaseException:
+            local.unlink(missing_ok=True)
+            raise
+        _DOCS_COPY.update(url=str(path), size=size, path=local)
+        if not _DOCS_COPY.get("hooked"):
+            atexit.register(drop_docs_copy)
+            _DOCS_COPY["hooked"] = True
+        return local
+
+
+def drop_docs_copy() -> None:
+    """Remove the local copy of a store's docs file, if any (its readers are done)."""
+    old = _DOCS_COPY.pop("path", None)
+    _DOCS_COPY.pop("url", None)
+    _DOCS_COPY.pop("size", None)
+    if old is not None:
+        old.unlink(missing_ok=True)
+
+
 def load_docs(work: Path, unit: int, start: int = 0, stop: int | None = None, ids: bool = True
               ) -> tuple[np.ndarray | None, np.ndarray]:
     """(doc ids, lengths) of the unit's documents ``[start, stop)``: positioned reads of just
-    those, so a slice of a unit of millions of documents costs its own size (an object on a
-    store is read whole). ``ids=False``: the lengths only (None for the ids)."""
+    those, so a slice of a unit of millions of documents costs its own size (on a store, of a
+    local copy of the file: ``_local_docs``). ``ids=False``: the lengths only (None for the
+    ids)."""
     path = unit_path(as_path(work), unit, "docs.npy")
     if isinstance(path, UrlPath):
-        arr = np.load(io.BytesIO(path.read_bytes()))
-        return arr[0, start:stop], arr[1, start:stop]
+        path = _local_docs(path)
     with open(path, "rb") as f:
         read_header = (np.lib.format.read_array_header_1_0 if np.lib.format.read_magic(f)
                        == (1, 0) else np.lib.format.read_array_header_2_0)

@@ -131,3 +131,32 @@ def test_the_storage_section_sets_timeouts_and_retries_for_the_run(tmp_path, mon
     assert plans[0].fingerprint == plans[1].fingerprint
     with pytest.raises(ConfigError, match="storage.connect_timeout must be > 0"):
         load_run_config(None, ["storage.connect_timeout=0"])
+
+
+def test_a_docs_file_on_a_store_is_copied_once_and_read_in_slices(object_store, tmp_path,
+                                                                  monkeypatch):
+    """The partition layout reads a big unit's lengths a block at a time: on a store, one
+    download for all the blocks (not one per block), slices equal to the local file's, and the
+    copy gone once dropped."""
+    import numpy as np
+
+    from pipelines.steps import spill
+
+    ids, lengths = np.arange(10_000, dtype=np.int64) * 7, np.arange(10_000, dtype=np.int64) % 97
+    local = tmp_path / "unit-00003.docs.npy"
+    np.save(local, np.stack([ids, lengths]))
+    work = object_store.url("run/_work")
+    atomic.write_bytes(f"{work}/unit-00003.docs.npy", local.read_bytes())
+    opened = []
+    real = storage.open_input
+    monkeypatch.setattr(storage, "open_input", lambda p, *a: opened.append(p) or real(p, *a))
+    for a in range(0, 10_000, 3_000):
+        got = spill.load_docs(work, 3, a, a + 3_000)
+        want = spill.load_docs(tmp_path, 3, a, a + 3_000)
+        assert all(np.array_equal(g, w) for g, w in zip(got, want))
+    assert spill.load_docs(work, 3, 9_999, None, ids=False)[0] is None
+    assert len(opened) == 1
+    copy = spill._DOCS_COPY["path"]
+    assert copy.is_file()
+    spill.drop_docs_copy()
+    assert not copy.exists()

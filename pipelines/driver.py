@@ -114,11 +114,12 @@ def shard_entries(plan: RunPlan, n: int) -> list[dict]:
 class Progress:
     """A tqdm bar (bytes or shards) with the documents and tokens done so far beside it."""
 
-    def __init__(self, progress: bool, total: int, desc: str, unit: str = "B"):
+    def __init__(self, progress: bool, total: int, desc: str, unit: str = "B", file=None):
         from tqdm import tqdm
 
         self.bar = tqdm(total=total or None, desc=desc, unit=unit, unit_scale=True,
-                        unit_divisor=1000, disable=not progress, dynamic_ncols=True, leave=True)
+                        unit_divisor=1000, disable=not progress, dynamic_ncols=True, leave=True,
+                        file=file)
         self.docs = self.tokens = 0
 
     def set(self, n: int) -> None:
@@ -154,8 +155,8 @@ class MarkerProgress:
 
     LOCAL_S, URL_S = 0.5, 3.0  # seconds between polls (at least 5x the time a poll takes)
 
-    def __init__(self, stages: list, items: list, progress: bool):
-        self.progress, self.watched, barrier = progress, [], False
+    def __init__(self, stages: list, items: list, progress: bool, file=None):
+        self.progress, self.file, self.watched, barrier = progress, file, [], False
         for i, stage in enumerate(stages):
             barrier = barrier or stage.gather
             total, unit = stage.work_size(items if i == 0 else [])
@@ -221,7 +222,7 @@ class MarkerProgress:
             if i > last:
                 break
             if w["bar"] is None:
-                w["bar"] = Progress(True, w["total"], w["stage"].name, w["unit"])
+                w["bar"] = Progress(True, w["total"], w["stage"].name, w["unit"], self.file)
             if done[i] is not None:
                 w["bar"].set(done[i])
             # finished: its total reached, the end, or a stage after a barrier since started

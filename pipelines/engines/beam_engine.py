@@ -24,10 +24,13 @@ Command-line flags fewtrunc does not know (``--project``, ``--region``, ``--temp
 from __future__ import annotations
 
 import os
+import sys
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 from pipelines import driver
-from pipelines.errors import ConfigError, FatalError
+from pipelines.errors import ConfigError, FatalError, FewtruncError
 
 _DIRECT = {"", "directrunner", "direct", "switchingdirectrunner"}
 _PRISM = {"prismrunner", "prism"}
@@ -81,8 +84,8 @@ def make_runner(options):
 
 
 class BeamEngine:
-    def __init__(self, options, runner):
-        self.options, self.runner = options, runner
+    def __init__(self, options, runner, bars=None):
+        self.options, self.runner, self.bars = options, runner, bars  # bars: where bars go
 
     def __enter__(self):
         return self
@@ -102,14 +105,47 @@ class BeamEngine:
             before = beam.combiners.ToList() if stage.gather else beam.Reshuffle()
             pcoll = (pcoll | f"Before{name}" >> before
                      | name >> beam.ParDo(StageDoFn(stage)))
-        with driver.MarkerProgress(stages, items, progress):  # bars polled from the markers
+        with driver.MarkerProgress(stages, items, progress, self.bars):  # bars polled from the markers
             state = p.run().wait_until_finish()
         if str(state).split(".")[-1] not in ("DONE", "UNKNOWN"):
             raise FatalError(f"Beam pipeline ended {state}")
         return {}
 
 
+@contextmanager
+def quiet_stderr():
+    """Beam logs at INFO while its worker processes start (they inherit this process's stderr,
+    and set the level before reading any option), dozens of lines a run. File descriptor 2 goes
+    to a scratch log meanwhile; the progress bars are written to the terminal through a copy of
+    it (yielded). fewtrunc's own messages come after, from the exception. A run that fails
+    otherwise than with one of fewtrunc's errors prints the log's last lines."""
+    sys.stderr.flush()
+    saved, log = os.dup(2), tempfile.TemporaryFile()
+    os.dup2(log.fileno(), 2)
+    bars = os.fdopen(os.dup(saved), "w", buffering=1, encoding=sys.stderr.encoding,
+                     errors="backslashreplace")
+    failed = False
+    try:
+        yield bars
+    except Exception as exc:  # fewtrunc's own errors are one clear line: no log for them
+        failed = not isinstance(exc, FewtruncError)
+        raise
+    finally:
+        sys.stderr.flush()
+        bars.close()
+        os.dup2(saved, 2)
+        os.close(saved)
+        if failed:
+            log.seek(max(0, os.fstat(log.fileno()).st_size - 6000))
+            tail = log.read().decode("utf-8", "replace").strip()
+            if tail:
+                print(f"(the last lines Beam logged)\n{tail}", file=sys.stderr)
+        log.close()
+
+
 def run(cfg, progress: bool = False, engine_args=(), check: str = "size") -> dict:
     """Run (or resume, or recognize as finished) ``cfg`` with Beam; the local engine's contract."""
-    options = pipeline_options(cfg.beam, engine_args)  # bad flags fail before any work
-    return driver.run(cfg, BeamEngine(options, make_runner(options)), progress, check)
+    with quiet_stderr() as bars:
+        options = pipeline_options(cfg.beam, engine_args)  # bad flags fail before any work
+        engine = BeamEngine(options, make_runner(options), bars)
+        return driver.run(cfg, engine, progress, check)

@@ -79,6 +79,28 @@ def test_beam_run_shows_tokenize_bar_to_its_total_and_a_write_bar(tmp_path):
     assert done, stderr[-3000:]
     assert float(done.group(1)) == shard_count(out)  # every shard, counted from its marker
     assert re.search(BAR_DONE.format("pack"), stderr), stderr[-3000:]
+    # Beam's start-up logs (INFO from every worker process) go to a scratch log, not the bars
+    assert not re.search(r"^(INFO|WARNING):", stderr, re.M), stderr[-3000:]
+
+
+def test_a_failed_beam_run_prints_what_beam_logged(tmp_path, capfd):
+    """Beam's logs are kept from the terminal, and shown when a run fails otherwise than with
+    one of fewtrunc's own errors (those are one line)."""
+    import os
+
+    from pipelines.engines.beam_engine import quiet_stderr
+    from pipelines.errors import ConfigError
+
+    with pytest.raises(RuntimeError), quiet_stderr() as bars:
+        os.write(2, b"INFO:worker:started\n")
+        bars.write("a bar\n")
+        raise RuntimeError("the runner failed")
+    err = capfd.readouterr().err
+    assert "a bar" in err and "(the last lines Beam logged)\nINFO:worker:started" in err
+    with pytest.raises(ConfigError), quiet_stderr():
+        os.write(2, b"INFO:worker:started\n")
+        raise ConfigError("a config error")
+    assert "INFO" not in capfd.readouterr().err
 
 
 @pytest.mark.parametrize("engine, overrides", [

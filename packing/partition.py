@@ -45,8 +45,9 @@ class PartitionPlan:
 
 def plan_partitions(unit_chunks, max_chunks: int) -> PartitionPlan:
     """Greedy cut of consecutive units: each partition takes units while its chunk count stays
-    ≤ ``max_chunks``; a unit alone above the bound is a partition of its own (units are never
-    split: a unit is what one worker reads). Units with no chunks join the current partition.
+    ≤ ``max_chunks``; a unit alone above the bound is a partition of its own (this function
+    never splits an item; a run first cuts such a unit into runs of its documents with the same
+    rule, ``RunCutter``). Units with no chunks join the current partition.
 
     O(P log U) with P partitions: one binary search per cut over the chunk count prefix sums.
     """

@@ -18,10 +18,9 @@ reader sees the key; a killed writer leaves at most an incomplete multipart uplo
 never visible (a bucket lifecycle rule ``AbortIncompleteMultipartUpload`` reclaims its parts). No
 temporary ever exists on the store, so attempts cannot collide there; a killed writer's scratch
 file is removed by the next worker that sets up on the machine (``sweep_scratch``); two attempts
-that both
-finish write the same bytes to the same key, and either one is the file. A call returns only
-once the store has the object, so a marker published after it is never seen before its data (S3
-and GCS are read-after-write consistent).
+that both finish write the same bytes to the same key, and either one is the file. A call returns
+only once the store has the object, so a marker published after it is never seen before its data
+(S3 and GCS are read-after-write consistent).
 """
 from __future__ import annotations
 

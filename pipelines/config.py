@@ -184,14 +184,27 @@ class RunConfig:
             raise ConfigError(f"engine {self.engine!r} is not available; choose one of {ENGINES}")
 
 
+_SPREAD = ("the engines always give whole units to workers (one unit's batches spread over "
+           "workers was slower in every measurement; smaller input.unit_bytes gives more units)")
+REMOVED = {  # keys of earlier versions: a config that still sets one gets a line saying so
+    ("ray", "rebalance"): _SPREAD, ("beam", "rebalance"): _SPREAD, ("ray", "io_cpus"): _SPREAD,
+    ("ray", "block_mb"): _SPREAD,
+}
+
+
 def load_run_config(config=None, overrides=()) -> RunConfig:
     """A ``RunConfig`` from a RunConfig, a dict, a YAML path or None, plus dotted overrides."""
-    from pipelines.configio import deep_merge, from_dict, load_config, parse_overrides, to_dict
+    from pipelines.configio import deep_merge, from_dict, parse_overrides, read_yaml, to_dict
 
     if isinstance(config, RunConfig):
         if not overrides:
             return config
         config = to_dict(config)
-    if isinstance(config, dict):
-        return from_dict(RunConfig, deep_merge(config, parse_overrides(overrides)))
-    return load_config(RunConfig, config, overrides)
+    if not isinstance(config, dict):
+        config = read_yaml(config) if config is not None else {}
+    data = deep_merge(config, parse_overrides(overrides))
+    gone = [(s, k) for s, k in REMOVED if isinstance(data.get(s), dict) and k in data[s]]
+    if gone:
+        raise ConfigError("; ".join(f"{s}.{k} was removed: {REMOVED[s, k]}; delete it from the "
+                                    "config" for s, k in gone))
+    return from_dict(RunConfig, data)

@@ -63,14 +63,6 @@ def read_yaml(path: str | Path) -> dict:
     return data
 
 
-_SPREAD = ("the engines always give whole units to workers (one unit's batches spread over "
-           "workers was slower in every measurement; smaller input.unit_bytes gives more units)")
-REMOVED = {  # keys of earlier versions: a config that still sets one gets a line saying so
-    "ray.rebalance": _SPREAD, "beam.rebalance": _SPREAD, "ray.io_cpus": _SPREAD,
-    "ray.block_mb": _SPREAD,
-}
-
-
 def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequence[str] = ()) -> T:
     """Build ``cls`` from an optional YAML file and dotted overrides (overrides win)."""
     data = read_yaml(path) if path is not None else {}
@@ -83,10 +75,6 @@ def from_dict(cls: type[T], data: Mapping, prefix: str = "") -> T:
         raise ConfigError(f"{prefix or 'config'} must be a mapping, got {type(data).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
-    gone = [f"{prefix}{k}" for k in unknown if f"{prefix}{k}" in REMOVED]
-    if gone:
-        raise ConfigError("; ".join(f"{k} was removed: {REMOVED[k]}; delete it from the config"
-                                    for k in gone))
     if unknown:
         names = ", ".join(f"{prefix}{k}" for k in unknown)
         raise ConfigError(f"unknown config key(s): {names} (known: {', '.join(sorted(fields))})")

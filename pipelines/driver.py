@@ -27,7 +27,7 @@ from pipelines.partitions import stages as pack_stages
 from pipelines.row_plan import unit_markers
 from pipelines.run_plan import RunPlan, build_run_plan
 from pipelines.shard_format import shard_name
-from pipelines.stages import TokenizeUnits, keep_tokenizer, shard_marker, unit_bytes
+from pipelines.stages import TokenizeUnits, keep_tokenizer, shard_marker
 from pipelines.steps import spill
 from pipelines.storage.paths import as_path
 from pipelines.storage.urls import is_url
@@ -97,7 +97,7 @@ def pending_units(plan: RunPlan) -> list:
     """Units without a marker, largest first (in input order among equals): the last unit a
     worker takes is a small one. The order has no effect on the output (a unit's own files)."""
     todo = [u for u in plan.units if not spill.is_done(plan.work, u.index)]
-    return sorted(todo, key=lambda u: (-unit_bytes(u), u.index))
+    return sorted(todo, key=lambda u: (-u.bytes, u.index))
 
 
 def shard_entries(plan: RunPlan, n: int) -> list[dict]:

@@ -30,7 +30,7 @@ def finalize_stats(plan: RunPlan, stats: dict, n_rows: int, markers, shards: lis
                          f"out, {t['sequences']} rows of {n_rows}; documents read "
                          f"{t['documents_read']}, accepted {t['documents_accepted']}, rejected "
                          f"{t['documents_rejected']}")
-    write_rejects(plan)
+    write_rejects(plan, markers)
     write_json(plan.out / "stats.json", stats)
     write_text(plan.out / "config.yaml", _yaml(plan.config))
     if plan.cfg.output.report:
@@ -81,10 +81,12 @@ def _json_line(record: dict) -> str:
     return line + "\n"
 
 
-def write_rejects(plan: RunPlan) -> None:
-    """``rejects.jsonl``: every unit's rejects in unit order, read from one marker at a time."""
+def write_rejects(plan: RunPlan, markers: list) -> None:
+    """``rejects.jsonl``: every unit's rejects in unit order, read from one marker at a time
+    (``markers``, their counts, say which units have any: only those are read again)."""
     from pipelines.steps.spill import load_marker
 
     with atomic_path(plan.out / "rejects.jsonl") as tmp, open(tmp, "w", encoding="utf-8") as f:
-        for u in plan.units:
-            f.writelines(_json_line(r) for r in load_marker(plan.work, u.index)["rejects"])
+        for u, m in zip(plan.units, markers):
+            if m["rejected"]:
+                f.writelines(_json_line(r) for r in load_marker(plan.work, u.index)["rejects"])

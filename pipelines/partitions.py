@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipelines.atomic import sweep_scratch, write_json
+from pipelines.atomic import write_json
 from pipelines.errors import FatalError
 from pipelines.faults import crash_point
 from pipelines.memory import trim
@@ -44,7 +44,6 @@ from pipelines.steps.pack import plan_rows
 from pipelines.steps.stats import merge_stats, stats_piece
 from pipelines.steps.write import DocTable, shard_ranges
 from pipelines.storage.paths import as_path
-from pipelines.storage.urls import is_url
 
 def part_dir(plan: RunPlan, p: int):
     """Partition ``p``'s work directory (its row plan lies in ``plan/`` below it)."""
@@ -128,6 +127,12 @@ def run_totals(plan: RunPlan) -> tuple[dict, int, int]:
     return stats, sum(s["rows"] for s in parts), len(shard_items(plan, parts))
 
 
+def markers_done(plan: RunPlan, names, kind: str) -> int:
+    """For a progress bar polled while an engine runs (``done_size``): the work items of a
+    stage done so far, counted from their ``KIND-*.done.json`` markers."""
+    return len(names(plan.work, f"{kind}-*.done.json"))
+
+
 @dataclass(frozen=True)
 class PlanPartitions:
     """After every unit: the partitions (a barrier, per-unit counts only) -> one item each."""
@@ -140,6 +145,7 @@ class PlanPartitions:
 
     def setup(self, threads: int):
         worker_setup(self.plan)
+
         def call(items, report=None) -> list:
             return partition_items(partition_layout(self.plan))
         return call
@@ -156,11 +162,11 @@ class PackPartitions:
         return len(items), "partition"
 
     def done_size(self, items, names) -> int:
-        """For a progress bar polled while an engine runs: the partitions done (their markers)."""
-        return len(names(self.plan.work, "part-*.done.json"))
+        return markers_done(self.plan, names, "part")
 
     def setup(self, threads: int):
         worker_setup(self.plan)
+
         def call(items, report=None) -> list:
             out = []
             for p, span, base in items:  # one at a time: memory is one partition's
@@ -189,6 +195,7 @@ class NumberShards:
 
     def setup(self, threads: int):
         worker_setup(self.plan)
+
         def call(items, report=None) -> list:
             ranges = shard_items(self.plan, summaries(self.plan))
             planned = {shard_name(k) for k in range(len(ranges))}
@@ -211,13 +218,10 @@ class WritePartitionShards:
         return len(items), "shard"
 
     def done_size(self, items, names) -> int:
-        """For a progress bar polled while an engine runs: the shards done (their markers)."""
-        return len(names(self.plan.work, "shard-*.done.json"))
+        return markers_done(self.plan, names, "shard")
 
     def setup(self, threads: int):
         worker_setup(self.plan)
-        if is_url(self.plan.out):  # shards are written on local scratch, then uploaded
-            sweep_scratch()
         store = SpillStore(self.plan.work, len(self.plan.units))
         loaded: dict = {}  # the last partition's (docs, rows)
 

@@ -44,16 +44,16 @@ def worker_tokenizer(cfg, threads: int) -> Tokenize:
 
 def worker_setup(plan: RunPlan) -> None:
     """What every stage's ``setup`` does first, on whatever worker runs it: the run's
-    ``storage:`` settings (timeouts, retries) for its requests to ``s3://`` and ``gs://``."""
+    ``storage:`` settings (timeouts, retries) for its requests to ``s3://`` and ``gs://``; and,
+    for a run on a store (its files are written on local scratch, then uploaded), the removal
+    of scratch files that killed writers left on this machine."""
     from dataclasses import asdict
 
     from pipelines.storage import configure
 
     configure(**asdict(plan.cfg.storage))
-
-
-def unit_bytes(unit) -> int:
-    return sum(s.size for s in unit.sources)
+    if is_url(plan.out):
+        sweep_scratch()
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ class TokenizeUnits:
     def work_size(self, items) -> tuple[int, str]:
         """For a progress bar: the input bytes of these units."""
         units = {u.index: u for u in self.plan.units}
-        return sum(unit_bytes(units[i]) for i in items), "B"
+        return sum(units[i].bytes for i in items), "B"
 
     def done_size(self, items, names) -> int:
         """For a progress bar polled while an engine runs: the input bytes of these units whose
@@ -75,13 +75,11 @@ class TokenizeUnits:
         per poll)."""
         there = set(names(self.plan.work, "unit-*.done.json"))
         units = {u.index: u for u in self.plan.units}
-        return sum(unit_bytes(units[i]) for i in items if f"unit-{i:05d}.done.json" in there)
+        return sum(units[i].bytes for i in items if f"unit-{i:05d}.done.json" in there)
 
     def setup(self, threads: int):
         worker_setup(self.plan)
         cfg = self.plan.cfg
-        if is_url(self.plan.work):  # spilled on local scratch, then uploaded
-            sweep_scratch()
         tokenize = worker_tokenizer(cfg.tokenizer, threads)
         reader = Reader(cfg.input, cfg.tokenizer.batch_bytes)
         units = {u.index: u for u in self.plan.units}

@@ -81,20 +81,20 @@ def tokenize_units(work: Path, tok: Tokenize, units, reader: Reader, workers: in
     """
     spills: dict[int, spill.UnitSpill] = {}
     markers = []
-    shown: dict[int, int] = {}  # bytes reported per unit in progress
+    shown: dict[int, list] = {}  # unit in progress -> [its size on disk, bytes reported]
 
     def progress(unit, nbytes: int | None, docs: int = 0, tokens: int = 0) -> None:
         """Report read bytes, counted against the unit's size on disk (what a bar's total
         adds up): a compressed unit reads more bytes than it holds, so it reports at most its
         size, and the rest of it when it ends (``nbytes`` None). A unit of unknown size (a
         Hugging Face dataset) reports what it reads."""
-        size = sum(s.size for s in unit.sources)
-        done = shown.get(unit.index, 0)
+        seen = shown.setdefault(unit.index, [unit.bytes, 0])
+        size, done = seen
         if nbytes is None:
             step = size - done
         else:
             step = min(nbytes, size - done) if size else nbytes
-        shown[unit.index] = done + step
+        seen[1] = done + step
         report(step, docs, tokens)
 
     def drain(unit, batch, future):

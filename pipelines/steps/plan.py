@@ -38,6 +38,12 @@ class Unit:
     index: int
     sources: tuple[Source, ...]
 
+    @property
+    def bytes(self) -> int:
+        """Its sources' sizes on disk (0 for a Hugging Face dataset): what a progress bar
+        counts, and what orders units largest first."""
+        return sum(s.size for s in self.sources)
+
 
 def expand_placeholders(path: str) -> str:
     """``{stdlib}``: this Python's standard library; ``{assets}``: fewtrunc's shipped data."""

@@ -32,7 +32,7 @@ def tiny_llama(vocab_size: int, max_positions: int, attn: str = "sdpa", seed: in
     cfg = transformers.LlamaConfig(vocab_size=vocab_size, hidden_size=64, intermediate_size=128,
                                    num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                                    max_position_embeddings=max_positions, tie_word_embeddings=False,
-                                   use_cache=False, attn_implementation=attn)
+                                   attn_implementation=attn)  # use_cache stays True: the batches say False
     torch.manual_seed(seed)
     return transformers.LlamaForCausalLM(cfg)
 

@@ -3,14 +3,20 @@
 A command module exposes ``HELP`` (one line), ``DESCRIPTION`` (what it teaches in ``--help``),
 ``add_arguments(parser)`` and ``main(args) -> int``; heavy imports live inside ``main`` so that
 ``fewtrunc --help`` stays instant.
+
+What reaches the terminal is redacted (``pipelines.storage.redact``): fewtrunc's errors are when
+they are made; an unexpected exception's traceback is printed redacted here, as a URL's
+password or signature may be in any library's message.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
 import sys
+import traceback
 
 from pipelines.errors import FewtruncError
+from pipelines.storage.redact import redact_text
 
 # name -> module; the order is the order shown in --help.
 COMMANDS = {
@@ -57,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args._module.main(args) or 0)
     except FewtruncError as exc:
-        print(f"fewtrunc {args.command}: error: {exc}", file=sys.stderr)
+        print(redact_text(f"fewtrunc {args.command}: error: {exc}"), file=sys.stderr)
         return 2
     except BrokenPipeError:  # output piped into `head` and closed early: not an error
         sys.stderr.close()
@@ -65,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"fewtrunc {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception:  # a bug, or a library's error not translated yet: its traceback, redacted
+        print(redact_text(traceback.format_exc()), end="", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -6,10 +6,12 @@ field of ``RunConfig`` next to ``engine``; the steps never read engine sections.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
-from pipelines.errors import ConfigError
+from pipelines.errors import ConfigError, show
+from pipelines.storage.redact import environment_hint, inline_credentials, redact_text
 
 FORMATS = ("auto", "jsonl", "parquet", "files", "hf")
 ALGORITHMS = ("bfd", "obfd", "ffd", "optimal", "concat")
@@ -19,6 +21,23 @@ ENGINES = ("local", "ray", "beam")
 def _positive(key: str, value: int, minimum: int = 1) -> None:
     if value < minimum:
         raise ConfigError(f"{key} must be at least {minimum}, got {value}")
+
+
+def _finite_positive(key: str, value: float) -> None:
+    """A duration or CPU count: finite and > 0 (nan passed every ``<= 0`` check; inf overflows the
+    timers and clients it is given to)."""
+    if not (math.isfinite(value) and value > 0):
+        raise ConfigError(f"{key} must be > 0 and finite, got {value}")
+
+
+def _no_credentials(key: str, url: str) -> None:
+    """``s3://KEY:SECRET@bucket/...``: refused before any work (the secret would be written to
+    config.yaml and manifest.json, and pyarrow's error about the bucket name prints it)."""
+    scheme = inline_credentials(url)
+    if scheme:
+        raise ConfigError(f"{key} {show(redact_text(url))} holds credentials in the URL: fewtrunc "
+                          f"does not take them there; remove them and set "
+                          f"{environment_hint(scheme)} in the environment instead")
 
 
 @dataclass(frozen=True)
@@ -43,6 +62,8 @@ class InputConfig:
         _positive("input.max_document_bytes", self.max_document_bytes)
         _positive("input.max_documents", self.max_documents, 0)
         _positive("input.unit_bytes", self.unit_bytes)
+        for i, path in enumerate(self.paths):
+            _no_credentials(f"input.paths[{i}]", path)
 
 
 @dataclass(frozen=True)
@@ -68,6 +89,7 @@ class TokenizerConfig:
         _positive("tokenizer.batch_bytes", self.batch_bytes)
         _positive("tokenizer.guard_first", self.guard_first, 0)
         _positive("tokenizer.guard_chars", self.guard_chars, 64)
+        _no_credentials("tokenizer.path", self.path)
         if not 0.01 <= self.guard_fraction <= 1:
             raise ConfigError(f"tokenizer.guard_fraction must be between 0.01 and 1, got "
                               f"{self.guard_fraction}")
@@ -87,6 +109,7 @@ class PackConfig:
         _positive("pack.seq_len", self.seq_len)
         _positive("pack.partition_chunks", self.partition_chunks, 0)
         _positive("pack.window_tokens", self.window_tokens, 0)
+        _finite_positive("pack.optimal_time_limit", self.optimal_time_limit)
         if self.window_tokens and self.window_tokens < 2 * self.seq_len:
             raise ConfigError(
                 f"pack.window_tokens={self.window_tokens} must be 0 (global) or at least "
@@ -106,6 +129,7 @@ class OutputConfig:
         if not self.dir:
             raise ConfigError("output.dir must not be empty")
         _positive("output.rows_per_shard", self.rows_per_shard)
+        _no_credentials("output.dir", self.dir)
 
 
 @dataclass(frozen=True)
@@ -121,8 +145,7 @@ class StorageConfig:
 
     def __post_init__(self):
         for name in ("connect_timeout", "request_timeout", "retry_seconds"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"storage.{name} must be > 0")
+            _finite_positive(f"storage.{name}", getattr(self, name))
         _positive("storage.retry_attempts", self.retry_attempts)
 
 
@@ -150,8 +173,9 @@ class RayConfig:
     def __post_init__(self):
         _positive("ray.num_cpus", self.num_cpus, 0)
         _positive("ray.concurrency", self.concurrency, 0)
-        if self.cpus_per_actor <= 0:
-            raise ConfigError("ray.cpus_per_actor must be > 0")
+        _finite_positive("ray.cpus_per_actor", self.cpus_per_actor)
+        _positive("ray.max_restarts", self.max_restarts, -1)
+        _positive("ray.max_task_retries", self.max_task_retries, -1)
 
 
 @dataclass(frozen=True)
@@ -181,7 +205,8 @@ class RunConfig:
 
     def __post_init__(self):
         if self.engine not in ENGINES:
-            raise ConfigError(f"engine {self.engine!r} is not available; choose one of {ENGINES}")
+            raise ConfigError(f"engine {show(self.engine)} is not available; choose one of "
+                              f"{ENGINES}")
 
 
 _SPREAD = ("the engines always give whole units to workers (one unit's batches spread over "

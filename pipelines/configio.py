@@ -2,7 +2,10 @@
 
 Every command (``run``, ``train``, ``score``) and every engine uses these helpers, so a key is
 validated once, the same way, wherever it comes from. Unknown keys and wrongly typed values raise
-``ConfigError`` naming the dotted key.
+``ConfigError`` naming the dotted key; a message quotes at most ~200 characters of a value
+(``errors.show``). YAML is read with ``safe_yaml``: expanding its aliases may not add more than
+``MAX_ALIAS_VALUES`` values to a document (a "billion laughs" file is a few hundred bytes whose
+expansion does not fit in memory; a long config written out is not limited).
 """
 from __future__ import annotations
 
@@ -14,9 +17,67 @@ from typing import Any, Mapping, Sequence, TypeVar
 
 import yaml
 
-from pipelines.errors import ConfigError
+from pipelines.errors import SHOWN, ConfigError, clip, show
 
 T = TypeVar("T")
+MAX_ALIAS_VALUES = 100_000  # values that expanding a document's aliases may add to it
+
+
+def safe_yaml(text: str, where: str):
+    """``yaml.safe_load(text)``, refusing aliases that add more than ``MAX_ALIAS_VALUES`` values
+    once expanded, and recursive ones. The node graph is composed first (an alias is a shared
+    node there, so the graph is as small as the text) and counted before any Python object is
+    built."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_expansion(node, where)
+        return loader.construct_document(node)
+    except RecursionError:  # thousands of nested [ or { (the composer recurses)
+        raise ConfigError(f"{where}: nested too deeply") from None
+    finally:
+        loader.dispose()
+
+
+def _check_expansion(root, where: str) -> None:
+    """Count the values of ``root`` with its aliases expanded, without expanding them: one pass
+    over the distinct nodes, each node's count memoized (iterative: no recursion limit; the
+    counts of a bomb are big integers of a few dozen digits, cheap to add)."""
+    size: dict[int, int] = {}  # id(node) -> values below it, itself included
+    open_ = set()  # ids of the nodes on the current path (a node below itself: recursive)
+    stack = [(root, False)]
+    while stack:
+        node, closing = stack.pop()
+        key = id(node)
+        if closing:
+            open_.discard(key)
+            size[key] = 1 + sum(size[id(k)] for k in _children(node))
+            continue
+        if key in size:
+            continue
+        if key in open_:
+            raise ConfigError(f"{where}: a YAML alias refers to a node that contains it "
+                              "(a recursive structure is not a config)")
+        open_.add(key)
+        stack.append((node, True))
+        for kid in _children(node):
+            if isinstance(kid, yaml.ScalarNode):
+                size[id(kid)] = 1  # most nodes: no trip through the stack
+            elif id(kid) not in size:
+                stack.append((kid, False))
+    if size[id(root)] - len(size) > MAX_ALIAS_VALUES:  # expanded minus written
+        raise ConfigError(f"{where}: its YAML aliases expand to more than {MAX_ALIAS_VALUES:,} "
+                          "values (an alias bomb?); write the values out, or use fewer aliases")
+
+
+def _children(node) -> list:
+    if isinstance(node, yaml.SequenceNode):
+        return node.value
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    return []
 
 
 def parse_overrides(overrides: Sequence[str]) -> dict:
@@ -25,17 +86,19 @@ def parse_overrides(overrides: Sequence[str]) -> dict:
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"override {item!r} is not of the form key=value")
+            raise ConfigError(f"override {show(item)} is not of the form key=value")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
+            value = safe_yaml(raw, f"override {show(key.strip())}") if raw.strip() else ""
+        except (yaml.YAMLError, ValueError) as exc:  # ValueError: an int of > 4,300 digits
+            if isinstance(exc, ConfigError):
+                raise
             value = raw
         node = tree
         parts = key.strip().split(".")
         for part in parts[:-1]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
-                raise ConfigError(f"override {item!r}: {part!r} is not a section")
+                raise ConfigError(f"override {show(item)}: {show(part)} is not a section")
         node[parts[-1]] = value
     return tree
 
@@ -53,13 +116,17 @@ def deep_merge(base: Mapping, extra: Mapping) -> dict:
 def read_yaml(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file {str(path)!r} does not exist or is not a file")
+        raise ConfigError(f"config file {show(str(path))} does not exist or is not a file")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read config {str(path)!r}: {exc}") from exc
+        data = safe_yaml(path.read_text(encoding="utf-8"), f"config {show(str(path))}") or {}
+    except ConfigError:
+        raise
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, ValueError) as exc:
+        # ValueError: an integer of more than 4,300 digits (Python's int() limit)
+        raise ConfigError(f"cannot read config {show(str(path))}: {clip(str(exc), 2 * SHOWN)}"
+                          ) from exc
     if not isinstance(data, dict):
-        raise ConfigError(f"config {str(path)!r} must be a mapping at the top level")
+        raise ConfigError(f"config {show(str(path))} must be a mapping at the top level")
     return data
 
 
@@ -74,9 +141,10 @@ def from_dict(cls: type[T], data: Mapping, prefix: str = "") -> T:
     if not isinstance(data, Mapping):
         raise ConfigError(f"{prefix or 'config'} must be a mapping, got {type(data).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
+    unknown = sorted(set(data) - set(fields), key=str)
     if unknown:
-        names = ", ".join(f"{prefix}{k}" for k in unknown)
+        names = ", ".join(f"{prefix}{str(k)[:SHOWN]}" for k in unknown[:10]) + (
+            f" (and {len(unknown) - 10:,} more)" if len(unknown) > 10 else "")
         raise ConfigError(f"unknown config key(s): {names} (known: {', '.join(sorted(fields))})")
     hints = typing.get_type_hints(cls)
     kwargs = {}
@@ -87,7 +155,7 @@ def from_dict(cls: type[T], data: Mapping, prefix: str = "") -> T:
     except ConfigError:
         raise
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{prefix or 'config'}: {exc}") from exc
+        raise ConfigError(f"{prefix or 'config'}: {clip(str(exc), 2 * SHOWN)}") from exc
 
 
 def _coerce(tp: Any, value: Any, key: str) -> Any:
@@ -106,39 +174,39 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
                 return _coerce(arg, value, key)
             except ConfigError as exc:
                 errors.append(str(exc))
-        raise ConfigError(errors[0] if errors else f"{key}: bad value {value!r}")
+        raise ConfigError(errors[0] if errors else f"{key}: bad value {show(value)}")
     if origin is typing.Literal:
         if value not in args:
-            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(repr, args))}")
+            raise ConfigError(f"{key}: {show(value)} is not one of {', '.join(map(repr, args))}")
         return value
     if origin in (tuple, list):
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
+            raise ConfigError(f"{key}: expected a list, got {show(value)}")
         inner = args[0] if args else Any
         return tuple(_coerce(inner, v, f"{key}[{i}]") for i, v in enumerate(value))
     if origin is dict or tp is dict:
         if not isinstance(value, Mapping):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+            raise ConfigError(f"{key}: expected a mapping, got {show(value)}")
         return dict(value)
     if tp is Any:
         return value
     if tp is bool:
         if isinstance(value, bool):
             return value
-        raise ConfigError(f"{key}: expected true/false, got {value!r}")
+        raise ConfigError(f"{key}: expected true/false, got {show(value)}")
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+            raise ConfigError(f"{key}: expected an integer, got {show(value)}")
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
+            raise ConfigError(f"{key}: expected a number, got {show(value)}")
         return float(value)
     if tp is str:
         if isinstance(value, (dict, list)):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
+            raise ConfigError(f"{key}: expected a string, got {show(value)}")
         return "" if value is None else str(value)
     return value
 

@@ -21,7 +21,7 @@ import time
 from pipelines.errors import ConfigError, FatalError
 from pipelines.finish import finalize_stats
 from pipelines.output_lock import lock_output, release_output
-from pipelines.resume import resume
+from pipelines.resume import assess, resume
 from pipelines.partitions import run_totals
 from pipelines.partitions import stages as pack_stages
 from pipelines.row_plan import unit_markers
@@ -49,14 +49,42 @@ def prepare(cfg, check: str = "size"):
     out = plan.out
     if out.exists() and not out.is_dir():
         raise ConfigError(f"output.dir {str(out)!r} exists and is not a directory")
-    out.mkdir(parents=True, exist_ok=True)
-    lock_output(out, plan.fingerprint)  # on a store: the first write, so a bucket that is
-    # missing or read-only stops the run here, before any work
+    assess(plan)  # reads only: a run refused for what output.dir holds writes nothing
+    created = _make_dirs(out)
     try:
-        return plan, tokenize, resume(plan, check)
+        lock_output(out, plan.fingerprint)  # on a store: the first write, so a bucket that is
+        # missing or read-only stops the run here, before any work
+        try:
+            return plan, tokenize, resume(plan, check)  # the same checks, holding the lock
+        except BaseException:
+            release_output(out)
+            raise
     except BaseException:
-        release_output(out)
+        _remove_dirs(created)  # a refused run leaves no new (empty) directory behind
         raise
+
+
+def _make_dirs(out) -> list[str]:
+    """Create a local ``out`` and its missing parents; return those it created, deepest first
+    (nothing on a store: a key's prefix needs no directory, and pyarrow's ``create_dir`` would
+    write a zero-byte marker object)."""
+    if is_url(out):
+        return []
+    created, path = [], os.path.abspath(out)
+    while not os.path.exists(path):
+        created.append(path)
+        path = os.path.dirname(path)
+    os.makedirs(out, exist_ok=True)
+    return created
+
+
+def _remove_dirs(created: list[str]) -> None:
+    """Remove the directories ``_make_dirs`` created, where they are still empty."""
+    for path in created:
+        try:
+            os.rmdir(path)
+        except OSError:
+            return  # not empty (or gone): neither are its parents
 
 
 def run(cfg, engine, progress: bool = False, check: str = "size") -> dict:

@@ -21,7 +21,7 @@ from typing import Protocol
 
 import numpy as np
 
-from pipelines.errors import ConfigError
+from pipelines.errors import ConfigError, show
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +163,7 @@ def choose_encoder(tokenizer, backend: str, split_special: bool):
     """(encoder, reference, reason): the encoder to run, the reference (None when the encoder is
     the reference itself) and why this backend was chosen."""
     if backend not in BACKENDS:
-        raise ConfigError(f"tokenizer.backend {backend!r}: choose one of {BACKENDS}")
+        raise ConfigError(f"tokenizer.backend {show(backend)}: choose one of {BACKENDS}")
     if backend == "tokenizers":
         return ReferenceEncoder(tokenizer, split_special), None, "tokenizer.backend=tokenizers"
     with ThreadPoolExecutor(1) as pool:  # both parse the tokenizer's JSON; fastokens frees the GIL

@@ -13,8 +13,9 @@ from pipelines.run_plan import RunPlan
 from pipelines.steps.manifest import build_manifest
 from pipelines.steps.verify import SHARD_FILE, manifest_seal
 from pipelines.steps.write import sha256_file
-from pipelines.storage.paths import as_path, remove_tree
+from pipelines.storage.paths import as_path
 from pipelines.storage.urls import is_url
+from pipelines.work_dir import remove_work
 
 
 def finalize_stats(plan: RunPlan, stats: dict, n_rows: int, markers, shards: list,
@@ -24,13 +25,14 @@ def finalize_stats(plan: RunPlan, stats: dict, n_rows: int, markers, shards: lis
     manifest = build_manifest(config=plan.config, fingerprint=plan.fingerprint,
                               tokenizer=plan.tokenizer_info, inputs=plan.inputs, shards=shards,
                               markers=markers, stats=stats)
+    duplicates = count_duplicates(manifest, plan)
     t = manifest["totals"]
     if not all(manifest["checks"].values()) or t["sequences"] != n_rows:
         raise FatalError(f"conservation broken: {t['tokens_in']} tokens in, {t['tokens_out']} "
                          f"out, {t['sequences']} rows of {n_rows}; documents read "
                          f"{t['documents_read']}, accepted {t['documents_accepted']}, rejected "
                          f"{t['documents_rejected']}")
-    write_rejects(plan, markers)
+    write_rejects(plan, markers, duplicates)
     write_json(plan.out / "stats.json", stats)
     write_text(plan.out / "config.yaml", _yaml(plan.config))
     if plan.cfg.output.report:
@@ -45,7 +47,7 @@ def finalize_stats(plan: RunPlan, stats: dict, n_rows: int, markers, shards: lis
     if not is_url(plan.out):  # a store has the object once the upload returns
         fsync_path(plan.out)
     if not plan.cfg.output.keep_work:
-        remove_tree(plan.work)
+        remove_work(plan.work)  # only what this run wrote: anything else stays, said in a line
     release_output(plan.out)
     return manifest
 
@@ -67,12 +69,20 @@ def output_files(out: Path) -> dict:
 
 
 def _yaml(config: dict) -> str:
+    """config.yaml: the plan's config is redacted already; again here, as every file is."""
     import yaml
 
-    return yaml.safe_dump(config, sort_keys=False)
+    from pipelines.storage.redact import redact_tree
+
+    return yaml.safe_dump(redact_tree(config), sort_keys=False)
 
 
 def _json_line(record: dict) -> str:
+    """A line of rejects.jsonl: its ``file`` is the URL the source was read with (a presigned
+    URL's signature, user info), so every string is redacted."""
+    from pipelines.storage.redact import redact_tree
+
+    record = redact_tree(record)
     line = json.dumps(record, sort_keys=True, ensure_ascii=False)
     try:
         line.encode("utf-8")
@@ -81,12 +91,39 @@ def _json_line(record: dict) -> str:
     return line + "\n"
 
 
-def write_rejects(plan: RunPlan, markers: list) -> None:
+def count_duplicates(manifest: dict, plan: RunPlan) -> int:
+    """Move the documents left out as duplicate ids (``pipelines/duplicates.py``, counted by the
+    partition layout) from accepted to rejected, record their tokens as deliberately dropped,
+    and make the conservation checks exact with them: tokens in = out + dropped, documents read
+    = accepted + rejected. Returns how many there are."""
+    from pipelines.partition_layout import PARTITIONS, read_json
+
+    layout = read_json(as_path(plan.work) / PARTITIONS) or {}
+    found = layout.get("duplicates") or {"documents": 0, "tokens": 0}
+    t = manifest["totals"]
+    t["documents_accepted"] -= found["documents"]
+    t["documents_rejected"] += found["documents"]
+    t["documents_duplicate"] = found["documents"]
+    t["tokens_dropped"] = found["tokens"]
+    manifest["checks"]["token_conservation"] = \
+        t["tokens_in"] == t["tokens_out"] + t["tokens_dropped"]
+    manifest["checks"]["documents_conserved"] = \
+        t["documents_read"] == t["documents_accepted"] + t["documents_rejected"]
+    return found["documents"]
+
+
+def write_rejects(plan: RunPlan, markers: list, duplicates: int = 0) -> None:
     """``rejects.jsonl``: every unit's rejects in unit order, read from one marker at a time
-    (``markers``, their counts, say which units have any: only those are read again)."""
+    (``markers``, their counts, say which units have any: only those are read again), then the
+    duplicate ids left out, in input order."""
+    from pipelines.duplicates import REJECTS
     from pipelines.steps.spill import load_marker
+    from pipelines.storage.reading import open_input
 
     with atomic_path(plan.out / "rejects.jsonl") as tmp, open(tmp, "w", encoding="utf-8") as f:
         for u, m in zip(plan.units, markers):
             if m["rejected"]:
                 f.writelines(_json_line(r) for r in load_marker(plan.work, u.index)["rejects"])
+        if duplicates:
+            with open_input(str(as_path(plan.work) / REJECTS)) as lines:
+                f.writelines(_json_line(json.loads(line)) for line in lines)

@@ -137,13 +137,14 @@ def release_output(out) -> None:
 def _remove_lock_object(out, holder: str) -> None:
     """Remove the lock object if it still names this run (a restart of the same run may have
     taken it over since); if the store went away, the lock stays and names this run."""
-    from pipelines.storage import join, remove
+    from pipelines.storage import join
+    from pipelines.storage.deleting import remove_object
     from pipelines.storage.locking import conditional_object
 
     url = join(str(out), LOCK)
     try:
         found = conditional_object(url).read()
         if found is not None and _parse(found[0]).get("holder") == holder:
-            remove(url)
+            remove_object(url)  # on S3 without a ``out/`` marker in its place
     except OSError:
         pass

@@ -14,6 +14,8 @@ import numpy as np
 
 from packing.partition import RunCutter, plan_partitions
 from pipelines.atomic import write_json
+from pipelines.duplicates import DuplicateFinder, keep_mask, of_unit, with_lengths
+from pipelines.duplicates import record as record_duplicates
 from pipelines.errors import FatalError
 from pipelines.run_plan import RunPlan
 from pipelines.steps import spill
@@ -43,58 +45,90 @@ def choose_partitions(counts: np.ndarray, partition_chunks: int) -> tuple[list, 
 BLOCK_DOCS = 1 << 20  # documents of a unit read at a time while laying partitions out
 
 
-def unit_pieces(work, unit: int, seq_len: int, partition_chunks: int):
-    """(first document, chunks, tokens) of each piece of one unit: the whole unit, or, when it
-    alone holds more than ``partition_chunks`` chunks (one big file), runs of its documents of
-    at most that many chunks each (``plan_partitions``' cut over the documents: a document is
-    never cut), so that no partition, and no pack worker's memory, follows the size of one
-    file. The unit's lengths are read a block at a time: memory is one block's."""
+def unit_pieces(work, unit: int, seq_len: int, partition_chunks: int, ids_to=None, drop=None):
+    """(first document, chunks, tokens, first token) of each piece of one unit: the whole unit,
+    or, when it alone holds more than ``partition_chunks`` chunks (one big file), runs of its
+    documents of at most that many chunks each (``plan_partitions``' cut over the documents: a
+    document is never cut), so that no partition, and no pack worker's memory, follows the size
+    of one file. The unit's lengths are read a block at a time: memory is one block's.
+
+    ``ids_to(first, ids, lengths)`` is handed each block's ids (the duplicate check); ``drop``
+    are the unit's documents left out (duplicates): they count no chunks and no tokens, but
+    their tokens still lie in the unit's file, so a piece's first token counts them."""
     cutter = RunCutter(partition_chunks) if partition_chunks else None
-    starts, chunk_at, token_at = [np.zeros(1, np.int64)], [[0]], [[0]]
-    chunks = tokens = a = 0
+    starts, chunk_at, token_at, file_at = [np.zeros(1, np.int64)], [[0]], [[0]], [[0]]
+    chunks = tokens = in_file = a = 0
     while True:
-        _, lengths = spill.load_docs(work, unit, a, a + BLOCK_DOCS, ids=False)
+        ids, lengths = spill.load_docs(work, unit, a, a + BLOCK_DOCS, ids=ids_to is not None)
         if not lengths.size:
             break
-        c = -(-lengths.astype(np.int64) // seq_len)
+        if ids_to is not None:
+            ids_to(a, ids, lengths)
+        lengths = lengths.astype(np.int64)
+        keep = None if drop is None else keep_mask(drop, a, lengths.size)
+        counted = lengths if keep is None else np.where(keep, lengths, 0)
+        c = -(-counted // seq_len)
         if cutter is not None:
             cuts = cutter.cut(c)
             cuts = cuts[cuts + a > 0]  # the unit's first piece starts at 0 anyway
             before = lambda x: np.concatenate([[0], np.cumsum(x)])[cuts]  # noqa: E731
             starts.append(a + cuts)
             chunk_at.append(chunks + before(c))
-            token_at.append(tokens + before(lengths))
-        chunks, tokens, a = chunks + int(c.sum()), tokens + int(lengths.sum()), a + lengths.size
+            token_at.append(tokens + before(counted))
+            file_at.append(in_file + before(lengths))
+        chunks, tokens, a = chunks + int(c.sum()), tokens + int(counted.sum()), a + lengths.size
+        in_file += int(lengths.sum())
     starts = np.concatenate(starts)
     return (starts, np.diff(np.concatenate([*chunk_at, [chunks]])),
-            np.diff(np.concatenate([*token_at, [tokens]])))
+            np.diff(np.concatenate([*token_at, [tokens]])), np.concatenate(file_at))
 
 
 def partition_layout(plan: RunPlan) -> dict:
     """The run's partitions (``partitions.json``), computed once: every unit's docs file is read
-    in turn (one unit in memory at a time) for its chunk and token counts. Partition p runs from
-    document ``doc_bounds[p]`` of unit ``unit_bounds[p]`` to just before document
-    ``doc_bounds[p+1]`` of unit ``unit_bounds[p+1]`` (0: to the end of the unit before it); its
-    first document starts at token ``token_in_unit[p]`` of its unit's tokens file."""
+    in turn (one unit in memory at a time) for its chunk and token counts, and its ids for the
+    duplicate check (``pipelines/duplicates.py``); when there are duplicates they are recorded,
+    and the counts taken again without them. Partition p runs from document ``doc_bounds[p]``
+    of unit ``unit_bounds[p]`` to just before document ``doc_bounds[p+1]`` of unit
+    ``unit_bounds[p+1]`` (0: to the end of the unit before it); its first document starts at
+    token ``token_in_unit[p]`` of its unit's tokens file."""
     path = as_path(plan.work) / PARTITIONS
     saved = read_json(path)
-    if saved is not None and saved.get("fingerprint") == plan.fingerprint:
+    if saved is not None and saved.get("fingerprint") == plan.fingerprint \
+            and "duplicates" in saved:  # (a layout of an older version: no duplicate check)
         return saved
+    for u in plan.units:
+        if not spill.is_done(plan.work, u.index):
+            raise FatalError(f"planning rows before every unit is tokenized (unit {u.index} has "
+                             "no marker)")
+    finder = DuplicateFinder()
+    layout = _layout(plan, finder=finder)
+    found = finder.found()
+    if found.size:
+        found = with_lengths(plan, found)
+        record_duplicates(plan, found)  # or the run stops, under input.on_error=fail
+        drop = np.stack([found["unit"], found["pos"]])
+        layout = _layout(plan, drop=drop)
+    layout["duplicates"] = {"documents": int(found.size), "tokens": int(found["length"].sum())}
+    write_json(path, layout)
+    return layout
+
+
+def _layout(plan: RunPlan, finder=None, drop=None) -> dict:
     L, limit = plan.cfg.pack.seq_len, plan.cfg.pack.partition_chunks
     chunks = np.zeros(len(plan.units), dtype=np.int64)
     piece_unit, piece_doc, piece_chunks, piece_tokens, piece_at = [], [], [], [], []
     for i, u in enumerate(plan.units):
-        if not spill.is_done(plan.work, u.index):
-            raise FatalError(f"planning rows before every unit is tokenized (unit {u.index} has "
-                             "no marker)")
-        starts, c, t = unit_pieces(plan.work, u.index, L, limit)
+        ids_to = None if finder is None else (
+            lambda first, ids, lengths, i=i: finder.add(i, first, ids))
+        starts, c, t, at = unit_pieces(plan.work, u.index, L, limit, ids_to,
+                                       None if drop is None else of_unit(drop, i))
         spill.drop_docs_copy()  # on a store: the unit's local copy, read block by block
         chunks[i] = int(c.sum())
         piece_unit.append(np.full(starts.size, i, np.int64))
         piece_doc.append(starts)
         piece_chunks.append(c)
         piece_tokens.append(t)
-        piece_at.append(np.cumsum(t) - t)  # where each piece starts in the unit's tokens file
+        piece_at.append(at)  # where each piece starts in the unit's tokens file
     cat = lambda xs: np.concatenate(xs).astype(np.int64) if xs else np.zeros(0, np.int64)  # noqa: E731
     pc = cat(piece_chunks)
     bounds, chunk_bounds = choose_partitions(pc, limit)
@@ -102,12 +136,10 @@ def partition_layout(plan: RunPlan) -> dict:
     doc_of = np.append(cat(piece_doc), 0)
     at_of = np.append(cat(piece_at), 0)
     token_base = np.concatenate([[0], np.cumsum(cat(piece_tokens))])[bounds]
-    layout = {"fingerprint": plan.fingerprint, "unit_bounds": unit_of[bounds].tolist(),
-              "doc_bounds": doc_of[bounds].tolist(), "token_in_unit": at_of[bounds].tolist(),
-              "chunk_bounds": chunk_bounds,
-              "token_bounds": [int(t) for t in token_base], "unit_chunks": chunks.tolist()}
-    write_json(path, layout)
-    return layout
+    return {"fingerprint": plan.fingerprint, "unit_bounds": unit_of[bounds].tolist(),
+            "doc_bounds": doc_of[bounds].tolist(), "token_in_unit": at_of[bounds].tolist(),
+            "chunk_bounds": chunk_bounds,
+            "token_bounds": [int(t) for t in token_base], "unit_chunks": chunks.tolist()}
 
 
 def partition_items(layout: dict) -> list[tuple[int, tuple, int]]:

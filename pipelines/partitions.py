@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipelines.atomic import write_json
+from pipelines.duplicates import dropped, keep_mask, of_unit
 from pipelines.errors import FatalError
 from pipelines.faults import crash_point
 from pipelines.memory import trim
@@ -54,10 +55,10 @@ def part_marker(plan: RunPlan, p: int):
     return as_path(plan.work) / f"part-{p:05d}.done.json"
 
 
-def _partition_docs(plan: RunPlan, span) -> DocTable:
+def _partition_docs(plan: RunPlan, span, drop: np.ndarray) -> DocTable:
     """The documents of a partition's span, from its units' docs files (only the span's part of
     a unit cut between partitions is read, and where it starts in the tokens file is the
-    layout's)."""
+    layout's), without those of ``drop`` (duplicates: ``pipelines/duplicates.py``)."""
     lo, lo_doc, hi, hi_doc, lo_token = span
     parts = []
     for u in range(lo, hi + 1 if hi_doc else hi):
@@ -67,8 +68,9 @@ def _partition_docs(plan: RunPlan, span) -> DocTable:
         lengths = lengths.astype(np.int64)
         base = lo_token if u == lo else 0
         start = np.cumsum(lengths) - lengths + base  # token offsets in the unit's file
-        parts.append((ids.astype(np.int64), lengths, np.full(lengths.size, u, dtype=np.int32),
-                      start))
+        part = (ids.astype(np.int64), lengths, np.full(lengths.size, u, dtype=np.int32), start)
+        keep = keep_mask(of_unit(drop, u), a, lengths.size) if drop.size else None
+        parts.append(part if keep is None else tuple(x[keep] for x in part))
     cat = lambda k, dt: np.concatenate([x[k] for x in parts]) if parts else np.zeros(0, dt)  # noqa: E731
     return DocTable(cat(0, np.int64), cat(1, np.int64), cat(2, np.int32), cat(3, np.int64))
 
@@ -83,7 +85,7 @@ def pack_partition(plan: RunPlan, p: int, span, token_base: int) -> dict:
     if done is not None and done.get("fingerprint") == plan.fingerprint \
             and done.get("units") == span:
         return done
-    docs = _partition_docs(plan, span)
+    docs = _partition_docs(plan, span, dropped(plan, partition_layout(plan)))
     rows = plan_rows(docs.length, plan.cfg.pack)
     tokens = int(docs.length.sum())
     if int(rows.seg_len.sum()) != tokens:

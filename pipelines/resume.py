@@ -13,14 +13,21 @@ from pipelines.run_plan import ENGINE_KEYS, WORK, RunPlan
 from pipelines.shard_format import list_shards
 from pipelines.steps.verify import load_manifest, manifest_seal
 from pipelines.steps.write import sha256_file
-from pipelines.storage.paths import remove_tree
 from pipelines.storage.urls import is_url
+from pipelines.work_dir import (RECORD, TEMPORARY, WORK_FILE, has_record, remove_work,
+                                unrecorded)
 
 
-def resume(plan: RunPlan, check: str) -> dict | None:
-    """The finished run's manifest when the output is complete and intact; None when there is
-    work to do (a new run, an unfinished one, or a finished one being repaired)."""
+def assess(plan: RunPlan, check: str = "size") -> tuple[str, dict | None]:
+    """What ``output.dir`` holds for this run, found by reading only (the driver asks once
+    before it takes the lock or creates anything, so a refused run writes nothing, and again
+    once it holds the lock): ``("new" | "unfinished" | "complete" | "repair", manifest)``.
+    Raises the refusals: foreign content (a ``_work/`` without fewtrunc's run record included),
+    a finished or unfinished run of another config, a damaged finished run without its work
+    files."""
     out, fp = plan.out, plan.fingerprint
+    if not out.exists():
+        return "new", None
     if (out / "manifest.json").is_file():
         manifest = load_manifest(out)
         if manifest["run_fingerprint"] != fp:
@@ -29,43 +36,59 @@ def resume(plan: RunPlan, check: str) -> dict | None:
                               "output.dir or delete it")
         damage = output_damage(out, manifest, check)
         if not damage:
-            if plan.work.exists() and not plan.cfg.output.keep_work:
-                remove_tree(plan.work)  # killed after the manifest
-            release_output(out)
-            return manifest
-        if not _same_run(plan.work / "run.json", fp):
+            return "complete", manifest
+        if not _same_run(plan.work / RECORD, fp):
             raise OutputError(f"output.dir {str(out)!r} holds a finished run whose output is "
                               f"damaged: {'; '.join(damage[:3])}"
                               f"{f' (and {len(damage) - 3} more)' if len(damage) > 3 else ''}."
                               " Its work files are gone, so it cannot be repaired: delete the "
                               "directory and run again (output.keep_work=true keeps what a "
                               "repair needs)")
-        # the kept work files hold the plan's tokens: the damaged shards are rewritten
-    elif not plan.work.is_dir():
-        foreign = sorted(p.name for p in out.iterdir() if p.name != LOCK)
+        return "repair", manifest  # the kept work files hold the plan's tokens
+    if not has_record(plan.work):
+        foreign = sorted(p.name for p in out.iterdir()
+                         if p.name != LOCK and not (p.name == WORK and not unrecorded(p)))
         if foreign:
+            what = (f"its {WORK}/ has no fewtrunc run record ({RECORD})" if WORK in foreign
+                    else f"no manifest.json, no {WORK}/{RECORD}")
             raise OutputError(f"output.dir {str(out)!r} is not empty and holds no fewtrunc run "
-                              f"(no manifest.json, no {WORK}/; it has {', '.join(foreign[:3])}"
+                              f"({what}; it has {', '.join(foreign[:3])}"
                               f"{', …' if len(foreign) > 3 else ''}): choose a new or empty "
                               "directory")
+        return "new", None
+    old = _read_json(plan.work / RECORD)
+    if old.get("run_fingerprint") != fp and old.get("tokens_fingerprint") != \
+            plan.tokens_fingerprint:
+        raise ConfigError(f"output.dir {str(out)!r} holds an unfinished run with "
+                          f"{_what_differs(old.get('config'), plan)}; delete it or "
+                          "choose another output.dir")
+    return "unfinished", None
+
+
+def resume(plan: RunPlan, check: str) -> dict | None:
+    """The finished run's manifest when the output is complete and intact; None when there is
+    work to do (a new run, an unfinished one, or a finished one being repaired)."""
+    out, fp = plan.out, plan.fingerprint
+    state, manifest = assess(plan, check)
+    if state == "complete":
+        if plan.work.exists() and not plan.cfg.output.keep_work:
+            remove_work(plan.work)  # killed after the manifest
+        release_output(out)
+        return manifest
     plan.work.mkdir(parents=True, exist_ok=True)
-    run_file = plan.work / "run.json"
+    run_file = plan.work / RECORD
     record = {"run_fingerprint": fp, "tokens_fingerprint": plan.tokens_fingerprint,
               "config": plan.config}
-    if run_file.is_file():
-        if not _same_run(run_file, fp):
-            old = _read_json(run_file)
-            if old.get("tokens_fingerprint") != plan.tokens_fingerprint:
-                raise ConfigError(f"output.dir {str(out)!r} holds an unfinished run with "
-                                  f"{_what_differs(old.get('config'), plan)}; delete it or "
-                                  "choose another output.dir")
-            _drop_shards(plan)  # only pack.* / output.* differ: keep the tokenized units
-            write_json(run_file, record)
-    else:
+    if state == "unfinished" and not _same_run(run_file, fp):
+        _drop_shards(plan)  # only pack.* / output.* differ: keep the tokenized units
+        write_json(run_file, record)
+    elif state == "new":
         write_json(run_file, record)
     if not is_url(out):  # a store holds no temporaries (pipelines.atomic)
-        for stray in list(out.glob(TMP_GLOB)) + list(plan.work.glob("*.tmp*")):
-            stray.unlink(missing_ok=True)  # temporaries of a killed run (the lock keeps others out)
+        strays = [p for p in out.glob(TMP_GLOB) if TEMPORARY.fullmatch(p.name)] + \
+            [p for p in plan.work.glob(TMP_GLOB) if WORK_FILE.fullmatch(p.name)]
+        for stray in strays:  # of a killed run (the lock keeps others out)
+            stray.unlink(missing_ok=True)
     return None
 
 

@@ -44,18 +44,23 @@ def save_row_plan(work: Path, docs, rows) -> None:
                 np.save(tmp, getattr(obj, f.name))
 
 
+def load_npy(path) -> np.ndarray:
+    """An ``.npy`` memory-mapped; from a store, a copy on local scratch, unlinked once mapped
+    (the mapping outlives the file's name)."""
+    path = as_path(path)
+    if not isinstance(path, UrlPath):
+        return np.load(path, mmap_mode="r")
+    from pipelines.storage import local_copy
+
+    with local_copy(str(path)) as local:
+        return np.load(local, mmap_mode="r")
+
+
 def load_row_plan(work: Path) -> tuple[DocTable, RowPlan]:
     d = as_path(work) / PLAN
 
-    def npy(path):  # memory-mapped; from a store, a copy on local scratch, unlinked once mapped
-        if not isinstance(path, UrlPath):
-            return np.load(path, mmap_mode="r")
-        from pipelines.storage import local_copy
-
-        with local_copy(str(path)) as local:
-            return np.load(local, mmap_mode="r")  # the mapping outlives the file's name
-
     def load(cls, prefix):
-        return cls(**{f.name: npy(d / f"{prefix}.{f.name}.npy") for f in dataclasses.fields(cls)})
+        return cls(**{f.name: load_npy(d / f"{prefix}.{f.name}.npy")
+                      for f in dataclasses.fields(cls)})
 
     return load(DocTable, "docs"), load(RowPlan, "rows")

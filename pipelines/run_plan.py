@@ -2,6 +2,13 @@
 
 Built once by the driver and shipped as is to every worker of every engine; it holds no live
 object (the tokenizer, locks, pools are built from it where they are used).
+
+What a run records (``config``: config.yaml, manifest.json, _work/run.json) is redacted here,
+once: user info and signature query values of URLs (``pipelines.storage.redact``). So are the
+sources' stable names, which seed the document ids and the inputs digest: the fingerprint, the
+ids and the shard bytes do not change when only a presigned URL's signature (or a password)
+does, and a re-signed URL resumes the same run. ``cfg`` keeps the URLs as given: they are read
+with them.
 """
 from __future__ import annotations
 
@@ -10,14 +17,15 @@ import hashlib
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pipelines.configio import to_dict
-from pipelines.errors import ConfigError
+from pipelines.errors import ConfigError, show
 from pipelines.output_lock import LOCK
 from pipelines.steps.plan import expand_placeholders, inputs_digest, plan_units, split_glob
 from pipelines.storage.paths import as_path
+from pipelines.storage.redact import redact_text, redact_tree
 from pipelines.steps.tokenize import Tokenize
 from pipelines.tokenizer import load_tokenizer, tokenizer_fingerprint
 
@@ -30,14 +38,14 @@ BACKEND_KEYS = ("backend", "guard_fraction", "guard_first", "guard_chars")
 
 @dataclass(frozen=True)
 class RunPlan:
-    cfg: object  # the RunConfig (frozen dataclasses)
+    cfg: object  # the RunConfig (frozen dataclasses), URLs as given: never written anywhere
     out: Path  # a UrlPath when output.dir is a URL (pipelines.storage.paths)
     work: Path
     units: tuple
     tokenizer_info: dict
     fingerprint: str  # what the output depends on
     tokens_fingerprint: str  # what the spilled tokens depend on
-    config: dict
+    config: dict  # the RunConfig as written to files: redacted
     inputs: dict
 
 
@@ -64,10 +72,10 @@ def build_run_plan(cfg) -> tuple[RunPlan, Tokenize]:
     reference = load_tokenizer(cfg.tokenizer.path or None)
     with ThreadPoolExecutor(1) as pool:  # the backends load (GIL released) while inputs resolve
         loading = pool.submit(Tokenize, cfg.tokenizer)
-        units = plan_units(cfg.input)
+        units = _redacted_keys(plan_units(cfg.input), cfg.input.paths)
         tok_fp = tokenizer_fingerprint(reference)
         tokenize = loading.result()
-    config = to_dict(cfg)
+    config = redact_tree(to_dict(cfg))
     digest = inputs_digest(units)
     out = as_path(cfg.output.dir)
     tok_info = {"fingerprint": tok_fp, "vocab_size": tokenize.tokenizer.get_vocab_size(),
@@ -82,6 +90,16 @@ def build_run_plan(cfg) -> tuple[RunPlan, Tokenize]:
                    fingerprint(tokens_config, tok_fp, digest), config, inputs)
     _refuse_output_inside_inputs(cfg)
     return plan, tokenize
+
+
+def _redacted_keys(units: list, paths) -> list:
+    """``units`` with every source's stable name redacted (its ``path``, which is read, kept),
+    when an entry of ``input.paths`` is a URL that holds a secret: otherwise (a local tree of 10^5
+    files, a URL without one) nothing is looked at and the names stay as they are."""
+    if not any("://" in p and redact_text(p) != p for p in paths):
+        return units
+    return [replace(u, sources=tuple(replace(s, key=redact_text(s.key)) for s in u.sources))
+            for u in units]
 
 
 def _check_seq_len(seq_len: int) -> None:
@@ -128,6 +146,6 @@ def _refuse_output_inside_inputs(cfg) -> None:
                     len(globs) - len(parts) > 1
                     or any(fnmatch.fnmatchcase(n, globs[-1]) for n in ours))
         if reached:
-            raise ConfigError(f"output.dir {cfg.output.dir!r} is inside input.paths[{i}] "
-                              f"{written!r}: the run's own output would become its input; "
+            raise ConfigError(f"output.dir {show(cfg.output.dir)} is inside input.paths[{i}] "
+                              f"{show(written)}: the run's own output would become its input; "
                               "choose an output.dir outside the inputs")

@@ -50,20 +50,25 @@ def write_shard(table: pa.Table, path: str | Path, compression: str = "zstd") ->
             writer.write_table(table)
 
 
-def write_shard_batches(batches, path: str | Path, compression: str = "zstd") -> tuple[int, str]:
+def write_shard_batches(batches, path: str | Path, compression: str = "zstd") -> tuple[int, str, list[int]]:
     """Like ``write_shard``, but from an iterable of tables/record batches written one by one,
     so a shard's memory is one batch, not the whole shard. Nothing is published on an error.
-    Returns the file's size and sha256 (hashed before it is published: on a store, the shard
-    is not read back)."""
+    Returns the file's size, its sha256 (hashed before it is published: on a store, the shard
+    is not read back) and the rows of each record batch written, in file order (a streaming
+    reader plans its reads from them without opening the shard)."""
     from pipelines.steps.write import sha256_file
 
     codec = None if compression in (None, "none") else compression
     options = ipc.IpcWriteOptions(compression=codec)
+    batch_rows: list[int] = []
     with atomic_path(path, sync=True) as tmp:
         with ipc.new_file(str(tmp), SCHEMA, options=options) as writer:
             for batch in batches:
                 writer.write(batch)
-        summary = os.path.getsize(tmp), sha256_file(tmp)
+                # a table is written as its record batches (the same split as to_batches)
+                parts = batch.to_batches() if isinstance(batch, pa.Table) else [batch]
+                batch_rows += [b.num_rows for b in parts]
+        summary = os.path.getsize(tmp), sha256_file(tmp), batch_rows
     return summary
 
 

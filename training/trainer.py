@@ -27,6 +27,7 @@ from training.evaluate import score_dataset
 from training.losses import Objective, token_tie_ids
 from training.metrics import MetricsLog, plot_metrics
 from training.model import GPT
+from training.preflight import check_ids_fit, check_seq_len, check_vocab
 from training.sampler import PrunerSubset, ResumableSampler
 
 
@@ -78,13 +79,24 @@ class Trainer:
 
     def _build_data(self) -> None:
         cfg = self.cfg
-        self.dataset = ShardDataset(cfg.data.dir)
+        self.dataset = ShardDataset(cfg.data.dir)  # checks every shard; damage ends here, naming the file
+        check_seq_len(self.dataset, cfg.model.seq_len)
+        token_map = None
         if self.resume is not None and self.resume["token_map"] is not None:
-            self.dataset.token_map = self.resume["token_map"].numpy()
+            token_map = self.resume["token_map"].numpy()
         elif cfg.data.vocab_limit:
-            self.dataset.token_map = vocab_map(self.dataset, tokenizer_vocab_size(cfg.data.tokenizer),
-                                               cfg.data.vocab_limit)
-        self.vocab_size = cfg.model.vocab_size or cfg.data.vocab_limit or tokenizer_vocab_size(cfg.data.tokenizer)
+            n_ids = tokenizer_vocab_size(cfg.data.tokenizer)
+            check_ids_fit(self.dataset, n_ids, f"data.tokenizer ({cfg.data.tokenizer or 'GPT-2'})")
+            token_map = vocab_map(self.dataset, n_ids, cfg.data.vocab_limit)
+        if cfg.model.vocab_size:
+            self.vocab_size, what = cfg.model.vocab_size, f"model.vocab_size={cfg.model.vocab_size}"
+        elif cfg.data.vocab_limit:
+            self.vocab_size, what = cfg.data.vocab_limit, f"data.vocab_limit={cfg.data.vocab_limit}"
+        else:
+            self.vocab_size = tokenizer_vocab_size(cfg.data.tokenizer)
+            what = f"{self.vocab_size} ids of data.tokenizer ({cfg.data.tokenizer or 'GPT-2'})"
+        check_vocab(self.dataset, self.vocab_size, token_map, what)
+        self.dataset.token_map = token_map
         self.collator = DocumentCollator(cfg.data.reset_position_ids)
         self.pruner = self.subset = None
         p = cfg.pruning

@@ -6,6 +6,8 @@ DESCRIPTION = """\
 Prints the run's totals. With --row K, decodes the K-th training sequence (counting across
 shards) with the run's tokenizer and marks where each document segment starts:
   ⟦doc <doc_id> chunk <c>: <n> tokens⟧ followed by its text.
+The row's record batch is checked first (offsets, lengths, ids): a damaged shard is one line
+naming it (`fewtrunc verify` also recomputes the checksums).
 
 examples:
   fewtrunc inspect out/demo
@@ -20,13 +22,15 @@ def add_arguments(parser) -> None:
 
 def main(args) -> int:
     import numpy as np
+    import pyarrow as pa
 
     from pipelines.commands.run import summary_table
     from pipelines.errors import InputError
+    from pipelines.storage import is_url
     from pipelines.storage.paths import as_path
-    from pipelines.shard_format import open_shard
     from pipelines.steps.verify import load_manifest
     from pipelines.tokenizer import load_tokenizer, tokenizer_fingerprint
+    from training.shard_checks import ShardError, open_shard_file, read_batch
 
     out = as_path(args.dir)
     mpath = out / "manifest.json"
@@ -41,15 +45,30 @@ def main(args) -> int:
         raise InputError(str(out), f"row {args.row} out of range (0..{int(rows[-1]) - 1})")
     k = int(np.searchsorted(rows, args.row, side="right"))
     local = args.row - (int(rows[k - 1]) if k else 0)
-    row = open_shard(out / manifest["shards"][k]["file"]).slice(local, 1).to_pylist()[0]
+    path = out / manifest["shards"][k]["file"]
+    # checked like the training side reads shards: damage is one line naming the file
+    reader = open_shard_file(pa.py_buffer(path.read_bytes()) if is_url(path) else str(path), str(path))
+    skip = local
+    for b in range(reader.num_record_batches):
+        cols = read_batch(reader, b, str(path))
+        n = cols["input_ids"][0].size - 1
+        if skip < n:
+            break
+        skip -= n
+    else:
+        raise ShardError(str(path), f"holds fewer rows than the {manifest['shards'][k]['rows']} of manifest.json")
+    row = {name: values[offsets[skip]:offsets[skip + 1]] for name, (offsets, values) in cols.items()}
     tok = load_tokenizer(manifest["config"]["tokenizer"]["path"] or None)
     if tokenizer_fingerprint(tok) != manifest["tokenizer"]["fingerprint"]:
         print("warning: the tokenizer differs from the run's; decoded text may be wrong")
+    if row["input_ids"].size and int(row["input_ids"].max()) >= tok.get_vocab_size():
+        raise ShardError(str(path), f"row {local}: token id {int(row['input_ids'].max())} is outside the "
+                                    f"tokenizer's {tok.get_vocab_size()} ids (a damaged file, or not the run's tokenizer)")
     print(f"\nrow {args.row} ({manifest['shards'][k]['file']} row {local}): "
-          f"{len(row['input_ids'])} tokens, {len(row['doc_lens'])} segments")
-    pos = 0
-    for n, did, c in zip(row["doc_lens"], row["doc_ids"], row["chunk_index"]):
-        text = tok.decode(row["input_ids"][pos : pos + n], skip_special_tokens=False)
+          f"{row['input_ids'].size} tokens, {row['doc_lens'].size} segments")
+    pos, ids = 0, row["input_ids"].tolist()
+    for n, did, c in zip(row["doc_lens"].tolist(), row["doc_ids"].tolist(), row["chunk_index"].tolist()):
+        text = tok.decode(ids[pos : pos + n], skip_special_tokens=False)
         print(f"⟦doc {did} chunk {c}: {n} tokens⟧{text}")
         pos += n
     return 0

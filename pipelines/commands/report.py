@@ -24,6 +24,7 @@ def main(args) -> int:
     from pipelines.errors import InputError
     from pipelines.storage.paths import as_path
     from pipelines.steps.report import write_report
+    from pipelines.storage.redact import redact_text
 
     out = as_path(args.dir)
     if not (out / "stats.json").is_file():
@@ -31,5 +32,5 @@ def main(args) -> int:
     stats = json.loads((out / "stats.json").read_text())
     mpath = out / "manifest.json"
     manifest = json.loads(mpath.read_text()) if mpath.is_file() else None
-    print(write_report(out, stats, manifest, png=args.png))
+    print(redact_text(str(write_report(out, stats, manifest, png=args.png))))
     return 0

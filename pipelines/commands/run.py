@@ -102,6 +102,7 @@ def main(args) -> int:
     import sys
 
     from pipelines.api import run
+    from pipelines.storage.redact import redact_text
 
     extra = getattr(args, "extra", [])
     is_override = [("=" in a and not a.startswith("-")) for a in extra]
@@ -111,7 +112,7 @@ def main(args) -> int:
     result = run(args.config, overrides, progress=not args.quiet and sys.stderr.isatty(),
                  engine_args=flags, **check)
     m = result["manifest"]
-    print(f"{result['status']}: {result['out']}")
+    print(redact_text(f"{result['status']}: {result['out']}"))  # output.dir may be a URL
     print(summary_table(m))
     if "timings" in result:
         t = result["timings"]

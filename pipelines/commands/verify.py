@@ -19,11 +19,12 @@ def add_arguments(parser) -> None:
 
 def main(args) -> int:
     from pipelines.steps.verify import verify_dir
+    from pipelines.storage.redact import redact_text
 
     problems, manifest = verify_dir(args.dir)
     if problems:
         for p in problems:
-            print(f"FAIL {p}")
+            print(redact_text(f"FAIL {p}"))  # a problem may name the directory's URL
         return 1
     t = manifest["totals"]
     print(f"ok: {len(manifest['shards'])} shards, {t['sequences']:,} rows, "

@@ -2,12 +2,18 @@
 
 Everything in it is deterministic for the same input, config and installed packages; timings go to
 ``timings.json`` instead.
+
+Each ``shards`` entry is a shard's marker: ``file``, ``rows``, ``tokens``, ``bytes``, ``sha256`` and
+``batch_rows`` (the rows of each of its Arrow record batches, in file order). ``batch_rows`` lets
+``training.streaming`` index a corpus of any size from this file alone, with no shard opened;
+manifests of older runs lack it (the reader then reads the shards' footers).
 """
 from __future__ import annotations
 
 import importlib.metadata
 import platform
 
+from pipelines.errors import FatalError
 from pipelines.shard_format import SCHEMA_VERSION
 
 PACKAGES = ("fewtrunc", "numpy", "pyarrow", "tokenizers", "fastokens", "zstandard")
@@ -25,6 +31,10 @@ def package_versions() -> dict:
 
 def build_manifest(*, config: dict, fingerprint: str, tokenizer: dict, inputs: dict,
                    shards: list, markers: list, stats: dict) -> dict:
+    for s in shards:
+        if "batch_rows" in s and sum(s["batch_rows"]) != s["rows"]:
+            raise FatalError(f"{s['file']}: its record batches hold {sum(s['batch_rows'])} rows, "
+                             f"its marker {s['rows']}")
     tokens_in = sum(m["tokens"] for m in markers)
     tokens_out = sum(s["tokens"] for s in shards)
     return {

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipelines.errors import ConfigError
+from pipelines.storage.listing import not_regular
 from pipelines.storage.urls import is_url, local_path
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -73,7 +74,11 @@ def _is_hf_saved(directory: Path) -> bool:
 
 
 def split_glob(pattern: str) -> tuple[str, str]:
-    """``a/b/*.py`` -> (``a/b``, ``*.py``): the literal prefix and the glob part."""
+    """``a/b/*.py`` -> (``a/b``, ``*.py``): the literal prefix and the glob part. The ``?`` of
+    a URL's query string (``https://host/f.jsonl?X-Amz-Signature=...``) is not a glob."""
+    base, mark, query = pattern.partition("?")
+    if mark and "://" in base and "=" in query and not _GLOB_CHARS & set(base):
+        return pattern, ""
     parts = pattern.split("/")
     for i, part in enumerate(parts):
         if _GLOB_CHARS & set(part):
@@ -111,14 +116,19 @@ def _tree_files(root: Path, include, exclude, limit: int) -> list[tuple[Path, st
     return out
 
 
-def _stat(path: Path) -> tuple[int, int, tuple | None]:
-    """(size, mtime_ns, identity) when planned: the reader checks size and mtime again after
-    reading the source; the identity (device, inode) tells a file reached twice."""
+def _stat(path: Path) -> tuple[int, int, tuple | None, str]:
+    """(size, mtime_ns, identity, why it is not a regular file or "") when planned: the reader
+    checks size and mtime again after reading the source; the identity (device, inode) tells a
+    file reached twice. A FIFO, device or socket is never opened (a FIFO blocks, a device never
+    ends): it is a reject, or refused when ``input.paths`` names it."""
     try:
         st = path.stat()
     except OSError:
-        return 0, 0, None  # an unreadable file: the reader reports it under input.on_error
-    return st.st_size, st.st_mtime_ns, (st.st_dev, st.st_ino)
+        return 0, 0, None, ""  # an unreadable file: the reader reports it under input.on_error
+    kind = not_regular(path, st)
+    if kind:
+        return 0, 0, (st.st_dev, st.st_ino), f"not a regular file: {kind}"
+    return st.st_size, st.st_mtime_ns, (st.st_dev, st.st_ino), ""
 
 
 def resolve_sources(cfg) -> list[Source]:
@@ -154,6 +164,9 @@ def resolve_sources(cfg) -> list[Source]:
             base, matches = resolved, [resolved]
             if not os.path.exists(resolved):
                 raise ConfigError(f"input.paths[{i}] {written!r}: no such file or directory")
+            if not os.path.isdir(resolved) and (kind := not_regular(resolved)):
+                raise ConfigError(f"input.paths[{i}] {written!r}: not a regular file ({kind}): "
+                                  "give files, directories or globs")
         first, idents = len(sources), []
         for match in matches:
             p = Path(match)
@@ -168,12 +181,14 @@ def resolve_sources(cfg) -> list[Source]:
                     fs = str(f)  # below the tree root: cut the prefix (relpath is ~20 us a file)
                     frel = (fs[len(top):] if fs.startswith(top) else os.path.relpath(fs, p)
                             ).replace(os.sep, "/")
-                    size, mtime, ident = (0, 0, None) if error else _stat(f)
-                    sources.append(Source(str(f), f"{key}/{frel}", "files", size, error, mtime))
+                    size, mtime, ident, special = (0, 0, None, "") if error else _stat(f)
+                    sources.append(Source(str(f), f"{key}/{frel}", "files", size,
+                                          error or special, mtime))
                     idents.append(ident)
             else:
-                size, mtime, ident = _stat(p)
-                sources.append(Source(match, key, format_of(match, cfg.format), size, "", mtime))
+                size, mtime, ident, special = _stat(p)
+                sources.append(Source(match, key, format_of(match, cfg.format), size, special,
+                                      mtime))
                 idents.append(ident)
         for src, ident in zip(sources[first:], idents):
             # the same file by (device, inode): through a symlink, a hard link, two globs; a

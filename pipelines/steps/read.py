@@ -15,6 +15,8 @@ from typing import Iterator, NamedTuple
 from pipelines.errors import InputError
 from pipelines.steps.plan import Source, Unit
 from pipelines.storage import stat as storage_stat
+from pipelines.storage.redact import redact_text
+from pipelines.storage.reading import NotRegularFile
 
 _MASK63 = (1 << 63) - 1
 
@@ -128,12 +130,13 @@ class Reader:
         for source in unit.sources:
             word = _index_word(source)
             batch.spans.append((len(batch.texts), source.path, word))
-            mark, mark_size, passed_on = len(batch.texts), size, False
+            mark, mark_size, passed_on, whole = len(batch.texts), size, False, False
             for rec, reject in self._checked(source):
                 batch.records += 1  # a file-level reject counts as one record read
                 if reject is not None:
                     batch.bytes += reject.pop("_bytes", 0)
                     batch.rejects.append(reject)
+                    whole = whole or not ("line" in reject or "row" in reject)
                     continue
                 batch.bytes += rec.nbytes
                 batch.doc_ids.append(doc_id_of(source, rec, self.cfg))
@@ -144,7 +147,8 @@ class Reader:
                     yield batch
                     batch, size = TextBatch(spans=[(0, source.path, word)]), 0
                     passed_on = True
-            change = changed_since_planned(source)
+            # a source rejected whole (unreadable, not a regular file) is not one reject more
+            change = None if whole else changed_since_planned(source)
             if change is not None:
                 if self.cfg.on_error == "fail" or passed_on:
                     raise InputError(source.path, change + ("" if not passed_on else
@@ -153,7 +157,7 @@ class Reader:
                 del batch.doc_ids[mark:], batch.texts[mark:], batch.index[mark:]
                 size = mark_size
                 batch.records += 1 - taken
-                batch.rejects.append({"file": source.path, "reason": change})
+                batch.rejects.append({"file": redact_text(source.path), "reason": change})
         if batch.records:
             yield batch
 
@@ -175,13 +179,16 @@ class Reader:
                 yield None, self._reject(where, {**info, "_bytes": rec.nbytes}, reason)
         except InputError as exc:
             yield None, self._reject(exc.where, {"file": source.path, **_tail(exc)}, exc.reason)
+        except NotRegularFile as exc:  # swapped for a FIFO or a device since it was planned
+            yield None, self._reject(source.path, {"file": source.path}, str(exc))
         except OSError as exc:
             yield None, self._reject(source.path, {"file": source.path}, f"cannot read: {exc}")
 
     def _reject(self, where: str, info: dict, reason: str) -> dict:
         if self.cfg.on_error == "fail":
             raise InputError(where, reason)
-        return {**info, "reason": reason}
+        # a presigned URL's signature never reaches a marker or rejects.jsonl
+        return {**info, "file": redact_text(info["file"]), "reason": redact_text(reason)}
 
 
 def changed_since_planned(source: Source) -> str | None:

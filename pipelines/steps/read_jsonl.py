@@ -1,14 +1,18 @@
 """JSON lines, plain, gzip or zstandard (detected from the first bytes), streamed in chunks, from
-a local file or an object (``pipelines.storage.open_input``).
+a local file or an object (``pipelines.storage.open_input``; a local FIFO or device is refused).
 
-A line longer than ``input.max_document_bytes`` is rejected without being held in memory. A
+A line longer than ``input.max_document_bytes`` is rejected without being held in memory. A line
+that does not parse, for any reason (malformed, an integer over Python's digit limit, nesting
+deeper than orjson's limit), is a reject on its own line number, and reading goes on. A
 truncated or corrupt compressed stream raises ``InputError`` naming the line where it broke; the
 records before it are kept: a gzip piece that fails is replayed byte by byte from the state
-before it, so every byte decompressed before the damage is used (zstd: up to the damaged block).
+before it, so every byte decompressed before the damage is used; zstd keeps every block before
+the damaged one (``read_zstd``).
 """
 from __future__ import annotations
 
 import json
+import sys
 import zlib
 from typing import Iterator
 
@@ -16,10 +20,12 @@ import orjson
 
 from pipelines.errors import InputError
 from pipelines.steps.read import Record
+from pipelines.steps.read_zstd import zstd_chunks
 from pipelines.storage import StorageError, open_input
 
 CHUNK = 1 << 20  # bytes read from the file at a time
 FEED = 1 << 16  # compressed bytes per decompress call: what a damaged piece is replayed from
+MAX_DEPTH = 1024  # orjson's limit on nested arrays and objects (deeper is a reject)
 
 
 def _raw_chunks(f) -> Iterator[bytes]:
@@ -65,31 +71,12 @@ def _gzip_chunks(f) -> Iterator[bytes]:
                 raise EOFError("gzip stream ends before its end-of-stream marker (truncated)")
 
 
-def _zstd_chunks(f) -> Iterator[bytes]:
-    import zstandard
-
-    data = f.read(CHUNK)
-    while data:
-        d = zstandard.ZstdDecompressor().decompressobj()
-        while True:
-            for end, piece in _pieces(data):  # damage loses at most the block it is in
-                yield d.decompress(piece)
-                if d.eof:
-                    break
-            if d.eof:
-                data = d.unused_data + data[end:] or f.read(CHUNK)
-                break
-            data = f.read(CHUNK)
-            if not data:
-                raise EOFError("zstd stream ends inside a frame (truncated)")
-
-
-def _chunks(f) -> Iterator[bytes]:
+def _chunks(f, reopen=None) -> Iterator[bytes]:
     head = f.peek(4)[:4] if hasattr(f, "peek") else b""
     if head[:2] == b"\x1f\x8b":
         return _gzip_chunks(f)
     if head == b"\x28\xb5\x2f\xfd":
-        return _zstd_chunks(f)
+        return zstd_chunks(f, reopen)
     return _raw_chunks(f)
 
 
@@ -121,13 +108,14 @@ def lines(chunks: Iterator[bytes], max_bytes: int) -> Iterator[tuple[int, bytes 
 def records(source, cfg) -> Iterator[Record]:
     limit = cfg.max_document_bytes * 2 + 1024  # JSON escapes can double a text's size
     number = 0
-    with open_input(source.path) as f:  # a local path or a URL (s3://, gs://)
+    reopen = lambda: open_input(source.path, regular=True)  # noqa: E731 - zstd salvage
+    with reopen() as f:  # a local path or a URL (s3://, gs://); never a FIFO or a device
         try:
-            for number, line, size in lines(_chunks(f), limit):
-                yield _parse(number, line, size, cfg)
+            for number, line, size in lines(_chunks(f, reopen), limit):
+                yield _parse(number, line, size, cfg)  # never raises: a bad line is a reject
         except StorageError:  # the store failed mid-read, not the data: "cannot read"
             raise
-        except (EOFError, OSError, zlib.error, ValueError) as exc:
+        except (EOFError, OSError, zlib.error, ValueError) as exc:  # the line being decoded
             raise InputError(f"{source.path}:line {number + 1}", f"corrupt or truncated: {exc}")
         except Exception as exc:  # zstandard.ZstdError
             if type(exc).__name__ != "ZstdError":
@@ -142,10 +130,12 @@ def _parse(number: int, line: bytes | None, size: int, cfg) -> Record:
         return Record(number, None, None, size + 1, "empty line")
     try:  # orjson parses and checks UTF-8 in one pass, ~2.5x json's speed
         obj = orjson.loads(line)
-    except orjson.JSONDecodeError:  # json, on the way to the exact reason (or to what only it
-        obj = _slow_parse(line)  # accepts: NaN, lone-surrogate escapes, huge integers)
+    except orjson.JSONDecodeError as exc:  # json, on the way to the exact reason (or to what
+        obj = _slow_parse(line, exc)  # only it accepts: NaN, lone-surrogate escapes, big ints)
         if isinstance(obj, str):
             return Record(number, None, None, size + 1, obj)
+    except Exception as exc:  # noqa: BLE001 - any failure is this line's reject, not the file's
+        return Record(number, None, None, size + 1, f"cannot parse JSON: {exc!r}"[:200])
     if not isinstance(obj, dict):
         return Record(number, None, None, size + 1, "JSON value is not an object")
     key = obj.get(cfg.id_field) if cfg.id_field else None
@@ -155,8 +145,10 @@ def _parse(number: int, line: bytes | None, size: int, cfg) -> Record:
     return Record(number, text, key, size + 1)
 
 
-def _slow_parse(line: bytes):
-    """The value of a line orjson refused, or the reason it is not valid JSON (a str)."""
+def _slow_parse(line: bytes, refused: Exception):
+    """The value of a line orjson ``refused``, or the reason it is not usable JSON (a str)."""
+    if "recursion" in str(refused):  # never handed to json: its limit is the call stack's
+        return f"JSON nested deeper than {MAX_DEPTH} levels"
     try:
         text = line.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -165,4 +157,12 @@ def _slow_parse(line: bytes):
         obj = json.loads(text)
     except json.JSONDecodeError as exc:
         return f"malformed JSON: {exc.msg} (col {exc.colno})"
+    except RecursionError:
+        return "JSON nested too deeply for Python's json parser"
+    except ValueError as exc:
+        if "integer string conversion" in str(exc):
+            return f"integer with more than {sys.get_int_max_str_digits()} digits"
+        return f"cannot parse JSON: {exc}"[:200]
+    except Exception as exc:  # noqa: BLE001 - any failure is this line's reject, not the file's
+        return f"cannot parse JSON: {exc!r}"[:200]
     return [obj] if isinstance(obj, str) else obj  # a bare JSON string is not a reason

@@ -10,8 +10,13 @@ from pipelines.steps.read import Record
 
 
 def records(source, cfg) -> Iterator[Record]:
-    from pipelines.storage import local_copy
+    from pipelines.storage import is_url, local_copy
+    from pipelines.storage.listing import not_regular
+    from pipelines.storage.reading import NotRegularFile
 
+    kind = "" if is_url(source.path) else not_regular(source.path)
+    if kind:  # a FIFO since it was planned: Arrow's open would block on it
+        raise NotRegularFile(source.path, kind)
     with local_copy(source.path) as path:  # an object (s3://, gs://) is copied to scratch first
         yield from _records(path, source, cfg)
 

@@ -99,18 +99,28 @@ def _charts(stats: dict) -> list[str]:
     ]
 
 
+def _n(value, spec: str = ",") -> str:
+    """A number for the HTML (``format(value, spec)``); anything else (stats.json and
+    manifest.json are files a user can edit) as escaped text."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return format(value, spec)
+    return html.escape(str(value))
+
+
 def render_html(stats: dict, manifest: dict | None, png: bool = False) -> str:
+    """The page; every value from stats.json or the manifest goes in through ``html.escape``
+    (``_n``), the SVG charts escape theirs (``svgchart``)."""
     totals = (manifest or {}).get("totals", {})
-    rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{v:,}</td></tr>" if isinstance(v, int)
-                   else f"<tr><td>{html.escape(k)}</td><td>{v:.6g}</td></tr>"
+    rows = "".join(f"<tr><td>{html.escape(str(k))}</td>"
+                   f"<td>{_n(v, ',' if isinstance(v, int) else '.6g')}</td></tr>"
                    for k, v in totals.items())
     c = stats["concat"]
-    summary = (f"{stats['documents']:,} documents, {stats['tokens']:,} tokens, L = "
-               f"{stats['seq_len']:,}. <b>{stats['algorithm']}</b>: {stats['rows']:,} rows "
-               f"(overhead {stats['overhead']:.4%} over the lower bound "
-               f"{stats['lower_bound']:,}), {stats['documents_truncated']:,} documents "
-               f"truncated. concat: {c['rows']:,} rows, {c['documents_truncated']:,} documents "
-               f"truncated.")
+    summary = (f"{_n(stats['documents'])} documents, {_n(stats['tokens'])} tokens, L = "
+               f"{_n(stats['seq_len'])}. <b>{html.escape(str(stats['algorithm']))}</b>: "
+               f"{_n(stats['rows'])} rows (overhead {_n(stats['overhead'], '.4%')} over the "
+               f"lower bound {_n(stats['lower_bound'])}), {_n(stats['documents_truncated'])} "
+               f"documents truncated. concat: {_n(c['rows'])} rows, "
+               f"{_n(c['documents_truncated'])} documents truncated.")
     imgs = "".join(f"<p>{svg}</p>" for svg in _charts(stats))
     if png:
         imgs += "<h2>PNG</h2>" + "".join(f'<p><img src="{p}" alt="{p}"></p>' for p in PLOTS)

@@ -16,7 +16,7 @@ from typing import NamedTuple
 import numpy as np
 
 from pipelines import memory
-from pipelines.errors import ConfigError
+from pipelines.errors import ConfigError, show
 from pipelines.steps.spill import spill_dtype
 
 
@@ -166,7 +166,8 @@ class Tokenize:
     def _special(self, token: str, which: str) -> int:
         tid = self.tokenizer.token_to_id(token)
         if tid is None:
-            raise ConfigError(f"tokenizer.{which}_token {token!r} is not in the tokenizer's vocab")
+            raise ConfigError(f"tokenizer.{which}_token {show(token)} is not in the "
+                              "tokenizer's vocab")
         return int(tid)
 
     def encode(self, batch) -> Encoded:

@@ -145,9 +145,12 @@ def verify_dir(directory) -> tuple[list[str], dict]:
     problems += _rederived(out, manifest, segments, firsts)
     if rows != totals.get("sequences"):
         problems.append(f"{rows} rows in shards, manifest totals say {totals['sequences']}")
-    if tokens != totals.get("tokens_out") or totals.get("tokens_out") != totals.get("tokens_in"):
+    dropped = totals.get("tokens_dropped", 0)  # duplicates left out (absent: older manifests)
+    if tokens != totals.get("tokens_out") or not isinstance(dropped, int) or \
+            totals.get("tokens_in") != (totals.get("tokens_out") or 0) + dropped:
         problems.append(f"{tokens} tokens in shards; manifest tokens_out "
-                        f"{totals.get('tokens_out')}, tokens_in {totals.get('tokens_in')}")
+                        f"{totals.get('tokens_out')}, tokens_in {totals.get('tokens_in')}, "
+                        f"tokens_dropped {dropped}")
     return problems, manifest
 
 

@@ -9,6 +9,10 @@ fsspec protocols where fsspec has them), behind one small API.
   copy for formats read by random access (Parquet);
 - ``StorageError`` (``errors.py``): one line naming the URL for a missing bucket or key, denied
   access or an unreachable endpoint;
+- ``redact_text``, ``inline_credentials`` (``redact.py``): user info and signatures masked in
+  every URL that is written down; credentials inside ``s3://``/``gs://`` URLs told apart;
+- ``remove_object``, ``remove_objects`` (``deleting.py``): deletes that leave no zero-byte
+  "directory" object behind on S3 (pyarrow's ``delete_file`` writes one);
 - ``conditional_object`` (``locking.py``): create-if-absent and replace-if-unchanged of one
   object, for the output lock (exclusive on S3, best effort elsewhere);
 - publishing (a file becomes visible only when complete) is ``pipelines.atomic``, which writes
@@ -29,6 +33,8 @@ _WHERE = {
     **dict.fromkeys(["UrlPath", "as_path", "remove_tree"], "paths"),
     **dict.fromkeys(["local_copy", "open_input", "read_bytes"], "reading"),
     **dict.fromkeys(["is_url", "join", "local_path", "scheme_of"], "urls"),
+    **dict.fromkeys(["inline_credentials", "redact_text", "redact_tree"], "redact"),
+    **dict.fromkeys(["remove_object", "remove_objects"], "deleting"),
 }
 __all__ = sorted(_WHERE)
 

@@ -1,13 +1,15 @@
 """One line naming the URL for what goes wrong on a store: a missing bucket or key, denied access,
 an unreachable endpoint. pyarrow's messages carry the AWS or GCS error code; they are matched here
 so the line says what to check, and the original's first line is kept after it. botocore's
-``ClientError`` text (the lock's conditional write, ``locking.py``) is matched the same way."""
+``ClientError`` text (the lock's conditional write, ``locking.py``) is matched the same way.
+The URL and reason are redacted (``redact.py``): a presigned URL's signature is never shown."""
 from __future__ import annotations
 
 import os
 import re
 
 from pipelines.errors import FewtruncError
+from pipelines.storage.redact import redact_text
 
 
 class StorageError(FewtruncError, OSError):
@@ -16,6 +18,7 @@ class StorageError(FewtruncError, OSError):
     file into a reject does the same for an unreadable object."""
 
     def __init__(self, url: str, reason: str, kind: str = "error"):
+        url, reason = redact_text(str(url)), redact_text(str(reason))  # what every copy shows
         super().__init__(f"{url}: {reason}")
         self.url = url
         self.reason = reason

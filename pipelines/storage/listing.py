@@ -74,6 +74,32 @@ def _check_bucket(loc, url: str) -> None:
         raise StorageError(url, f"bucket {bucket!r} does not exist", "missing bucket")
 
 
+_SPECIAL = ((_st.S_ISFIFO, "a FIFO"), (_st.S_ISCHR, "a character device"),
+            (_st.S_ISBLK, "a block device"), (_st.S_ISSOCK, "a socket"),
+            (_st.S_ISDIR, "a directory"))
+
+
+def kind_of(mode: int) -> str:
+    """What a ``st_mode`` that is not a regular file's is ("a FIFO"...); "" for a regular file."""
+    if _st.S_ISREG(mode):
+        return ""
+    return next((name for test, name in _SPECIAL if test(mode)), "not a file")
+
+
+def not_regular(path, st=None) -> str:
+    """Why a local ``path`` is no input to read ("a FIFO", "a symbolic link to a character
+    device"...), or "" for a regular file or a path that cannot be stat'ed (reading it reports
+    why). From ``stat``, which never opens it: opening a FIFO blocks, a device never ends."""
+    try:
+        st = st or os.stat(path)
+    except OSError:
+        return ""
+    kind = kind_of(st.st_mode)
+    if kind and os.path.islink(path):
+        return "a symbolic link to " + kind
+    return kind
+
+
 def exists(path) -> bool:
     return stat(path) is not None
 
@@ -191,6 +217,10 @@ def remove(path) -> bool:
             return True
         except FileNotFoundError:
             return False
+    from pipelines.storage import deleting
+
+    if deleting._s3(path):  # pyarrow would leave a zero-byte "directory" object behind
+        return deleting.remove_object(path)
     loc = resolve(path)
     with guarded(path):
         try:

@@ -103,7 +103,7 @@ class S3Object:
         got = self._call("get_object")
         if got is None:
             return None
-        with _translated(self.url):
+        with translated(self.url):
             return got["Body"].read(), got["ETag"]
 
     def replace(self, data: bytes, version) -> bool:
@@ -115,8 +115,8 @@ class S3Object:
         """The response; None when a condition failed or the key is absent."""
         from botocore.exceptions import ClientError
 
-        with _translated(self.url):
-            client = _client(self.bucket, self.url)
+        with translated(self.url):
+            client = s3_client(self.bucket, self.url)
             try:
                 return getattr(client, name)(Bucket=self.bucket, Key=self.key, **kwargs)
             except ClientError as exc:
@@ -128,7 +128,7 @@ class S3Object:
 
 
 @contextmanager
-def _translated(url: str):
+def translated(url: str):
     """botocore's errors (not OSErrors) as ``StorageError`` lines naming the URL."""
     from botocore.exceptions import BotoCoreError, ClientError
 
@@ -138,9 +138,10 @@ def _translated(url: str):
         raise translate(exc, url) from None
 
 
-def _client(bucket: str, url: str):
+def s3_client(bucket: str, url: str):
     """A botocore S3 client for ``bucket``, from the environment (cached like the filesystems:
-    per environment and settings, and per bucket when its region was asked of it)."""
+    per environment and settings, and per bucket when its region was asked of it). Also used to
+    delete objects without directory markers (``deleting.py``)."""
     from pipelines.storage.filesystems import cache_key, s3_settings
 
     key = cache_key("s3")

@@ -102,9 +102,10 @@ class UrlPath:
         return self.read_bytes().decode(encoding)
 
     def unlink(self, missing_ok: bool = False) -> None:
-        from pipelines.storage.listing import remove
+        """Delete the object (on S3 without leaving a ``prefix/`` marker: ``deleting.py``)."""
+        from pipelines.storage.deleting import remove_object
 
-        if not remove(self.url) and not missing_ok:
+        if not remove_object(self.url) and not missing_ok:
             raise FileNotFoundError(self.url)
 
 
@@ -116,13 +117,16 @@ class _FileStat:
 
 
 def remove_tree(path) -> None:
-    """``shutil.rmtree(path, ignore_errors=True)`` for a local path; every object below a URL."""
+    """``shutil.rmtree(path, ignore_errors=True)`` for a local path; every object below a URL
+    (without leaving directory markers). Only for trees that are wholly fewtrunc's: a run's
+    ``_work/`` goes through ``pipelines.work_dir.remove_work``, which keeps what it did not
+    write."""
     if not is_url(path):
         import shutil
 
         shutil.rmtree(local_path(path), ignore_errors=True)
         return
-    from pipelines.storage.listing import list_files, remove
+    from pipelines.storage.deleting import remove_objects
+    from pipelines.storage.listing import list_files
 
-    for url, _ in list_files(str(path)):
-        remove(url)
+    remove_objects([url for url, _ in list_files(str(path))])

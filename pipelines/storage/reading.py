@@ -1,32 +1,73 @@
 """Open a local path or URL for reading: a buffered stream (with ``peek``, which the JSON lines
-reader uses to tell gzip and zstd from plain text) or a local copy (Parquet)."""
+reader uses to tell gzip and zstd from plain text) or a local copy (Parquet).
+
+The input readers open local paths with ``regular=True``: a FIFO, a device or a socket is never
+read (opening a FIFO blocks until a writer comes, ``/dev/zero`` never ends)."""
 from __future__ import annotations
 
 import io
 import os
 import shutil
+import stat as _st
 import tempfile
 from contextlib import contextmanager
 from typing import Iterator
 
 from pipelines.storage.filesystems import resolve
-from pipelines.storage.listing import guarded
+from pipelines.storage.listing import guarded, kind_of, not_regular
 from pipelines.storage.urls import is_url, local_path
 
 BUFFER = 8 << 20  # bytes asked of a store per request: each read is a ranged GET (8 MiB, as
 # AWS advises for throughput; 1 MiB reads ran at 16 MiB/s against moto, 8 MiB at 134 MiB/s)
 
 
-def open_input(path, buffer_size: int = BUFFER):
+class NotRegularFile(OSError):
+    """A local input that is a FIFO, a device, a socket or a directory: not opened, not read."""
+
+    def __init__(self, path: str, kind: str):
+        super().__init__(f"not a regular file: {kind}")
+        self.path, self.kind = path, kind
+
+    def __str__(self) -> str:
+        return f"not a regular file: {self.kind}"
+
+    def __reduce__(self):  # pickled across processes (a Ray or Beam worker's error)
+        return type(self), (self.path, self.kind)
+
+
+def open_input(path, buffer_size: int = BUFFER, *, regular: bool = False):
     """A binary, buffered, forward-only stream of the file or object at ``path`` (bytes as
-    stored: compressed data is not decompressed here)."""
+    stored: compressed data is not decompressed here). ``regular``: a local path that is not a
+    regular file raises ``NotRegularFile`` without blocking (an object always is one)."""
     path = str(path)
     if not is_url(path):
-        return open(local_path(path), "rb")
+        return _open_regular(local_path(path)) if regular else open(local_path(path), "rb")
     loc = resolve(path)
     with guarded(path, loc):
         raw = loc.fs.open_input_stream(loc.path, compression=None)
     return io.BufferedReader(_Raw(raw, path), buffer_size)
+
+
+_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(
+    os, "O_CLOEXEC", 0)
+
+
+def _open_regular(path: str):
+    """``open(path, "rb")`` for a regular file only: checked by ``stat`` before (never opens a
+    FIFO or device), and by ``fstat`` of what was opened, non-blocking, in case it was swapped."""
+    kind = not_regular(path)
+    if kind:
+        raise NotRegularFile(path, kind)
+    fd = os.open(path, _FLAGS)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not _st.S_ISREG(mode):
+            raise NotRegularFile(path, kind_of(mode))
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 @contextmanager

@@ -34,6 +34,7 @@ def main(args) -> int:
     from training.data import DocumentCollator, ShardDataset
     from training.evaluate import score_dataset
     from training.model import GPT
+    from training.preflight import check_seq_len, check_vocab
     from training.scores import per_document, write_scores
 
     cfg = load_config(TrainRunConfig, args.config, args.overrides)
@@ -42,9 +43,13 @@ def main(args) -> int:
         raise ConfigError(f"no checkpoint to score with (looked for {cfg.score.checkpoint or cfg.output.dir})")
     state = ckpt.load_checkpoint(path)
     token_map = None if state["token_map"] is None else state["token_map"].numpy()
-    dataset = ShardDataset(cfg.score.data_dir or cfg.data.dir, token_map=token_map)
+    dataset = ShardDataset(cfg.score.data_dir or cfg.data.dir)  # checks every shard before any work
     saved = state["config"]
     model_cfg = from_dict(ModelConfig, saved["model"], "model.")
+    check_seq_len(dataset, model_cfg.seq_len, advice=f"the model of {path.name} takes rows of at most "
+                  f"{model_cfg.seq_len} tokens; score shards packed to that length or less")
+    check_vocab(dataset, int(state["vocab_size"]), token_map, f"vocab_size={int(state['vocab_size'])} in {path.name}")
+    dataset.token_map = token_map
     model = GPT(replace(model_cfg, vocab_size=int(state["vocab_size"])))
     model.load_state_dict(state["model"])
     device = torch.device("cuda" if torch.cuda.is_available() and cfg.train.device != "cpu" else "cpu")

@@ -8,7 +8,9 @@ over the documents of each packed row, labels never cross a document boundary, a
 restart per document (data.reset_position_ids). Writes OUTPUT/metrics.jsonl (one JSON object per
 logged step), OUTPUT/curves.png and OUTPUT/checkpoints/step-*.pt (torch.save, loads with
 weights_only=True). Running the same command again with a larger train.max_steps resumes from
-the newest checkpoint and logs exactly what an uninterrupted run would have.
+the newest checkpoint and logs exactly what an uninterrupted run would have. Before the first
+step every shard is checked (a damaged one ends in one line naming it), and model.seq_len and the
+vocabulary (model.vocab_size, data.vocab_limit, data.tokenizer) are checked against the shards.
 
 Keys (override any with key=value): data.dir, data.batch_size, data.vocab_limit,
 model.n_layers/d_model/n_heads/seq_len/positions/attention, train.max_steps, train.lr,

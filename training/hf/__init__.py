@@ -1,7 +1,8 @@
 """Train Hugging Face ``transformers`` models on fewtrunc shards (the ``hf-train`` extra).
 
 * ``PackedCollator``: padding-free batches that keep documents apart (labels, restarting
-  position ids, varlen kwargs, optional 4D block-diagonal mask);
+  position ids, ``use_cache=False``, varlen kwargs, optional 4D block-diagonal mask); rows that
+  are not token ids are refused (``RowError``, naming the row);
 * ``shard_rows``: a directory of shards, or ``datasets.load_dataset("arrow", ...)`` of them,
   as rows the collator takes;
 * ``FewtruncLoss``: MLE, Error Norm Truncation or loss truncation as a Trainer
@@ -12,9 +13,9 @@
 ``PackedCollator``, ``shard_rows`` and ``pack_dataset`` work without ``transformers``; everything is usable from a
 plain PyTorch loop too (see docs/training.md).
 """
-from training.hf.collator import IGNORE_INDEX, PackedCollator, block_causal_mask
+from training.hf.collator import IGNORE_INDEX, PackedCollator, RowError, block_causal_mask
 
-__all__ = ["IGNORE_INDEX", "PackedCollator", "block_causal_mask", "FewtruncLoss", "PruningCallback",
+__all__ = ["IGNORE_INDEX", "PackedCollator", "RowError", "block_causal_mask", "FewtruncLoss", "PruningCallback",
            "PruningSampler", "PruningTrainer", "el2n_row_scores", "pack_dataset", "shard_rows"]
 
 _LAZY = {"FewtruncLoss": "training.hf.losses", "PruningCallback": "training.hf.pruning",

@@ -20,7 +20,20 @@ keyword arguments a ``transformers`` causal LM takes, with the names
                  (0 where attended, the dtype's minimum elsewhere) in ``mask_dtype``, or boolean
                  with ``mask_dtype=torch.bool``. For eager or SDPA attention. It costs T*T per row:
                  for long flattened batches prefer the ``position_ids`` path (transformers builds the
-                 same block-diagonal mask itself when no ``attention_mask`` is given).
+                 same block-diagonal mask itself when no ``attention_mask`` and no cache is given).
+  use_cache      ``False`` (a Python bool; ``use_cache=None`` leaves the key out). transformers
+                 derives the block-diagonal mask from ``position_ids`` only when the model runs
+                 without a cache; every pretrained Llama/Mistral/Qwen config says ``use_cache=True``,
+                 and with a cache documents attend to each other. The batch says ``False`` itself,
+                 so ``model(**batch)`` and the ``Trainer`` keep documents apart whatever the config.
+
+A collator that cannot keep documents apart is refused (``ConfigError``): no ``position_ids``,
+mask, varlen kwargs or ``seq_idx``; or ``use_cache`` other than ``False`` without ``mask="4d"``
+(only an explicit mask separates documents when a cache is used).
+
+Rows are checked (vectorized over the concatenated ids): ids must be flat lists of integers,
+not negative, below 2**63 and, with ``token_map``, below its length; ``doc_lens`` positive and
+summing to the row's length. A bad row raises ``RowError`` naming its index in the batch.
 
 ``layout="flatten"`` concatenates the rows into one row ``[1, total_tokens]``; ``"stack"``
 keeps ``[rows, T]`` with T the longest row, rounded up to ``pad_to_multiple``.
@@ -36,9 +49,15 @@ import numpy as np
 import torch
 
 from packing.split import positions_within
+from pipelines.errors import ConfigError, InputError
 
 IGNORE_INDEX = -100
 LAYOUTS = ("flatten", "stack")
+_INT64_MAX = np.iinfo(np.int64).max
+
+
+class RowError(InputError, ValueError):
+    """A row that is not a flat list of token ids with its document lengths; names the row."""
 
 
 class PackedCollator:
@@ -52,7 +71,7 @@ class PackedCollator:
 
     def __init__(self, layout: str = "flatten", position_ids: bool = True, flash_attn_kwargs: bool = False,
                  seq_idx: bool = False, mask: str | None = None, mask_dtype: torch.dtype = torch.float32,
-                 pad_id: int = 0, pad_to_multiple: int = 1, token_map=None):
+                 pad_id: int = 0, pad_to_multiple: int = 1, token_map=None, use_cache: bool | None = False):
         if layout not in LAYOUTS:
             raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
         if mask not in (None, "4d"):
@@ -68,9 +87,17 @@ class PackedCollator:
         self.pad_id = int(pad_id)
         self.pad_to_multiple = int(pad_to_multiple)
         self.token_map = None if token_map is None else np.asarray(token_map, dtype=np.int64)
+        self.use_cache = use_cache
+        if not (self.position_ids or self.mask or self.flash_attn_kwargs or self.seq_idx):
+            raise ConfigError("PackedCollator(position_ids=False) with no mask, flash_attn_kwargs or seq_idx "
+                              "lets the documents of a row attend to each other: keep position_ids=True")
+        if use_cache is not False and self.mask != "4d":
+            raise ConfigError(f"PackedCollator(use_cache={use_cache!r}) cannot keep documents apart: with a "
+                              "cache, transformers ignores the packing in position_ids; keep use_cache=False "
+                              "(the default) or pass mask='4d'")
 
     def __call__(self, rows) -> dict:
-        ids, row_lens, seg_lens, segs_per_row = _gather(rows)
+        ids, row_lens, seg_lens, segs_per_row = _gather(rows, None if self.token_map is None else self.token_map.size)
         if self.token_map is not None:
             ids = self.token_map[ids]
         if self.layout == "flatten":
@@ -114,6 +141,8 @@ class PackedCollator:
         if self.mask == "4d":
             batch["attention_mask"] = block_causal_mask(torch.from_numpy(seq_of_token.reshape(shape)),
                                                         self.mask_dtype)
+        if self.use_cache is not None:
+            batch["use_cache"] = self.use_cache
         return batch
 
 
@@ -132,30 +161,68 @@ def block_causal_mask(seq_of_token: torch.Tensor, dtype: torch.dtype = torch.flo
     return torch.where(allowed, zero, torch.tensor(torch.finfo(dtype).min, dtype=dtype))
 
 
-def _column(row, *names):
-    for name in names:
-        if name in row:
-            value = row[name]
-            if isinstance(value, torch.Tensor):
-                value = value.numpy()
-            return np.asarray(value, dtype=np.int64).reshape(-1)
-    raise KeyError(f"row has none of the columns {names} (it has {sorted(row)})")
+def _where(rows, b: int) -> str:
+    index = rows[b].get("index") if hasattr(rows[b], "get") else None
+    return f"row {b} of the batch" + ("" if index is None else f" (dataset row {int(index)})")
 
 
-def _gather(rows):
+def _column(rows, b: int, *names) -> np.ndarray:
+    """Row ``b``'s first column of ``names`` as a flat integer array (int64 unless narrower)."""
+    row = rows[b]
+    name = next((n for n in names if n in row), None)
+    if name is None:
+        raise KeyError(f"row {b} of the batch has none of the columns {names} (it has {sorted(row)}); with the "
+                       "Trainer, set TrainingArguments(remove_unused_columns=False) so that they reach the collator")
+    value = row[name]
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().numpy()
+    try:
+        arr = np.asarray(value)
+    except ValueError:  # ragged nested lists
+        arr = None
+    if arr is None or arr.ndim != 1:
+        raise RowError(_where(rows, b), f"{name} must be a flat list of integers, got "
+                                        f"{'a single value' if arr is not None and arr.ndim == 0 else 'nested lists'}")
+    if arr.dtype.kind not in "iu":
+        if arr.size == 0:
+            return arr.astype(np.int64)
+        kind = {"f": "floats", "U": "strings", "S": "bytes", "b": "booleans",
+                "O": "None or values that are not 64-bit integers"}
+        raise RowError(_where(rows, b), f"{name} holds {kind.get(arr.dtype.kind, arr.dtype)} "
+                                        f"({arr.dtype}); token ids must be integers")
+    if arr.dtype == np.uint64:
+        if arr.size and int(arr.max()) > _INT64_MAX:
+            raise RowError(_where(rows, b), f"{name} holds {int(arr.max())}, above 2**63 - 1")
+        arr = arr.astype(np.int64)
+    return arr
+
+
+def _gather(rows, n_ids: int | None = None):
+    """The batch's ids (concatenated, int64), row lengths, segment lengths and segments per row;
+    ids checked in one pass over the concatenation: >= 0 and, when ``n_ids`` is given, < n_ids."""
     if len(rows) == 0:
         raise ValueError("cannot collate an empty batch")
-    ids = [_column(r, "input_ids") for r in rows]
-    lens = [_column(r, "doc_lens", "seq_lengths") for r in rows]
+    ids = [_column(rows, b, "input_ids") for b in range(len(rows))]
+    lens = [_column(rows, b, "doc_lens", "seq_lengths") for b in range(len(rows))]
     row_lens = np.fromiter((a.size for a in ids), dtype=np.int64, count=len(ids))
-    seg_lens = np.concatenate(lens)
-    sums = np.fromiter((a.sum() for a in lens), dtype=np.int64, count=len(lens))
+    segs_per_row = np.fromiter((a.size for a in lens), dtype=np.int64, count=len(lens))
+    seg_lens = np.concatenate(lens).astype(np.int64, copy=False)
+    if seg_lens.size and seg_lens.min() < 1:
+        b = int(np.searchsorted(np.cumsum(segs_per_row), int(np.argmin(seg_lens)), side="right"))
+        raise RowError(_where(rows, b), f"doc_lens must be positive, got {int(seg_lens.min())}")
+    ends = np.concatenate([[0], np.cumsum(seg_lens)])
+    bounds = np.concatenate([[0], np.cumsum(segs_per_row)])
+    sums = ends[bounds[1:]] - ends[bounds[:-1]]
     bad = np.flatnonzero((sums != row_lens) | (row_lens == 0))
     if bad.size:
         b = int(bad[0])
-        raise ValueError(f"row {b} of the batch: {int(row_lens[b])} tokens but doc_lens sum to {int(sums[b])}"
-                         " (an empty row, or doc_lens that do not describe input_ids)")
-    if (seg_lens < 1).any():
-        raise ValueError("doc_lens must be positive")
-    segs_per_row = np.fromiter((a.size for a in lens), dtype=np.int64, count=len(lens))
-    return np.concatenate(ids), row_lens, seg_lens, segs_per_row
+        raise RowError(_where(rows, b), f"{int(row_lens[b])} tokens but doc_lens sum to {int(sums[b])}"
+                                        " (an empty row, or doc_lens that do not describe input_ids)")
+    flat = np.concatenate(ids).astype(np.int64, copy=False)
+    low, high = int(flat.min()), int(flat.max())
+    if low < 0 or (n_ids is not None and high >= n_ids):
+        token = int(np.argmin(flat)) if low < 0 else int(np.argmax(flat))
+        b = int(np.searchsorted(np.cumsum(row_lens), token, side="right"))
+        what = "negative" if low < 0 else f"not below the token_map's {n_ids} entries"
+        raise RowError(_where(rows, b), f"token id {int(flat[token])} is {what}")
+    return flat, row_lens, seg_lens, segs_per_row

@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from packing import pack, split_documents
+from training.hf.collator import RowError
 
 STRATEGIES = ("bfd", "bfd_split")
 _INT32_MAX = 2**31 - 1
@@ -62,6 +63,7 @@ def pack_table(table: pa.Table, seq_length: int, algorithm: str = "bfd") -> pa.T
         raise ValueError(f"the dataset needs an 'input_ids' column (it has {table.column_names})")
     columns = {name: _list_column(table, name) for name in table.column_names}
     ids = columns["input_ids"]
+    _check_ids(ids)
     lengths = pc.list_value_length(ids).to_numpy(zero_copy_only=False).astype(np.int64)
     for name, col in columns.items():
         if name != "input_ids" and not np.array_equal(
@@ -94,8 +96,42 @@ def _list_column(table: pa.Table, name: str):
         raise ValueError(f"column {name!r} ({col.type}) cannot be packed: keep only token-aligned list columns, "
                          "e.g. dataset.select_columns(['input_ids'])")
     if col.null_count:
-        raise ValueError(f"column {name!r} has null rows")
+        row = int(np.argmax(col.is_null().to_numpy(zero_copy_only=False)))
+        raise RowError(f"row {row} of the dataset", f"{name} is null")
     return col
+
+
+def _check_ids(ids) -> None:
+    """Token ids are flat lists of integers in [0, 2**63), no null among them; the first bad
+    row is named. One vectorized pass over the values."""
+    offsets = ids.offsets.to_numpy().astype(np.int64)
+    values = ids.values.slice(int(offsets[0]), int(offsets[-1] - offsets[0]))
+
+    def row_of(k: int) -> int:
+        return int(np.searchsorted(offsets - offsets[0], k, side="right") - 1)
+
+    kind = values.type
+    if not pa.types.is_integer(kind):
+        first = row_of(0) if len(values) else 0
+        if pa.types.is_floating(kind) and len(values):  # name the row with a fraction (or NaN), if any
+            flat = values.to_numpy(zero_copy_only=False)
+            fractional = np.flatnonzero(~(flat == np.floor(flat)))
+            first = row_of(int(fractional[0])) if fractional.size else first
+        what = "nested lists" if pa.types.is_list(kind) or pa.types.is_large_list(kind) else f"{kind} values"
+        raise RowError(f"row {first} of the dataset",
+                       f"input_ids holds {what}; token ids must be flat lists of integers")
+    if values.null_count:
+        k = int(np.argmax(values.is_null().to_numpy(zero_copy_only=False)))
+        raise RowError(f"row {row_of(k)} of the dataset", "input_ids holds a null (None) token")
+    if not len(values):
+        return
+    flat = values.to_numpy()
+    if kind == pa.uint64() and int(flat.max()) > np.iinfo(np.int64).max:
+        k = int(np.argmax(flat))
+        raise RowError(f"row {row_of(k)} of the dataset", f"token id {int(flat[k])} is above 2**63 - 1")
+    if pa.types.is_signed_integer(kind) and int(flat.min()) < 0:
+        k = int(np.argmin(flat))
+        raise RowError(f"row {row_of(k)} of the dataset", f"token id {int(flat[k])} is negative")
 
 
 def gather(values: pa.Array, seg_start: np.ndarray, seg_len: np.ndarray, token_ends: np.ndarray,

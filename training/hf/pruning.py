@@ -116,7 +116,9 @@ def el2n_row_scores(model, dataset, collator: PackedCollator, batch_size: int = 
     training. The model is put in eval mode for the pass and restored.
     """
     stacked = PackedCollator(layout="stack", position_ids=collator.position_ids, mask=collator.mask,
-                             mask_dtype=collator.mask_dtype, pad_id=collator.pad_id, token_map=collator.token_map)
+                             mask_dtype=collator.mask_dtype, pad_id=collator.pad_id, token_map=collator.token_map,
+                             flash_attn_kwargs=collator.flash_attn_kwargs, seq_idx=collator.seq_idx,
+                             use_cache=collator.use_cache)
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -126,7 +128,8 @@ def el2n_row_scores(model, dataset, collator: PackedCollator, batch_size: int = 
             idx = range(start, min(start + batch_size, len(dataset)))
             batch = stacked([dataset[i] for i in idx])
             labels = batch.pop("labels")
-            logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
+            inputs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+            logits = model(**inputs).logits
             scores = el2n(logits[:, :-1], labels[:, 1:].to(device), reduce="sequence", ignore_index=IGNORE_INDEX)
             out[start:start + len(idx)] = np.nan_to_num(scores.double().cpu().numpy(), nan=0.0)
     finally:

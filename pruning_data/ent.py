@@ -126,11 +126,8 @@ def ent_loss(
     else:
         keys = tie_key(tie_ids.to(targets.device) if tie_ids is not None
                        else torch.arange(targets.numel(), device=targets.device).reshape(targets.shape))
-        if level == "token":
-            dropped, n_rows_dropped = _drop_tokens(scores, valid, keys, threshold, fraction), 0
-        else:
-            groups = _sequence_groups(valid, segment_ids)
-            dropped, n_rows_dropped = _drop_groups(scores, valid, groups, keys, threshold, fraction)
+        groups = None if level == "token" else sequence_groups(valid, segment_ids)
+        dropped, n_rows_dropped = ent_drop_mask(scores, valid, keys, threshold, fraction, groups)
 
     kept_targets = targets.masked_fill(dropped, ignore_index)
     n_dropped = int(dropped.sum())
@@ -151,6 +148,23 @@ def masked_cross_entropy(logits: torch.Tensor, kept_targets: torch.Tensor, n_val
     return total / max(n_valid if normalize == "all" else n_kept, 1)  # "sum" of nothing is a finite 0
 
 
+def ent_drop_mask(scores: torch.Tensor, valid: torch.Tensor, keys: torch.Tensor,
+                  threshold: Optional[float] = None, fraction: Optional[float] = None,
+                  groups: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, int]:
+    """ENT's choice from error norms already computed: ``(dropped, sequences dropped whole)``.
+
+    ``scores``, ``valid`` and ``keys`` (``tie_key`` values) have one shape, any shape; without
+    ``groups`` tokens are dropped (level="token"), with ``groups`` (the sequence of each position,
+    -1 for none, e.g. ``sequence_groups``) whole sequences by their mean score. The choice depends
+    only on the (score, key, sequence) of each position, not on where it sits: a data-parallel
+    trainer gathers them from every rank (concatenated in rank order, sequence ids made distinct)
+    and gets the choice one process makes on the whole batch. ``ent_loss`` calls it.
+    """
+    if groups is None:
+        return _drop_tokens(scores, valid, keys, threshold, fraction), 0
+    return _drop_groups(scores, valid, groups, keys, threshold, fraction)
+
+
 def _drop_tokens(scores, valid, keys, threshold, fraction) -> torch.Tensor:
     if threshold is not None:
         return valid & (scores > threshold)
@@ -159,7 +173,7 @@ def _drop_tokens(scores, valid, keys, threshold, fraction) -> torch.Tensor:
     return _top_k_mask(scores.reshape(-1), flat_valid, k, keys.reshape(-1)).reshape(valid.shape)
 
 
-def _sequence_groups(valid: torch.Tensor, segment_ids: Optional[torch.Tensor]) -> torch.Tensor:
+def sequence_groups(valid: torch.Tensor, segment_ids: Optional[torch.Tensor]) -> torch.Tensor:
     """Sequence number of every position (rows, or (row, segment) pairs); -1 = none."""
     rows = torch.arange(valid.shape[0], device=valid.device).unsqueeze(1).expand_as(valid)
     if segment_ids is None:

@@ -1,8 +1,10 @@
 """Checkpoints: one ``torch.save`` file per saved step, loadable with ``weights_only=True``.
 
-Everything needed to continue bit-for-bit is inside: model and optimizer state, the sampler's
-position, the pruner's scores and selection, the loss-truncation buffer, the RNG state, the token
-map of a reduced vocabulary and the configuration (plain data).
+Everything needed to continue bit-for-bit is inside: model and optimizer state, the streaming
+reader's state (epoch and global sample position, under ``"sampler"``), the pruner's scores and
+selection, the loss-truncation buffer, the RNG state, the token map of a reduced vocabulary and the
+configuration (plain data, secrets in URLs redacted). All of it is global state, the same on every
+rank of a data-parallel run: rank 0 writes it, and any number of processes resumes from it.
 """
 from __future__ import annotations
 

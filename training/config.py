@@ -18,11 +18,19 @@ class DataConfig:
     reset_position_ids: bool = True  # positions restart at 0 in each document (False: 0..len-1)
     vocab_limit: int = 0  # 0 = the tokenizer's vocabulary; N = keep the N-1 most frequent ids + UNK
     tokenizer: str = ""  # tokenizer.json; "" = GPT-2 BPE (only its vocabulary size is used)
-    seed: int = 0  # shuffling seed of the sampler
+    seed: int = 0  # shuffling seed of the reader's global order
+    # the streaming reader (training.streaming): the global order is a function of (seed, epoch,
+    # canonical_streams, window_blocks), never of the number of processes
+    canonical_streams: int = 8  # choose once per run: a multiple of every world size you will use
+    window_blocks: int = 4  # record batches of a stream shuffled together
+    cache_mb: int = 1024  # decoded record batches held ahead, per process
+    prefetch_blocks: int = 8  # record batches read ahead on the background thread, per process
 
     def __post_init__(self):
         if self.batch_size < 1:
-            raise ConfigError("data.batch_size must be >= 1")
+            raise ConfigError("data.batch_size must be >= 1 (the global batch, over all processes)")
+        if min(self.canonical_streams, self.window_blocks, self.cache_mb, self.prefetch_blocks) < 1:
+            raise ConfigError("data.canonical_streams, window_blocks, cache_mb and prefetch_blocks must be >= 1")
         if self.vocab_limit == 1 or self.vocab_limit < 0:
             raise ConfigError("data.vocab_limit must be 0 (off) or >= 2")
 
@@ -66,8 +74,12 @@ class TrainConfig:
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
     compile: bool = False  # torch.compile the model (CUDA)
     threads: int = 0  # torch intra-op threads on CPU; 0 = torch's default
+    dist_timeout_s: float = 600.0  # under torchrun: the longest any collective (and the start) may wait
+    log_samples: bool = False  # samples.jsonl: each step's global rows and the rows each rank trained on
 
     def __post_init__(self):
+        if not self.dist_timeout_s > 0:
+            raise ConfigError("train.dist_timeout_s must be > 0 (seconds)")
         if self.max_steps < 0 or self.log_every < 1 or self.checkpoint_every < 1:
             raise ConfigError("train.max_steps >= 0, train.log_every >= 1, train.checkpoint_every >= 1")
         if self.keep_checkpoints < 1:
@@ -177,4 +189,5 @@ class TrainRunConfig:
 
 # Keys that may change between a run and its resumption without changing what was computed.
 RESUMABLE_CHANGES = ("train.max_steps", "train.checkpoint_every", "train.keep_checkpoints",
-                     "train.log_every", "output.plot", "score")
+                     "train.log_every", "train.dist_timeout_s", "train.log_samples", "data.cache_mb",
+                     "data.prefetch_blocks", "output.plot", "score")

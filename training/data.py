@@ -69,25 +69,41 @@ class ShardDataset(Dataset):
     Opening checks every record batch (``training.shard_checks``: schema, offsets, lengths,
     ids): a damaged shard ends in a ``ShardError`` naming the file and the batch, before any
     row is used. The pass also records ``longest_row`` and ``max_token_id`` (before
-    ``token_map``), which the trainer checks the model's configuration against.
+    ``token_map``), which the trainer checks the model's configuration against, and
+    ``batch_rows`` (the rows of every record batch of each shard, empty ones included).
+
+    ``part=(k, n)`` opens only the shards ``k, k + n, k + 2n, ...`` of the sorted listing (their
+    numbers are ``shard_numbers``; rows are numbered within the part): n processes check a
+    directory together, each reading 1/n of it (``training.startup``). ``docs=True`` also keeps
+    ``doc_layout``, read in the same pass.
     """
 
-    def __init__(self, directory: str | Path, token_map: np.ndarray | None = None, cache_batches: int = 8):
+    def __init__(self, directory: str | Path, token_map: np.ndarray | None = None, cache_batches: int = 8,
+                 part: tuple[int, int] = (0, 1), docs: bool = False):
         self.directory = as_path(directory)  # a UrlPath for s3:// and gs:// (ranged reads)
-        self.shards = list_shards(self.directory)
-        if not self.shards:
+        every = list_shards(self.directory)
+        if not every:
             raise ConfigError(
                 f"no shards (shard-*.arrow) in {str(self.directory)!r}: build them first, e.g. "
                 "`fewtrunc run configs/demo.yaml`, and point data.dir at its output")
+        self.shard_numbers = list(range(len(every)))[part[0]::part[1]]
+        self.shards = [every[s] for s in self.shard_numbers]
         self._scratch = ""  # a folder of local copies of shards on a store (GCS)
         self._readers: dict[int, ipc.RecordBatchFileReader] = {}
         self._cache: OrderedDict = OrderedDict()
         self._cache_size = max(1, cache_batches)
         locs, counts, longest, max_id = [], [], 0, -1
+        self.batch_rows, per_row, doc_ids = [], [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
         for s in range(len(self.shards)):
             reader = self._reader(s)
+            self.batch_rows.append(np.zeros(reader.num_record_batches, np.int64))
             for b in range(reader.num_record_batches):
-                offsets, ids = read_batch(reader, b, str(self.shards[s]))["input_ids"]
+                cols = read_batch(reader, b, str(self.shards[s]))
+                offsets, ids = cols["input_ids"]
+                self.batch_rows[s][b] = offsets.size - 1
+                if docs and offsets.size > 1:
+                    per_row.append(np.diff(cols["doc_ids"][0]).astype(np.int64))
+                    doc_ids.append(cols["doc_ids"][1].astype(np.int64))
                 if offsets.size > 1:
                     locs.append((s, b))
                     counts.append(offsets.size - 1)
@@ -96,6 +112,7 @@ class ShardDataset(Dataset):
         self._locs = locs
         self._starts = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)])
         self.longest_row, self.max_token_id = longest, max_id
+        self.doc_layout = (np.concatenate(per_row), np.concatenate(doc_ids)) if docs else None
         self.token_map = token_map
 
     @property
@@ -159,7 +176,13 @@ def vocab_map(dataset: ShardDataset, tokenizer_vocab: int, limit: int) -> np.nda
 
     Ties in frequency go to the lower id, so the map is a pure function of the data.
     """
-    counts = dataset.iter_token_counts(tokenizer_vocab)
+    return vocab_map_from_counts(dataset.iter_token_counts(tokenizer_vocab), limit)
+
+
+def vocab_map_from_counts(counts: np.ndarray, limit: int) -> np.ndarray:
+    """``vocab_map`` from token frequencies already counted (e.g. summed over processes)."""
+    counts = np.asarray(counts, dtype=np.int64)
+    tokenizer_vocab = counts.size
     order = np.argsort(-counts, kind="stable")[: limit - 1]
     mapping = np.zeros(tokenizer_vocab, dtype=np.int64)
     mapping[order] = np.arange(1, order.size + 1)

@@ -1,4 +1,5 @@
-"""``metrics.jsonl`` (one JSON object per logged step) and the PNG of the curves."""
+"""``metrics.jsonl`` (one JSON object per logged step; also ``samples.jsonl``) and the PNG of the
+curves. In a data-parallel run only rank 0 writes them."""
 from __future__ import annotations
 
 import json

@@ -1,5 +1,9 @@
 """A seeded sampler that resumes mid-epoch, and the adapter that lets it honour a DynamicPruner.
 
+``fewtrunc train`` draws its rows from the streaming reader (``training.feed``), whose order does
+not depend on the number of processes, with ``PrunerSubset`` giving each epoch's allowed rows and
+keep masks; ``ResumableSampler`` remains for single-process loops over a map-style dataset.
+
 Batches never span two epochs (the last batch of an epoch may be smaller). The order of epoch
 ``e`` is a pure function of ``(seed, e, subset(e))``, so a sampler restored from
 ``state_dict()`` yields exactly the batches the original would have yielded next.

@@ -2,9 +2,11 @@
 
 On every save the callback writes ``state_dict()`` (tensors and numbers, loadable with
 ``torch.load(..., weights_only=True)``) next to the Trainer's files, as
-``checkpoint-N/<state_file>``. When a run resumes (``trainer.train(resume_from_checkpoint=...)``
+``checkpoint-N/<state_file>``, from the main process only (under ``torchrun`` every rank holds
+the same state: the callbacks here keep it global). When a run resumes (``trainer.train(resume_from_checkpoint=...)``
 restores ``global_step = N``), ``on_train_begin`` loads ``<output_dir>/checkpoint-N/<state_file>``:
-the folder the Trainer wrote. Resuming from a checkpoint folder outside ``output_dir`` needs
+the folder the Trainer wrote; every rank reads it, so ``output_dir`` must be shared by the ranks,
+as for the Trainer's own checkpoints. Resuming from a checkpoint folder outside ``output_dir`` needs
 ``load_checkpoint(folder)`` called before ``train``.
 """
 from __future__ import annotations

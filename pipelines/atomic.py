@@ -18,7 +18,11 @@ reader sees the key; a killed writer leaves at most an incomplete multipart uplo
 never visible (a bucket lifecycle rule ``AbortIncompleteMultipartUpload`` reclaims its parts). No
 temporary ever exists on the store, so attempts cannot collide there; a killed writer's scratch
 file is removed by the next worker that sets up on the machine (``sweep_scratch``); two attempts
-that both finish write the same bytes to the same key, and either one is the file. A call returns
+that both finish write the same bytes to the same key, and either one is the file.
+
+Every other scratch file or folder fewtrunc makes is named ``fewtrunc-KIND-PID-RANDOM``
+(``scratch_prefix``, ``scratch_dir``: a writer's copies of spill files, a Parquet input's local
+copy, ...), so the same sweep finds those of killed processes too. A call returns
 only once the store has the object, so a marker published after it is never seen before its data
 (S3 and GCS are read-after-write consistent).
 """
@@ -27,6 +31,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import time
 import tempfile
 from contextlib import contextmanager
@@ -37,7 +42,22 @@ from pipelines.storage.listing import guarded
 from pipelines.storage.urls import is_url, local_path
 
 TMP_GLOB = ".*.tmp-*"
-_SCRATCH = re.compile(r"\.(?:unit|shard|part)-\d+\..+\.tmp-(\d+)-[0-9a-f]{8}(?:\.\w+)?")
+# what fewtrunc publishes through local scratch: a run's files and work files, by name
+_OURS = (r"(?:unit|shard|part)-\d+\..+|(?:docs|rows)\.\w+\.npy|run\.json|partitions\.json"
+         r"|duplicates\.(?:npy|jsonl)|manifest\.json|stats\.json|config\.yaml|timings\.json"
+         r"|rejects\.jsonl|report\.html|(?:lengths|truncation|fill|overhead)\.png")
+_SCRATCH = re.compile(rf"\.(?:{_OURS})\.tmp-(\d+)-[0-9a-f]{{8}}(?:\.\w+)?|fewtrunc-[a-z]+-(\d+)-.+")
+
+
+def scratch_prefix(kind: str) -> str:
+    """``fewtrunc-KIND-PID-``: the prefix of a scratch file or folder of this process (``kind``:
+    lowercase letters), which ``sweep_scratch`` removes once the process is gone."""
+    return f"fewtrunc-{kind}-{os.getpid()}-"
+
+
+def scratch_dir(kind: str) -> str:
+    """A new private folder on local scratch (``TMPDIR``), named by ``scratch_prefix``."""
+    return tempfile.mkdtemp(prefix=scratch_prefix(kind))
 
 
 def temp_name(path: str | Path, suffix: str = "") -> Path:
@@ -48,9 +68,10 @@ def temp_name(path: str | Path, suffix: str = "") -> Path:
 
 
 def sweep_scratch(min_age_s: float = 600.0) -> list[Path]:
-    """Remove the scratch files (``temp_name``'s, in ``tempfile.gettempdir()``) of fewtrunc
-    writers that died (killed while spilling or writing a shard for a run on a store): only
-    names of fewtrunc's work files, only when their writer's pid is gone and they are at least
+    """Remove the scratch files and folders (in ``tempfile.gettempdir()``) of fewtrunc processes
+    that died (a writer killed while spilling or writing a shard for a run on a store, an actor
+    ended with its copies of spill files): ``temp_name``'s of fewtrunc's own file names and
+    ``scratch_prefix``'s, only when the pid in the name is gone and they are at least
     ``min_age_s`` old. Returns what it removed."""
     gone, now = [], time.time()
     scratch = Path(tempfile.gettempdir())
@@ -60,13 +81,18 @@ def sweep_scratch(min_age_s: float = 600.0) -> list[Path]:
         return gone
     for name in names:
         m = _SCRATCH.fullmatch(name)
-        if m is None or _alive(int(m.group(1))):
+        if m is None or _alive(int(m.group(1) or m.group(2))):
             continue
         path = scratch / name
         try:
-            if now - path.stat().st_mtime >= min_age_s:
+            st = path.lstat()
+            if now - st.st_mtime < min_age_s:
+                continue
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
                 path.unlink()
-                gone.append(path)
+            gone.append(path)
         except OSError:
             continue
     return gone

@@ -169,8 +169,11 @@ class RayConfig:
     cpus_per_actor: float = 1.0  # CPUs reserved per actor (= its tokenizer and writer threads)
     max_restarts: int = -1  # actor restarts after a lost worker (-1 = unlimited)
     max_task_retries: int = -1  # retries of a lost actor call (-1 = unlimited)
+    # seconds the pool may find no work running and no actor placed before the run stops
+    stall_timeout: float = 300.0
 
     def __post_init__(self):
+        _finite_positive("ray.stall_timeout", self.stall_timeout)
         _positive("ray.num_cpus", self.num_cpus, 0)
         _positive("ray.concurrency", self.concurrency, 0)
         _finite_positive("ray.cpus_per_actor", self.cpus_per_actor)

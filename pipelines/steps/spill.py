@@ -15,6 +15,7 @@ import atexit
 import json
 import os
 import shutil
+import socket
 import tempfile
 import threading
 from pathlib import Path
@@ -124,9 +125,20 @@ class UnitSpill:
             "guard_docs": self.guard_docs,
             "special_token_docs": self.special_docs,
             "rejects": self.rejects,
+            "worker": worker_identity(),  # where it was tokenized (no count depends on it)
         }
         write_json(unit_path(self.work, self.unit, "done.json"), marker, sync=True)
         return marker
+
+
+def worker_identity() -> dict:
+    """The process that wrote a marker: host, pid and mount namespace (two nodes of one machine
+    differ there), so a run's work directory says which worker did which unit."""
+    try:
+        mnt = os.readlink("/proc/self/ns/mnt")
+    except OSError:
+        mnt = ""
+    return {"host": socket.gethostname(), "pid": os.getpid(), "mnt": mnt}
 
 
 def is_done(work: Path, unit: int) -> bool:

@@ -81,7 +81,9 @@ def local_copy(path) -> Iterator[str]:
     if not is_url(path):
         yield local_path(path)
         return
-    fd, tmp = tempfile.mkstemp(prefix="fewtrunc-", suffix="-" + path.rsplit("/", 1)[-1])
+    from pipelines.atomic import scratch_prefix  # named so the sweep finds a killed reader's
+
+    fd, tmp = tempfile.mkstemp(prefix=scratch_prefix("copy"), suffix="-" + path.rsplit("/", 1)[-1])
     try:
         with os.fdopen(fd, "wb") as out, open_input(path) as f:
             shutil.copyfileobj(f, out, BUFFER)

@@ -3,7 +3,9 @@
 A corpus of at most ``pack.partition_chunks`` chunks is one partition (the global pack). A
 larger one is cut by ``packing.partition.plan_partitions`` into partitions of consecutive units
 of at most that many chunks each; a unit alone above it (one big file) is first cut into runs of
-its documents of at most that many chunks. The driver reads one unit's lengths at a time, a
+its documents of at most that many chunks. A big file cut into several units (its pieces,
+``steps/cut.py``) is cut into runs as one unit, so its partitions, rows and shards are those of
+the unsplit file. The driver reads one unit's lengths at a time, a
 block of documents at a time, and keeps per-unit and per-partition counts only.
 """
 from __future__ import annotations
@@ -45,7 +47,8 @@ def choose_partitions(counts: np.ndarray, partition_chunks: int) -> tuple[list, 
 BLOCK_DOCS = 1 << 20  # documents of a unit read at a time while laying partitions out
 
 
-def unit_pieces(work, unit: int, seq_len: int, partition_chunks: int, ids_to=None, drop=None):
+def unit_pieces(work, unit: int, seq_len: int, partition_chunks: int, ids_to=None, drop=None,
+                cutter=None, continues: bool = False):
     """(first document, chunks, tokens, first token) of each piece of one unit: the whole unit,
     or, when it alone holds more than ``partition_chunks`` chunks (one big file), runs of its
     documents of at most that many chunks each (``plan_partitions``' cut over the documents: a
@@ -54,9 +57,17 @@ def unit_pieces(work, unit: int, seq_len: int, partition_chunks: int, ids_to=Non
 
     ``ids_to(first, ids, lengths)`` is handed each block's ids (the duplicate check); ``drop``
     are the unit's documents left out (duplicates): they count no chunks and no tokens, but
-    their tokens still lie in the unit's file, so a piece's first token counts them."""
-    cutter = RunCutter(partition_chunks) if partition_chunks else None
-    starts, chunk_at, token_at, file_at = [np.zeros(1, np.int64)], [[0]], [[0]], [[0]]
+    their tokens still lie in the unit's file, so a piece's first token counts them.
+
+    A unit that ``continues`` the one before it (a later piece of a file cut into units,
+    ``steps/cut.py``) is cut by that unit's ``cutter``, as if they were one unit: its first
+    document starts a piece only where the cutter cuts there. Otherwise ``starts`` lacks 0 and
+    the counts and offsets have one more, leading entry: its documents before its first piece
+    start, which end the piece before it."""
+    if cutter is None:
+        cutter = RunCutter(partition_chunks) if partition_chunks else None
+    starts = [] if continues else [np.zeros(1, np.int64)]
+    chunk_at, token_at, file_at = [[0]], [[0]], [[0]]
     chunks = tokens = in_file = a = 0
     while True:
         ids, lengths = spill.load_docs(work, unit, a, a + BLOCK_DOCS, ids=ids_to is not None)
@@ -70,7 +81,9 @@ def unit_pieces(work, unit: int, seq_len: int, partition_chunks: int, ids_to=Non
         c = -(-counted // seq_len)
         if cutter is not None:
             cuts = cutter.cut(c)
-            cuts = cuts[cuts + a > 0]  # the unit's first piece starts at 0 anyway
+            if continues and a == 0 and cuts.size and cuts[0] == 0:
+                starts.append(np.zeros(1, np.int64))  # a piece starts right at its start
+            cuts = cuts[cuts + a > 0]  # the unit's start is counted from 0 anyway
             before = lambda x: np.concatenate([[0], np.cumsum(x)])[cuts]  # noqa: E731
             starts.append(a + cuts)
             chunk_at.append(chunks + before(c))
@@ -78,7 +91,7 @@ def unit_pieces(work, unit: int, seq_len: int, partition_chunks: int, ids_to=Non
             file_at.append(in_file + before(lengths))
         chunks, tokens, a = chunks + int(c.sum()), tokens + int(counted.sum()), a + lengths.size
         in_file += int(lengths.sum())
-    starts = np.concatenate(starts)
+    starts = np.concatenate(starts) if starts else np.zeros(0, np.int64)
     return (starts, np.diff(np.concatenate([*chunk_at, [chunks]])),
             np.diff(np.concatenate([*token_at, [tokens]])), np.concatenate(file_at))
 
@@ -117,13 +130,23 @@ def _layout(plan: RunPlan, finder=None, drop=None) -> dict:
     L, limit = plan.cfg.pack.seq_len, plan.cfg.pack.partition_chunks
     chunks = np.zeros(len(plan.units), dtype=np.int64)
     piece_unit, piece_doc, piece_chunks, piece_tokens, piece_at = [], [], [], [], []
+    cutter = None
     for i, u in enumerate(plan.units):
         ids_to = None if finder is None else (
             lambda first, ids, lengths, i=i: finder.add(i, first, ids))
+        goes_on = i > 0 and u.continues  # a later piece of a cut file: cut as one unit with it
+        if not goes_on:
+            cutter = RunCutter(limit) if limit else None
         starts, c, t, at = unit_pieces(plan.work, u.index, L, limit, ids_to,
-                                       None if drop is None else of_unit(drop, i))
+                                       None if drop is None else of_unit(drop, i), cutter,
+                                       goes_on)
         spill.drop_docs_copy()  # on a store: the unit's local copy, read block by block
         chunks[i] = int(c.sum())
+        if c.size > starts.size:  # its first documents end the piece open before it
+            last = next(j for j in reversed(range(len(piece_chunks))) if piece_chunks[j].size)
+            piece_chunks[last][-1] += c[0]
+            piece_tokens[last][-1] += t[0]
+            c, t, at = c[1:], t[1:], at[1:]
         piece_unit.append(np.full(starts.size, i, np.int64))
         piece_doc.append(starts)
         piece_chunks.append(c)

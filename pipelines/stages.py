@@ -85,7 +85,9 @@ class TokenizeUnits:
         units = {u.index: u for u in self.plan.units}
 
         def call(items, report=None) -> list:
-            tokenize_units(self.plan.work, tokenize, [units[i] for i in items], reader,
+            # in input order: the pieces of a cut file follow each other, and each goes on
+            # reading where the one before stopped (``read_piece``), not from its file's start
+            tokenize_units(self.plan.work, tokenize, [units[i] for i in sorted(items)], reader,
                            threads, report)
             return []
         return call

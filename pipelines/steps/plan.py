@@ -1,8 +1,10 @@
 """Resolve ``input.paths`` into sources and group them into units, before any work starts.
 
 A *unit* is the engine's task: consecutive sources in input order whose sizes add up to about
-``input.unit_bytes`` (a bigger file is a unit of its own). Unit boundaries depend only on the data,
-so every engine, at any worker count, produces the same units, the same ids and the same bytes.
+``input.unit_bytes``. A bigger JSON lines or Parquet file is cut into pieces of about that size,
+each a unit of its own (``cut.py``), so that one big file spreads over the workers. Unit
+boundaries depend only on the data, so every engine, at any worker count, produces the same
+units, the same ids and the same bytes.
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ class Source:
     size: int  # bytes on disk (0 for hf)
     error: str = ""  # why it cannot be read (a directory that cannot be listed): a reject
     mtime_ns: int = 0  # modification time when planned; 0 = unknown (hf, unreadable)
+    part: object = None  # a ``cut.Piece`` when this is one piece of a big file, else None
 
 
 @dataclass(frozen=True)
@@ -41,9 +44,16 @@ class Unit:
 
     @property
     def bytes(self) -> int:
-        """Its sources' sizes on disk (0 for a Hugging Face dataset): what a progress bar
-        counts, and what orders units largest first."""
-        return sum(s.size for s in self.sources)
+        """Its sources' sizes on disk (a piece's share of its file; 0 for a Hugging Face
+        dataset): what a progress bar counts, and what orders units largest first."""
+        return sum(s.part.disk if s.part is not None else s.size for s in self.sources)
+
+    @property
+    def continues(self) -> bool:
+        """Whether the unit goes on from the unit before it: a piece of a big file other than
+        its first (the partition layout cuts across them as across one unit)."""
+        return bool(self.sources) and self.sources[0].part is not None \
+            and self.sources[0].part.index > 0
 
 
 def expand_placeholders(path: str) -> str:
@@ -220,14 +230,17 @@ def _looks_like_path(written: str, resolved: str) -> bool:
 
 
 def group_units(sources: list[Source], unit_bytes: int) -> list[Unit]:
+    """Consecutive sources up to ``unit_bytes``; a Hugging Face dataset and a piece of a big
+    file are units of their own."""
     units, current, size = [], [], 0
     for src in sources:
-        if current and (src.format == "hf" or size + src.size > unit_bytes):
+        alone = src.format == "hf" or src.part is not None
+        if current and (alone or size + src.size > unit_bytes):
             units.append(Unit(len(units), tuple(current)))
             current, size = [], 0
         current.append(src)
         size += src.size
-        if src.format == "hf":
+        if alone:
             units.append(Unit(len(units), tuple(current)))
             current, size = [], 0
     if current:
@@ -236,14 +249,18 @@ def group_units(sources: list[Source], unit_bytes: int) -> list[Unit]:
 
 
 def plan_units(cfg) -> list[Unit]:
-    return group_units(resolve_sources(cfg), cfg.unit_bytes)
+    from pipelines.steps.cut import cut_sources
+
+    return group_units(cut_sources(resolve_sources(cfg), cfg), cfg.unit_bytes)
 
 
 def inputs_digest(units: list[Unit]) -> str:
-    """Names and sizes of every source: a resumed run must see the same input."""
+    """Names and sizes of every source, and where big files are cut: a resumed run must see
+    the same input and the same units (their markers are by unit)."""
     h = hashlib.sha256()
     for unit in units:
         for s in unit.sources:
-            line = f"{unit.index}\0{s.key}\0{s.format}\0{s.size}\n"
+            line = f"{unit.index}\0{s.key}\0{s.format}\0{s.size}"
+            line += f"\0{s.part.digest()}\n" if s.part is not None else "\n"  # where cut
             h.update(line.encode("utf-8", "surrogateescape"))  # a file name may not be UTF-8
     return h.hexdigest()

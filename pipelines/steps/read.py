@@ -3,7 +3,8 @@
 Each source format lives in its own module and yields ``Record``s; this step validates them the
 same way for every format (missing/non-string/empty/huge text), applies ``input.on_error`` and
 cuts batches by text size. Document ids are a hash of the source's stable key and the record's
-line/row (or of ``input.id_field``), so any engine derives the same id for the same record.
+line/row (or of ``input.id_field``), so any engine derives the same id for the same record; a
+piece of a big file (``cut.py``) numbers its lines and rows as the whole file does.
 """
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ class TextBatch:
     rejects: list = field(default_factory=list)  # {"file", "line"|"row", "reason"}
     records: int = 0  # records read, accepted or not
     bytes: int = 0
-    first: bool = False  # the first batch of its unit
+    first: bool = False  # the first batch of its unit (of a cut file: of its first piece)
     index: list = field(default_factory=list)  # each document's line/row (see Record.index)
     spans: list = field(default_factory=list)  # (first document, source path, "line"|"row"|"")
 
@@ -68,10 +69,12 @@ def _where(source: Source, index: int) -> tuple[str, dict]:
     return f"{source.path}:{unit} {index}", {"file": source.path, unit: index}
 
 
-def _records(source: Source, cfg) -> Iterator[Record]:
+def _records(source: Source, cfg, resumable=None) -> Iterator[Record]:
     if source.format == "jsonl":
         from pipelines.steps.read_jsonl import records
-    elif source.format == "parquet":
+
+        return records(source, cfg, resumable)
+    if source.format == "parquet":
         from pipelines.steps.read_parquet import records
     elif source.format == "hf":
         from pipelines.steps.read_hf import records
@@ -122,11 +125,15 @@ class Reader:
     """``Reader(input_cfg, batch_bytes)(unit)`` yields ``TextBatch``es in input order."""
 
     def __init__(self, cfg, batch_bytes: int = 2_000_000):
+        from pipelines.steps.read_piece import Resumable
+
         self.cfg = cfg
         self.batch_bytes = batch_bytes
+        self.resumable = Resumable()  # where a piece of a cut file goes on from the one before
 
     def __call__(self, unit: Unit) -> Iterator[TextBatch]:
-        batch, size = TextBatch(first=True), 0
+        # the guard's "first documents of a unit" are those of a file: not of a later piece
+        batch, size = TextBatch(first=not unit.continues), 0
         for source in unit.sources:
             word = _index_word(source)
             batch.spans.append((len(batch.texts), source.path, word))
@@ -168,7 +175,7 @@ class Reader:
             yield None, self._reject(source.path, {"file": source.path}, source.error)
             return
         try:
-            for n, rec in enumerate(_records(source, self.cfg)):
+            for n, rec in enumerate(_records(source, self.cfg, self.resumable)):
                 if limit and n >= limit:
                     break
                 reason = rec.reason or check_text(rec.text, self.cfg, rec.nbytes)

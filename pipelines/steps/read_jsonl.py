@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import sys
 import zlib
+from contextlib import contextmanager
 from typing import Iterator
 
 import orjson
@@ -80,10 +81,12 @@ def _chunks(f, reopen=None) -> Iterator[bytes]:
     return _raw_chunks(f)
 
 
-def lines(chunks: Iterator[bytes], max_bytes: int) -> Iterator[tuple[int, bytes | None, int]]:
-    """(line number, line or None when longer than max_bytes, its size) for every line."""
+def lines(chunks: Iterator[bytes], max_bytes: int, before: int = 0
+          ) -> Iterator[tuple[int, bytes | None, int]]:
+    """(line number, line or None when longer than max_bytes, its size) for every line; the
+    first is line ``before + 1``."""
     pending: list[bytes] = []
-    pending_size, too_long, number = 0, False, 0
+    pending_size, too_long, number = 0, False, before
     for chunk in chunks:
         parts = chunk.split(b"\n")
         for part in parts[:-1]:
@@ -105,13 +108,22 @@ def lines(chunks: Iterator[bytes], max_bytes: int) -> Iterator[tuple[int, bytes 
         yield number, None if too_long else b"".join(pending), pending_size
 
 
-def records(source, cfg) -> Iterator[Record]:
+def records(source, cfg, resumable=None) -> Iterator[Record]:
+    """The file's lines as records; a piece of a big file (``source.part``, ``cut.py``) gives
+    its own lines, numbered as in the whole file (``read_piece``; ``resumable``: the reader's
+    streams that a next piece may go on from)."""
     limit = cfg.max_document_bytes * 2 + 1024  # JSON escapes can double a text's size
+    if source.part is None:
+        opened = _whole(source.path)
+    else:
+        from pipelines.steps.read_piece import piece_chunks
+
+        opened = piece_chunks(source, resumable)
     number = 0
-    reopen = lambda: open_input(source.path, regular=True)  # noqa: E731 - zstd salvage
-    with reopen() as f:  # a local path or a URL (s3://, gs://); never a FIFO or a device
+    with opened as (before, chunks):  # a local path or a URL; never a FIFO or a device
+        number = before  # lines of the file before this piece
         try:
-            for number, line, size in lines(_chunks(f, reopen), limit):
+            for number, line, size in lines(chunks, limit, before):
                 yield _parse(number, line, size, cfg)  # never raises: a bad line is a reject
         except StorageError:  # the store failed mid-read, not the data: "cannot read"
             raise
@@ -121,6 +133,13 @@ def records(source, cfg) -> Iterator[Record]:
             if type(exc).__name__ != "ZstdError":
                 raise
             raise InputError(f"{source.path}:line {number + 1}", f"corrupt zstd stream: {exc}")
+
+
+@contextmanager
+def _whole(path: str):
+    reopen = lambda: open_input(path, regular=True)  # noqa: E731 - zstd salvage
+    with reopen() as f:
+        yield 0, _chunks(f, reopen)
 
 
 def _parse(number: int, line: bytes | None, size: int, cfg) -> Record:

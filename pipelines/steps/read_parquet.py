@@ -17,16 +17,36 @@ def records(source, cfg) -> Iterator[Record]:
     kind = "" if is_url(source.path) else not_regular(source.path)
     if kind:  # a FIFO since it was planned: Arrow's open would block on it
         raise NotRegularFile(source.path, kind)
+    if source.part is not None:  # a piece: only its row groups are read (ranged, on a store)
+        yield from _records(lambda: open_parquet(source.path), source, cfg)
+        return
     with local_copy(source.path) as path:  # an object (s3://, gs://) is copied to scratch first
-        yield from _records(path, source, cfg)
+        yield from _records(lambda: open_parquet(path), source, cfg)
 
 
-def _records(path: str, source, cfg) -> Iterator[Record]:
-    import pyarrow as pa
+def open_parquet(path: str):
+    """A ``pyarrow.parquet.ParquetFile`` read by random access: a local file, or an S3 object
+    through ranged requests (its footer, then only the row groups read: a piece of a big file
+    reads its own, not the whole object; ``cut.ranged``)."""
     import pyarrow.parquet as pq
 
+    from pipelines.storage import is_url, local_path, resolve
+    from pipelines.storage.listing import guarded
+
+    if not is_url(path):
+        return pq.ParquetFile(local_path(path))
+    loc = resolve(path)
+    with guarded(path, loc):
+        return pq.ParquetFile(loc.fs.open_input_file(loc.path))
+
+
+def _records(open_file, source, cfg) -> Iterator[Record]:
+    """The records of the file ``open_file()`` opens; of a piece (``source.part``), those of its
+    row groups, numbered as in the whole file."""
+    import pyarrow as pa
+
     try:
-        pf = pq.ParquetFile(path)
+        pf = open_file()
     except (pa.ArrowException, OSError) as exc:
         raise InputError(source.path, f"not a readable Parquet file: {exc}") from exc
     names = pf.schema_arrow.names
@@ -35,8 +55,11 @@ def _records(path: str, source, cfg) -> Iterator[Record]:
     columns = [cfg.text_field] + ([cfg.id_field] if cfg.id_field in names else [])
     meta = pf.metadata
     null = f"text field {cfg.text_field!r} is null"
-    first = 0  # the first row of the current row group
-    for group in range(meta.num_row_groups):
+    part = source.part
+    groups = range(meta.num_row_groups) if part is None else \
+        range(part.seek, meta.num_row_groups if part.last else part.seek + part.length)
+    first = 0 if part is None else part.first  # the first row of the current row group
+    for group in groups:
         n_rows = meta.row_group(group).num_rows
         row = first
         try:

@@ -20,13 +20,16 @@ CHUNK = 1 << 20  # compressed bytes read at a time; decompressed bytes per chunk
 FEED = 1 << 11  # compressed bytes per decompress call
 
 
-def zstd_chunks(f, reopen: Callable | None = None) -> Iterator[bytes]:
+def zstd_chunks(f, reopen: Callable | None = None, frames: list | None = None
+                ) -> Iterator[bytes]:
     """Decompressed chunks of the stream ``f``; ``reopen()`` opens it again from its start (for
-    the salvage; without it a damaged piece's output is lost). Raises ``zstandard.ZstdError``
-    at damage, ``EOFError`` when the stream ends inside a frame."""
+    the salvage; without it a damaged piece's output is lost). ``frames``: each frame's (offset
+    in ``f``, decompressed bytes before it) is appended as the frame starts (where a file may be
+    cut, ``pipelines/steps/cut.py``). Raises ``zstandard.ZstdError`` at damage, ``EOFError``
+    when the stream ends inside a frame."""
     pending, size = [], 0
     try:
-        for out in _outputs(f, reopen):
+        for out in _outputs(f, reopen, frames):
             pending.append(out)
             size += len(out)
             if size >= CHUNK:
@@ -40,13 +43,15 @@ def zstd_chunks(f, reopen: Callable | None = None) -> Iterator[bytes]:
         yield b"".join(pending)
 
 
-def _outputs(f, reopen) -> Iterator[bytes]:
+def _outputs(f, reopen, frames: list | None = None) -> Iterator[bytes]:
     import zstandard
 
-    pos, data = 0, f.read(CHUNK)  # pos: the file offset of data[0]
+    pos, data, before = 0, f.read(CHUNK), 0  # pos: the file offset of data[0]
     while data:
         d = zstandard.ZstdDecompressor().decompressobj()
         start, made = pos, 0  # the frame's file offset; the bytes it gave so far
+        if frames is not None:
+            frames.append((start, before))
         while True:
             for at in range(0, len(data), FEED):
                 piece = data[at : at + FEED]
@@ -64,6 +69,7 @@ def _outputs(f, reopen) -> Iterator[bytes]:
             if d.eof:
                 used = at + len(piece) - len(d.unused_data)
                 pos, data = pos + used, data[used:] or f.read(CHUNK)
+                before += made
                 break
             pos += len(data)
             data = f.read(CHUNK)

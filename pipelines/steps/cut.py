@@ -1,0 +1,235 @@
+"""Big files cut into pieces, each a tokenize unit of its own, so that one big input spreads over
+every worker (``plan.plan_units``; docs/engines.md, "Few big units").
+
+A JSON lines or Parquet file larger than ``input.unit_bytes`` becomes ``ceil(size /
+unit_bytes)`` pieces of about equal size (sizes on disk, as units of small files are counted;
+never pieces under ``MIN_PIECE``). Each piece starts at a record and knows the line (row) number
+of its first record, so its document ids, its rejects' line numbers and everything after them
+are those of the unsplit file, byte for byte:
+
+- plain JSON lines: byte ranges that start at line starts; the planner reads the file once to
+  find them and count the lines before each (``cut_text``);
+- zstd with several frames: ranges that start at the first line start after a frame start, so a
+  piece decodes from its own frame; the planner decodes the file once for the line counts;
+- zstd in one frame whose header records its size (as ``zstd`` writes a file): a frame cannot
+  be entered in the middle, so every piece decodes it from its start, finds its first line (the
+  first line start at or after k/K of the content) and counts the lines before it on the way;
+  the planner reads only the block headers. Piece k of K decodes (k+1)/K of the file, so there
+  are at most ``ONE_FRAME_PIECES``. Without the size in its header, the planner decodes it once
+  to find the cuts, and the pieces skip to them;
+- Parquet: runs of consecutive row groups, from its footer.
+
+Not cut: gzip (a member cannot be entered in the middle either), a file the planner cannot read
+whole (damaged, truncated: read whole, and reported, as before), Parquet on a store without
+ranged reads (``ranged``), and every file of a run with ``input.max_documents``.
+"""
+from __future__ import annotations
+
+import io
+import math
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+
+from pipelines.steps.cut_text import choose_cuts, frame_at, one_frame_size, scan
+
+ONE_FRAME_PIECES = 4  # pieces of a one-frame .zst at most (the cost model: docs/engines.md)
+# no piece below 64 KiB on disk: under that, what a unit costs besides tokenizing (its files and
+# marker, a task, requests to a store) outweighs what it spreads
+MIN_PIECE = 1 << 16
+GRID_MAX = 1 << 20  # candidate cut points at least every MiB of content
+ZSTD_MAGIC, GZIP_MAGIC = b"\x28\xb5\x2f\xfd", b"\x1f\x8b"
+CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Piece:
+    """Piece ``index`` of the ``count`` a file is cut into (``Source.part``)."""
+
+    index: int
+    count: int
+    first: int  # the line (1-based) or row (0-based) of its first record in the whole file
+    seek: int  # jsonl: the file offset reading starts at (zstd: a frame's); parquet: row group
+    skip: int  # content bytes dropped from ``seek`` before the piece's first line (zstd)
+    length: int  # its content bytes (parquet: row groups); the last piece reads to the end
+    disk: int  # the bytes of the file it stands for (progress bars, largest-first order)
+    codec: str = ""  # "" (plain) or "zst"
+    at: int = 0  # jsonl: where its content starts in the file's content (decompressed)
+    # a one-frame .zst cut without the planner decoding it: ``at`` and ``at + length`` are
+    # targets, the piece runs from the first line start at or after one to the first at or
+    # after the other, and its reader counts the lines before it (``first`` is 0 then)
+    counted: bool = False
+
+    @property
+    def last(self) -> bool:
+        return self.index == self.count - 1
+
+    def digest(self) -> str:
+        """What the inputs digest records of it (its place in the file)."""
+        return (f"{self.index}/{self.count}:{self.first}:{self.at}:{self.seek}:{self.skip}:"
+                f"{self.length}{':counted' if self.counted else ''}")
+
+
+def pieces_wanted(size: int, unit_bytes: int) -> int:
+    return max(1, math.ceil(size / max(unit_bytes, MIN_PIECE)))
+
+
+def cut_sources(sources: list, cfg) -> list:
+    """``sources`` with every file above ``cfg.unit_bytes`` replaced by its pieces (in order);
+    the files are read in parallel (decoding and reading release the GIL)."""
+    if cfg.max_documents:  # "the first N records of each file": nothing to spread
+        return sources
+    big = [i for i, s in enumerate(sources) if pieces_wanted(s.size, cfg.unit_bytes) > 1
+           and not s.error and (s.format == "jsonl" or s.format == "parquet" and ranged(s.path))]
+    if not big:
+        return sources
+    with ThreadPoolExecutor(min(len(big), 4)) as pool:
+        cut = dict(zip(big, pool.map(lambda i: cut_source(sources[i], cfg.unit_bytes), big)))
+    out = []
+    for i, s in enumerate(sources):
+        out.extend(cut.get(i, (s,)))
+    return out
+
+
+def cut_source(src, unit_bytes: int) -> tuple:
+    """The pieces of ``src`` (itself alone when it stays whole)."""
+    count = pieces_wanted(src.size, unit_bytes)
+    try:
+        parts = (_parquet_pieces(src, count) if src.format == "parquet"
+                 else _text_pieces(src, count))
+    except Exception:  # noqa: BLE001 - unreadable or damaged: read whole, the reader reports it
+        return (src,)
+    if len(parts) < 2:
+        return (src,)
+    return tuple(replace(src, part=p) for p in parts)
+
+
+def _text_pieces(src, count: int) -> list[Piece]:
+    from pipelines.steps.read_zstd import zstd_chunks
+    from pipelines.storage import open_input
+
+    grid = max(64, min(GRID_MAX, src.size // (64 * count)))
+    with open_input(src.path, regular=True) as f:
+        head = f.peek(4)[:4] if hasattr(f, "peek") else b""
+        if head[:2] == GZIP_MAGIC:
+            return []  # a gzip member cannot be entered in the middle: not cut
+        total = one_frame_size(f, src.size) if head == ZSTD_MAGIC else None
+    if total is not None:  # one frame of a known size: its readers find the cuts
+        return _counted_pieces(src, min(count, ONE_FRAME_PIECES), total)
+    with open_input(src.path, regular=True) as f:
+        codec, frames = ("zst", []) if head == ZSTD_MAGIC else ("", None)
+        chunks = zstd_chunks(f, None, frames) if codec else iter(lambda: f.read(CHUNK), b"")
+        s = scan(chunks, grid, frames)
+    several = bool(codec) and len({d for _, d in s.frames if d < s.size}) > 1  # with text
+    if codec and not several:
+        count = min(count, ONE_FRAME_PIECES)
+    cuts = [(0, 0)] + choose_cuts(s, count, several) + [(s.size, None)]
+    n = len(cuts) - 1
+    pieces = []
+    for k in range(n):
+        (a, before), (b, _) = cuts[k], cuts[k + 1]
+        seek, skip = a, 0
+        if codec:
+            seek, start = frame_at(s.frames, a)
+            skip = a - start
+        pieces.append(Piece(k, n, before + 1, seek, skip, b - a,
+                            _share(src.size, a, b, s.size), codec, a))
+    return pieces
+
+
+def _counted_pieces(src, count: int, total: int) -> list[Piece]:
+    """A one-frame file of ``total`` content bytes in ``count`` pieces around ``k/count`` of its
+    content: each reader decodes the frame from its start anyway, so it finds its first line
+    and counts the lines before it on the way, and the planner reads 3 bytes a block."""
+    at = [k * total // count for k in range(count + 1)]
+    return [Piece(k, count, 0 if k else 1, 0, at[k], at[k + 1] - at[k],
+                  _share(src.size, at[k], at[k + 1], total), "zst", at[k], counted=True)
+            for k in range(count)]
+
+
+def _share(size: int, a: int, b: int, total: int) -> int:
+    """The file bytes that content ``[a, b)`` of ``total`` stands for."""
+    return size * b // total - size * a // total if total else 0
+
+
+def _parquet_pieces(src, count: int) -> list[Piece]:
+    import numpy as np
+
+    from pipelines.steps.read_parquet import open_parquet
+
+    meta = open_parquet(src.path).metadata
+    groups = meta.num_row_groups
+    sizes = np.array([sum(meta.row_group(g).column(c).total_compressed_size
+                          for c in range(meta.num_columns)) for g in range(groups)], np.int64)
+    rows = np.array([meta.row_group(g).num_rows for g in range(groups)], np.int64)
+    ends = np.cumsum(sizes)
+    total = int(ends[-1]) if groups else 0
+    cuts = {0}
+    for k in range(1, min(count, groups)):
+        target = k * total / min(count, groups)
+        j = int(np.searchsorted(ends, target))  # the boundary after group j or before it
+        near = [g for g in (j, j + 1) if 0 < g < groups]
+        if near:
+            cuts.add(min(near, key=lambda g: (abs(int(ends[g - 1]) - target), g)))
+    bounds = sorted(cuts) + [groups]
+    first_rows = np.concatenate([[0], np.cumsum(rows)])
+    n = len(bounds) - 1
+    return [Piece(k, n, int(first_rows[bounds[k]]), bounds[k], 0, bounds[k + 1] - bounds[k],
+                  _share(src.size, int((ends[bounds[k] - 1]) if bounds[k] else 0),
+                         int(ends[bounds[k + 1] - 1]), total))
+            for k in range(n)]
+
+
+def ranged(path: str) -> bool:
+    """Whether a piece of ``path`` can be read without its bytes before: a local file, or an
+    S3 object (ranged requests). Arrow's random-access reads of GCS objects hang against the
+    GCS emulator, so elsewhere a text piece streams from the object's start and skips (more
+    bytes read, the same records) and a Parquet file is not cut."""
+    from pipelines.storage import is_url, scheme_of
+
+    return not is_url(path) or scheme_of(path) in ("s3", "s3a")
+
+
+def open_at(path: str, offset: int):
+    """A buffered binary stream of the file or object at ``path`` from byte ``offset`` (an S3
+    object: ranged requests from there, never its bytes before)."""
+    from pipelines.storage import is_url, open_input, resolve
+    from pipelines.storage.listing import guarded
+    from pipelines.storage.reading import BUFFER
+
+    if not is_url(path):
+        f = open_input(path, regular=True)
+        f.seek(offset)
+        return f
+    if not ranged(path):
+        f = open_input(path)
+        while offset > 0 and (got := len(f.read(min(offset, BUFFER)))):
+            offset -= got
+        return f
+    loc = resolve(path)
+    with guarded(path, loc):
+        raw = loc.fs.open_input_file(loc.path)
+        raw.seek(offset)
+    return io.BufferedReader(_Ranged(raw, path), BUFFER)
+
+
+class _Ranged(io.RawIOBase):
+    """A pyarrow random-access file as a ``RawIOBase`` whose errors name the URL."""
+
+    def __init__(self, f, url: str):
+        self._f, self._url = f, url
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        from pipelines.storage.listing import guarded
+
+        with guarded(self._url):
+            data = self._f.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            self._f.close()
+        super().close()

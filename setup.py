@@ -28,7 +28,10 @@ EXTRAS = {
     # memory:// and other protocols (fsspec capped at 2026.9.0 by datasets)
     "cloud": ["moto[server]==5.2.5", "gcp-storage-emulator==2026.7.19", "fsspec==2026.9.0",
               "boto3==1.43.117"],
-    "test": ["pytest==9.2.0", "pytest-timeout==2.4.0", "hypothesis==6.170.17"],
+    # pytest-random-order is off unless asked (--random-order-seed=N): the README's test command
+    # keeps file order
+    "test": ["pytest==9.2.0", "pytest-timeout==2.4.0", "hypothesis==6.170.17",
+             "pytest-random-order==1.2.0"],
 }
 EXTRAS["all"] = sorted({req for reqs in EXTRAS.values() for req in reqs})
 

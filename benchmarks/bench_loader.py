@@ -1,7 +1,7 @@
 """The streaming shard reader (``training.streaming``) against today's random-access
-``training.data.ShardDataset``, on a local directory and on a moto S3 server: start-up, rows/s,
-MB/s and bytes read per epoch; plus the reader's start-up at 10x the count of shards with
-synthetic manifests (sparse files, no data).
+``training.data.ShardDataset``, on a local directory, on a moto S3 server and (``--gcs``) on
+gcp-storage-emulator: start-up, rows/s, MB/s and bytes read per epoch; plus the reader's start-up
+at 10x the count of shards with synthetic manifests (sparse files, no data).
 
     python benchmarks/bench_loader.py --shards DIR            # a finished run (>= 1 GB of shards)
     python benchmarks/bench_loader.py --tree SRC --copies 6   # build it first: fewtrunc run
@@ -14,7 +14,8 @@ included; the copies go to a temporary folder), so 1 GB of kernel C sources six 
 ``ShardDataset`` decompresses every record batch at start-up, then serves shuffled rows (a
 seeded permutation, ``--sample`` rows timed); its bytes per epoch are extrapolated from the
 record batches it had to read (its LRU cache of 8 batches missed) times each batch's size. moto
-runs in its own process (``python -m moto.server``) on 127.0.0.1.
+and the GCS emulator run in their own processes on 127.0.0.1; ``--gcs-shards`` uploads only the
+first shards to the emulator (it holds them in memory and serves one request at a time).
 """
 from __future__ import annotations
 
@@ -166,6 +167,49 @@ def moto():
     raise SystemExit("moto did not start")
 
 
+def gcs_emulator(run: Path, shards: int):
+    """The emulator in its own process with the manifest and the first ``shards`` shards of
+    ``run`` (the manifest cut to them, sealed again); returns (process, URL)."""
+    import urllib.request
+
+    from pipelines.steps.verify import manifest_seal
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "gcp_storage_emulator", "start", "--host",
+                             "127.0.0.1", "--port", str(port), "--in-memory", "-q"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    endpoint = os.environ["STORAGE_EMULATOR_HOST"] = f"http://127.0.0.1:{port}"
+
+    def post(path: str, data: bytes, kind: str):
+        req = urllib.request.Request(endpoint + path, data=data, method="POST",
+                                     headers={"Content-Type": kind})
+        urllib.request.urlopen(req, timeout=600).read()
+
+    try:
+        for _ in range(100):
+            try:
+                post("/storage/v1/b?project=bench", json.dumps({"name": "bench"}).encode(),
+                     "application/json")
+                break
+            except OSError:
+                time.sleep(0.1)
+        m = json.loads((run / "manifest.json").read_text())
+        m["shards"] = m["shards"][:shards] if shards else m["shards"]
+        m.pop("files", None)
+        m["seal"] = manifest_seal(m)
+        files = [(e["file"], (run / e["file"]).read_bytes) for e in m["shards"]]
+        for name, data in files + [("manifest.json", lambda: json.dumps(m).encode())]:
+            # octet-stream: the emulator parses a JSON body as the object's metadata
+            post(f"/upload/storage/v1/b/bench/o?uploadType=media&name=run/{name}", data(),
+                 "application/octet-stream")
+    except BaseException:
+        proc.terminate()
+        raise
+    return proc, "gs://bench/run"
+
+
 def upload(client, directory: Path, prefix: str) -> str:
     for p in sorted(directory.iterdir()):
         client.upload_file(str(p), "bench", f"{prefix}/{p.name}")
@@ -180,6 +224,8 @@ def main() -> None:
     ap.add_argument("--sample", type=int, default=300, help="shuffled rows timed for ShardDataset")
     ap.add_argument("--factor", type=int, default=10, help="shard count multiple, synthetic")
     ap.add_argument("--no-s3", action="store_true")
+    ap.add_argument("--gcs", action="store_true", help="also read from gcp-storage-emulator")
+    ap.add_argument("--gcs-shards", type=int, default=0, help="shards uploaded to it (0: all)")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-loader-"))
     try:
@@ -215,6 +261,16 @@ def main() -> None:
                 t = time.perf_counter()
                 ShardIndex.open("s3://bench/syn")
                 starts.append(("s3", f"synthetic manifest, {n:,} shards", time.perf_counter() - t))
+            finally:
+                proc.terminate()
+        if args.gcs:
+            proc, url = gcs_emulator(run, args.gcs_shards)
+            try:
+                gcs_index = ShardIndex.open(url)
+                print(f"gcs: {len(gcs_index.shards)} shards, {gcs_index.shard_bytes / MB:,.0f} MB")
+                rows += [("gcs", "streaming, 1 rank", streaming(url)),
+                         ("gcs", "streaming, 2 ranks (bytes summed)", streaming(url, 2)),
+                         ("gcs", "ShardDataset, shuffled", random_access(url, args.sample // 3, gcs_index))]
             finally:
                 proc.terminate()
         print("\n| store | reader | start-up s | rows/s | MB/s read | bytes read per epoch | "

@@ -38,6 +38,7 @@ import transformers
 from pruning_data import DynamicPruner
 from training.data import ShardDataset, vocab_map
 from training.hf import FewtruncLoss, PackedCollator, PruningCallback, PruningSampler, PruningTrainer, shard_rows
+from training.hf.distributed import finish
 from training.hf.sample_log import RowRecorder, SampleLog
 
 GPT2_VOCAB = 50257
@@ -159,6 +160,7 @@ def main(argv=None) -> int:
     out = train(a.shards, a.output, loss=a.loss, steps=a.steps, batch_size=a.batch_size, prune=a.prune,
                 resume=a.resume, attn=a.attn, layout=a.layout, use_datasets=a.datasets, streaming=a.streaming,
                 grad_accum=a.grad_accum, save_steps=a.save_steps, log_samples=a.log_samples, cuda=a.cuda)
+    finish()  # under torchrun: every rank leaves the process group together
     if int(os.environ.get("RANK", 0)) != 0:
         return 0
     log = out["log"]

@@ -18,10 +18,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 
 import numpy as np
 
+from pipelines.atomic import scratch_dir
 from pipelines.errors import InputError
 from pipelines.run_plan import RunPlan
 from pipelines.steps import spill
@@ -67,7 +67,7 @@ class DuplicateFinder:
 
     def _flush(self) -> None:
         if self.dir is None:
-            self.dir = tempfile.mkdtemp(prefix="fewtrunc-ids-")
+            self.dir = scratch_dir("ids")
         ids, base = self._held()
         mixed = ids.view(np.uint64) * np.uint64(0x9E3779B97F4A7C15)  # ids 0, 1, 2...: spread
         bucket = (mixed >> np.uint64(64 - self.BITS)).astype(np.uint8 if self.BITS <= 8

@@ -226,11 +226,16 @@ class WritePartitionShards:
         worker_setup(self.plan)
         store = SpillStore(self.plan.work, len(self.plan.units))
         loaded: dict = {}  # the last partition's (docs, rows)
+        spans = {p: span for p, span, _ in partition_items(partition_layout(self.plan))}
 
         def row_plan(p: int):
             if p not in loaded:
                 loaded.clear()
                 loaded[p] = load_row_plan(part_dir(self.plan, p))
+                # a writer's local copies of spill files (a run on a store) hold one partition's
+                # units at a time, not every unit the writer has touched
+                lo, _, hi, hi_doc, _ = spans[p]
+                store.retain(self.plan.units[u].index for u in range(lo, hi + 1 if hi_doc else hi))
             return loaded[p]
 
         def call(items, report=None) -> list:

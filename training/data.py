@@ -31,26 +31,31 @@ IGNORE_INDEX = -100
 
 
 def _random_access(path, owner):
-    """A shard memory-mapped; on S3 a file whose reads are ranged requests (a record batch, about
-    1M tokens, is read when a row of it is asked for, not the whole shard); on other stores a
-    copy on local scratch, made on first use (Arrow's random-access reads on GCS hang against
-    gcp-storage-emulator, so they are not relied on), removed with ``owner``."""
+    """A shard memory-mapped; on S3 and GCS a file whose reads are ranged requests (a record
+    batch, about 1M tokens, is read when a row of it is asked for, not the whole shard: GCS
+    through ``training.streaming.gcs``, as pyarrow's GCS random-access file hangs against
+    gcp-storage-emulator); on other stores a copy on local scratch, made on first use, removed
+    with ``owner``."""
     if not isinstance(path, UrlPath):
         return str(path)  # open_shard_file memory-maps it
     from pipelines.storage import open_input
     from pipelines.storage.filesystems import resolve
     from pipelines.storage.listing import guarded
+    from training.streaming.gcs import GcsFile, is_gcs
 
+    if is_gcs(path.url):
+        return pa.PythonFile(GcsFile(path.url), mode="r")
     loc = resolve(path.url)
     if loc.scheme in ("s3", "s3a"):
         with guarded(path.url, loc):
             return loc.fs.open_input_file(loc.path)
     if not owner._scratch:
         import shutil
-        import tempfile
         import weakref
 
-        owner._scratch = tempfile.mkdtemp(prefix="fewtrunc-shards-")
+        from pipelines.atomic import scratch_dir
+
+        owner._scratch = scratch_dir("shards")
         weakref.finalize(owner, shutil.rmtree, owner._scratch, True)
     local = os.path.join(owner._scratch, path.name)
     with open(local, "wb") as out, open_input(path.url) as f:

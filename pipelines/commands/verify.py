@@ -5,7 +5,8 @@ HELP = "check a run's shards against its manifest (sha256, rows <= seq_len, tota
 DESCRIPTION = """\
 Recomputes every shard's sha256 and checks: every row has at most seq_len tokens,
 sum(doc_lens) == len(input_ids), doc_lens/doc_ids/chunk_index agree per row, shard rows and
-tokens match the manifest, and tokens out == tokens of the accepted documents. Exits 1 with one
+tokens match the manifest (and each shard's record batches its recorded batch_rows, which
+streaming readers start from), and tokens in == tokens out + tokens of dropped duplicates. Exits 1 with one
 line per problem on any mismatch, 0 when the directory is valid.
 
 example:

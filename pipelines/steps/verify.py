@@ -2,7 +2,9 @@
 
 Returns a list of problems (empty = valid): missing or extra shards, sha256 mismatches, an
 unreadable shard, a wrong schema, rows over seq_len, sum(doc_lens) != len(input_ids), per-row
-list lengths that disagree, and totals that differ from the manifest. Vectorized per shard.
+list lengths that disagree, record batches that differ from the manifest's ``batch_rows`` (the
+streaming reader plans its reads from them), and totals that differ from the manifest.
+Vectorized per shard.
 """
 from __future__ import annotations
 
@@ -12,9 +14,11 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.ipc as ipc
 
 from pipelines.errors import OutputError
-from pipelines.shard_format import SCHEMA, list_shards, open_shard, open_shard_bytes
+from pipelines.shard_format import SCHEMA, list_shards
 from pipelines.steps.write import sha256_file
 from pipelines.storage.paths import UrlPath, as_path
 from pipelines.storage.reading import open_input
@@ -127,12 +131,12 @@ def verify_dir(directory) -> tuple[list[str], dict]:
         if digest != entry["sha256"]:
             problems.append(f"{entry['file']}: sha256 mismatch (the file changed after the run)")
         try:
-            table = open_shard(path) if data is None else open_shard_bytes(data)
+            table, per_batch = _read_shard(path, data)
         except Exception as exc:  # a corrupt file raises many pyarrow types
             problems.append(f"{entry['file']}: unreadable: {exc}")
             continue
         p, t = check_table(table, seq_len, entry["file"])
-        problems += p
+        problems += p + _check_batches(entry, per_batch)
         if table.num_rows != entry["rows"] or t != entry["tokens"]:
             problems.append(f"{entry['file']}: {table.num_rows} rows / {t} tokens, manifest "
                             f"says {entry['rows']} / {entry['tokens']}")
@@ -152,6 +156,31 @@ def verify_dir(directory) -> tuple[list[str], dict]:
                         f"{totals.get('tokens_out')}, tokens_in {totals.get('tokens_in')}, "
                         f"tokens_dropped {dropped}")
     return problems, manifest
+
+
+def _read_shard(path, data: bytes | None) -> tuple[pa.Table, list[int]]:
+    """A shard's table (memory-mapped, or from ``data``) and the rows of each of its record
+    batches in file order, empty ones included."""
+    reader = ipc.open_file(pa.memory_map(str(path), "r") if data is None else pa.py_buffer(data))
+    batches = [reader.get_batch(i) for i in range(reader.num_record_batches)]
+    return pa.Table.from_batches(batches, reader.schema), [b.num_rows for b in batches]
+
+
+def _check_batches(entry: dict, per_batch: list[int]) -> list[str]:
+    """The shard's record batches against its entry's ``batch_rows`` (absent in older runs)."""
+    if "batch_rows" not in entry:
+        return []
+    recorded, name = entry["batch_rows"], entry["file"]
+    if not isinstance(recorded, list) or not all(type(n) is int for n in recorded):
+        return [f"{name}: the manifest's batch_rows is not a list of row counts"]
+    if len(recorded) != len(per_batch):
+        return [f"{name}: {len(per_batch)} record batches, the manifest's batch_rows lists "
+                f"{len(recorded)}"]
+    bad = [b for b, (n, m) in enumerate(zip(per_batch, recorded)) if n != m]
+    if bad:
+        return [f"{name}: record batch {bad[0]} has {per_batch[bad[0]]} rows, the manifest's "
+                f"batch_rows says {recorded[bad[0]]}"]
+    return []
 
 
 def _check_files(out: Path, manifest: dict) -> list[str]:

@@ -49,6 +49,12 @@ class Location:
         return f"{self.scheme}://{path}"
 
 
+def settings() -> dict:
+    """The storage settings in force (timeouts, retries), for clients of their own (training's
+    ranged GCS reader)."""
+    return dict(_SETTINGS)
+
+
 def configure(*, connect_timeout: float | None = None, request_timeout: float | None = None,
               retry_attempts: int | None = None, retry_seconds: float | None = None) -> None:
     """Set what the environment cannot: seconds to connect and per request (S3), attempts of a

@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -77,13 +78,14 @@ def test_output_on_a_store_is_the_local_run(object_store, corpus, local_run, cap
 
 def cli(args: list[str], env: dict, crash: str = "", timeout: float = 240, config=None):
     """``fewtrunc run CONFIG ARGS`` in a subprocess (``CONFIG``: a one-key file by default)."""
-    if config is None:
-        config = os.path.join(env.get("TMPDIR", "/tmp"), f"fewtrunc-{os.getpid()}.yaml")
-        with open(config, "w") as f:
-            f.write("pack: {seq_len: 256}\n")
-    return subprocess.run([sys.executable, "-m", "pipelines.cli", "run", config, *args, "--quiet"],
-                          env={**env, "FEWTRUNC_CRASH": crash}, capture_output=True, text=True,
-                          timeout=timeout)
+    with tempfile.TemporaryDirectory(dir=env.get("TMPDIR")) as scratch:
+        if config is None:  # a one-key file of its own, removed after the call
+            config = os.path.join(scratch, "run.yaml")
+            with open(config, "w") as f:
+                f.write("pack: {seq_len: 256}\n")
+        return subprocess.run([sys.executable, "-m", "pipelines.cli", "run", config, *args,
+                               "--quiet"], env={**env, "FEWTRUNC_CRASH": crash},
+                              capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture()

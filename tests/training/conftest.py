@@ -16,7 +16,7 @@ from pipelines.tokenizer import load_tokenizer
 
 SEQ_LEN = 64
 TINY = ["data.batch_size=4", "data.vocab_limit=256", "model.n_layers=2", "model.d_model=32",
-        "model.n_heads=2", f"model.seq_len={SEQ_LEN}", "train.warmup_steps=2", "train.threads=2",
+        "model.n_heads=2", f"model.seq_len={SEQ_LEN}", "train.warmup_steps=2", "train.threads=1",
         "train.lr=0.01", "output.plot=false"]
 
 

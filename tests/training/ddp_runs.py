@@ -102,4 +102,5 @@ def group_worker(rank: int, world: int, port: int, jobs: list, results: str) -> 
         except FewtruncError as exc:
             out[name] = [type(exc).__name__, str(exc), bool(getattr(exc, "agreed", False))]
     Path(results, f"rank{rank}.json").write_text(json.dumps(out))
+    dist.settle()  # no rank tears the group down while another still uses it
     dist.close()

@@ -238,4 +238,7 @@ def test_a_resume_with_another_global_batch_is_refused(runs, tmp_path):
 
 
 if __name__ == "__main__":
+    from training.hf.distributed import finish
+
     _ranks(Path(sys.argv[1]), Path(sys.argv[2]))
+    finish()

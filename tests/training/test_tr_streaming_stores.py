@@ -1,5 +1,5 @@
 """The streaming reader on object stores: moto's S3 server (ranged reads of each record batch)
-and the GCS emulator (a local copy of each shard), as the suite starts them."""
+and the GCS emulator (ranged reads), as the suite starts them."""
 from __future__ import annotations
 
 import pytest
@@ -65,12 +65,3 @@ def test_a_shard_missing_on_s3_is_one_line(s3, run):
         ShardIndex.open(url)
 
 
-def test_gcs_reads_each_shard_once_through_a_local_copy(gcs_server, monkeypatch, blocks):  # noqa: F811
-    for k, v in gcs_server.env.items():
-        monkeypatch.setenv(k, v)
-    store = Store(gcs_server)
-    url = upload(blocks, store.url("blocks"))
-    index = ShardIndex.open(url)
-    ds = StreamingShardDataset(url, 8, seed=1, index=index)
-    assert sorted(row["index"] for row in ds) == list(range(index.rows))
-    assert ds.bytes_read == index.shard_bytes

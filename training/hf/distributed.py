@@ -22,6 +22,19 @@ def is_main() -> bool:
     return world()[0] == 0
 
 
+def finish() -> None:
+    """End the process group cleanly: call once at the end of a script under ``torchrun``.
+
+    Without it, gloo's worker threads are still alive when the interpreter exits, and a rank can
+    die with SIGABRT ("terminate called without an active exception") after all its work is done.
+    The barrier first, so no rank tears down its side while another still talks to it.
+    """
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def _device() -> torch.device:
     if torch.distributed.get_backend() == "nccl":
         return torch.device("cuda", torch.cuda.current_device())

@@ -17,6 +17,10 @@ The pieces, each usable alone (import from ``training.streaming``):
   ``.plan(rows)`` announces an order and starts the prefetch thread; ``.take()`` returns the next
   row; ``.get(i)`` any row; ``.bytes_read`` counts the bytes read from the shards.
 - ``EpochCursor`` (``cursor.py``): epoch, global position, and ``state_dict``/``load_state_dict``.
+- ``ShardFiles`` (``files.py``): every byte the reader reads, counted: ``pread`` locally, one
+  ranged GET per record batch on ``s3://`` and on ``gs://`` (``gcs.py``: GCS's JSON API, as
+  pyarrow's GCS file hangs against the emulator), a local copy (removed on ``close()``) on other
+  stores.
 - ``StreamingShardDataset(location, global_batch_size, rank, world_size, seed, ...)``
   (``dataset.py``): a torch ``IterableDataset`` of this rank's rows, ``.set_epoch(epoch,
   allowed)``, ``.steps()`` (one list per global step), ``.state_dict()``/``.load_state_dict()``.

@@ -7,9 +7,12 @@ against the shards' size). Per store:
 - local: ``os.pread`` on a file descriptor kept open per shard (no memory map: the count is the
   bytes asked of the disk, not the pages the kernel happens to map);
 - ``s3://``: pyarrow's S3 file, one ranged GET per read (a record batch is one read);
-- ``gs://`` and other stores: the shard is copied whole to local scratch on its first read,
-  counted once, and read from there (pyarrow's ranged reads on GCS hang against the emulator the
-  tests use, as ``training.data`` notes); the copies live as long as the ``ShardFiles``.
+- ``gs://``: ``gcs.GcsObject``, one ranged GET per read over GCS's JSON API (pyarrow's GCS
+  random-access file hangs against gcp-storage-emulator and starts a whole-object download on
+  every open: ``gcs.py`` says why); nothing is copied to local disk;
+- other stores (fsspec's ``memory://``, ``hf://``, ``az://``...): the shard is copied whole to
+  local scratch on its first read, counted once, and read from there; ``close()`` (or the
+  ``ShardFiles`` being collected) removes the copies.
 
 Reads are thread-safe (the prefetch thread and the consumer may read at once).
 """
@@ -17,14 +20,15 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import threading
 import weakref
 
+from pipelines.atomic import scratch_dir
 from pipelines.storage.filesystems import resolve
 from pipelines.storage.listing import guarded
 from pipelines.storage.reading import BUFFER, open_input
 from training.shard_checks import ShardError
+from training.streaming.gcs import GcsObject, is_gcs
 
 
 class ShardFiles:
@@ -36,7 +40,7 @@ class ShardFiles:
         self._lock = threading.Lock()
         self._open_lock = threading.Lock()  # one shard opened (or copied) at a time, once
         self._count_lock = threading.Lock()
-        self._scratch = ""
+        self._scratch, self._cleanup = "", None
         self.bytes_read = 0  # every byte returned by ``read`` (and every byte a GCS copy fetched)
         self.requests = 0  # reads asked of the disk or the store
 
@@ -47,6 +51,9 @@ class ShardFiles:
             with guarded(self.paths[k]):
                 data = handle.read_at(length, offset)
             data = data.to_pybytes() if hasattr(data, "to_pybytes") else bytes(data)
+            self._count(len(data))
+        elif kind == "gcs":
+            data = handle.read(offset, length)
             self._count(len(data))
         else:
             data = os.pread(handle, length, offset)
@@ -72,6 +79,8 @@ class ShardFiles:
             return self._handles[k]
 
     def _open(self, path: str):
+        if is_gcs(path):
+            return "gcs", GcsObject(path)
         loc = resolve(path)
         if not loc.scheme:
             try:
@@ -85,8 +94,8 @@ class ShardFiles:
 
     def _copy(self, url: str) -> str:
         if not self._scratch:
-            self._scratch = tempfile.mkdtemp(prefix="fewtrunc-stream-")
-            weakref.finalize(self, shutil.rmtree, self._scratch, True)
+            self._scratch = scratch_dir("stream")
+            self._cleanup = weakref.finalize(self, shutil.rmtree, self._scratch, True)
         local = os.path.join(self._scratch, url.rsplit("/", 1)[-1])
         with open(local + ".part", "wb") as out, open_input(url) as f:
             while chunk := f.read(BUFFER):
@@ -100,12 +109,16 @@ class ShardFiles:
         kind, h = handle
         if kind == "s3":
             h.close()
-        else:
+        elif kind != "gcs":
             os.close(h)
 
     def close(self) -> None:
-        """Close every open shard (reads after this open them again)."""
-        with self._lock:
+        """Close every open shard and remove the local copies (reads after this open them
+        again)."""
+        with self._open_lock, self._lock:
             handles, self._handles = list(self._handles.values()), {}
+            cleanup, self._scratch, self._cleanup = self._cleanup, "", None
         for h in handles:
             self._close(h)
+        if cleanup is not None:
+            cleanup()  # the finalizer, run now (it runs once)

@@ -31,7 +31,7 @@ EXTRAS = {
     # pytest-random-order is off unless asked (--random-order-seed=N): the README's test command
     # keeps file order
     "test": ["pytest==9.2.0", "pytest-timeout==2.4.0", "hypothesis==6.170.17",
-             "pytest-random-order==1.2.0"],
+             "pytest-random-order==1.2.0", "pytest-xdist==3.8.0"],
 }
 EXTRAS["all"] = sorted({req for reqs in EXTRAS.values() for req in reqs})
 

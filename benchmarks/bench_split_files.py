@@ -148,7 +148,7 @@ def run_cell(path: Path, unit_bytes: int, engine: str, out: Path, cores=None) ->
 
 def planner_cost(path: Path, unit_bytes: int) -> tuple[float, float, int]:
     """(seconds the planner's cut takes, seconds one decoding takes, pieces)."""
-    from pipelines.steps.cut import cut_source
+    from pipelines.steps.plan import cut_source
     from pipelines.steps.plan import Source, format_of
     from pipelines.steps.read_jsonl import _chunks
 

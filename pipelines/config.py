@@ -3,19 +3,45 @@
 YAML files and dotted ``key=value`` overrides are both validated against it by
 ``pipelines.configio.load_config``. An engine section (``ray:``, ``beam:``) is added as one more
 field of ``RunConfig`` next to ``engine``; the steps never read engine sections.
+
+``input.format`` and ``pack.algorithm`` name plug-ins: their choices are the format registry
+(``pipelines.steps.formats``) and the packing registry (``packing.registry``) as they are when a
+config is built, so a format or algorithm registered at run time is a valid choice.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, NewType
 
 from pipelines.errors import ConfigError, show
 from pipelines.storage.redact import environment_hint, inline_credentials, redact_text
 
-FORMATS = ("auto", "jsonl", "parquet", "files", "hf")
-ALGORITHMS = ("bfd", "obfd", "ffd", "optimal", "concat")
 ENGINES = ("local", "ray", "beam")
+CONCAT = "concat"  # pack.algorithm: the baseline (``steps/pack.concat_plan``), not a packer
+# A plug-in's name. ``from_dict`` passes a value of a type it does not know as given, and
+# ``__post_init__`` checks it against its registry, with the message a ``Literal`` gets (whose
+# choices would be fixed when this module loads).
+PluginName = NewType("PluginName", str)
+
+
+def input_formats() -> tuple[str, ...]:
+    """What ``input.format`` may be: ``auto``, then every registered format."""
+    from pipelines.steps.formats import choices
+
+    return choices()
+
+
+def pack_algorithms() -> tuple[str, ...]:
+    """What ``pack.algorithm`` may be: every registered packer, then the ``concat`` baseline."""
+    from packing.registry import ALGORITHMS
+
+    return (*ALGORITHMS, CONCAT)
+
+
+def _one_of(key: str, value, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{key}: {show(value)} is not one of {', '.join(map(repr, choices))}")
 
 
 def _positive(key: str, value: int, minimum: int = 1) -> None:
@@ -43,7 +69,7 @@ def _no_credentials(key: str, url: str) -> None:
 @dataclass(frozen=True)
 class InputConfig:
     paths: tuple[str, ...] = ()  # files, directories or globs; {stdlib} and {assets} expand
-    format: Literal["auto", "jsonl", "parquet", "files", "hf"] = "auto"
+    format: PluginName = "auto"  # auto, or a name of the format registry (input_formats())
     text_field: str = "text"
     id_field: str = ""  # optional: ids from this field (ints kept, strings hashed)
     include: tuple[str, ...] = ()  # file trees: globs on the path relative to the tree root
@@ -59,6 +85,7 @@ class InputConfig:
     hf_data_files: tuple[str, ...] = ()
 
     def __post_init__(self):
+        _one_of("input.format", self.format, input_formats())
         _positive("input.max_document_bytes", self.max_document_bytes)
         _positive("input.max_documents", self.max_documents, 0)
         _positive("input.unit_bytes", self.unit_bytes)
@@ -98,7 +125,7 @@ class TokenizerConfig:
 @dataclass(frozen=True)
 class PackConfig:
     seq_len: int = 2048
-    algorithm: Literal["bfd", "obfd", "ffd", "optimal", "concat"] = "bfd"
+    algorithm: PluginName = "bfd"  # a name of the packing registry, or concat (pack_algorithms())
     window_tokens: int = 0  # 0 = one global pack; else windows of about this many tokens
     optimal_time_limit: float = 10.0  # per window, for algorithm=optimal
     # a corpus of more chunks is packed in partitions of consecutive units of at most this many
@@ -106,6 +133,7 @@ class PackConfig:
     partition_chunks: int = 1 << 20
 
     def __post_init__(self):
+        _one_of("pack.algorithm", self.algorithm, pack_algorithms())
         _positive("pack.seq_len", self.seq_len)
         _positive("pack.partition_chunks", self.partition_chunks, 0)
         _positive("pack.window_tokens", self.window_tokens, 0)

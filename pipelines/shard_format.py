@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 
 from pipelines.atomic import atomic_path
+from pipelines.hashing import sha256_file
 
 SCHEMA_VERSION = 1
 SCHEMA = pa.schema(
@@ -56,8 +57,6 @@ def write_shard_batches(batches, path: str | Path, compression: str = "zstd") ->
     Returns the file's size, its sha256 (hashed before it is published: on a store, the shard
     is not read back) and the rows of each record batch written, in file order (a streaming
     reader plans its reads from them without opening the shard)."""
-    from pipelines.steps.write import sha256_file
-
     codec = None if compression in (None, "none") else compression
     options = ipc.IpcWriteOptions(compression=codec)
     batch_rows: list[int] = []

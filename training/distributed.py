@@ -257,8 +257,17 @@ class Dist:
                           "command again to resume from the newest checkpoint, with any number of processes")
 
     def close(self) -> None:
+        """Leave the process group while the interpreter is fully alive.
+
+        A DDP wrapper left in a reference cycle holds the gloo group (and its worker threads)
+        until interpreter shutdown, where tearing them down can abort the process (SIGABRT,
+        "terminate called without an active exception") after all its work is done: collect
+        such garbage first, then destroy the group."""
         if self.world > 1:
+            import gc
+
             import torch.distributed as dist
+            gc.collect()
             if dist.is_initialized():
                 dist.destroy_process_group()
 

@@ -1,13 +1,16 @@
-"""``fewtrunc run CONFIG [key=value ...]``: tokenize, Best-fit Pack and write shards."""
+"""``fewtrunc run CONFIG [key=value ...]``: tokenize, Best-fit Pack and write shards.
+
+Its help teaches in prose and examples; what the config model and the registries know (the
+input formats, the packing algorithms, every key with its default and choices) is read from
+them each time the help is built, so it lists a plug-in registered at run time too.
+"""
 from __future__ import annotations
 
 HELP = "tokenize a corpus, Best-fit Pack it, write Arrow shards + manifest + report"
-DESCRIPTION = """\
+_INTRO = """\
 Runs the job described by CONFIG (YAML), with dotted key=value overrides of any config key
-(unknown keys are an error that names them). Inputs: JSON lines (.jsonl, .gz, .zst), Parquet,
-file trees (one file = one document, with input.include / input.exclude globs) and Hugging Face
-datasets (save_to_disk directories or load_dataset specs). {stdlib} and {assets} in a path expand
-to this Python's standard library and fewtrunc's shipped sample data.
+(unknown keys are an error that names them; every key is listed at the end). {stdlib} and
+{assets} in a path expand to this Python's standard library and fewtrunc's shipped sample data.
 
 Writes to output.dir: shard-*.arrow (one row per training sequence), manifest.json, stats.json,
 rejects.jsonl, report.html (charts inline; `fewtrunc report DIR --png` adds PNG files). A run
@@ -24,40 +27,82 @@ examples:
   fewtrunc run configs/demo.yaml pack.algorithm=concat output.dir=out-concat  # the baseline
   fewtrunc run configs/demo.yaml pack.window_tokens=50000000   # bounded-memory windows
   fewtrunc run configs/demo.yaml pack.partition_chunks=0       # always one global pack
-
+"""
+_PARTITIONS = """\
 partitions (automatic): a corpus of at most pack.partition_chunks chunks (documents split at
-seq_len; default 1,048,576, ~10^6 documents) is one global pack, the paper's setting. A larger
-one is packed in partitions of consecutive input units of at most that many chunks each (one
-big file is cut between its documents), exact BFD inside each, each partition its own
-contiguous range of shards; the driver then holds per-unit and per-partition counts only, so
-its memory does not grow with the documents. The
-cost is a few part-filled rows per partition: <= 0.01% more rows at ~10^6 documents per
-partition. The cut depends on the input and config only, never on the engine or workers.
+seq_len; default {chunks:,}) is one global pack, the paper's setting. A larger one is packed in
+partitions of consecutive input units of at most that many chunks each (one big file is cut
+between its documents), pack.algorithm inside each, each partition its own contiguous range of
+shards; the driver then holds per-unit and per-partition counts only, so its memory does not
+grow with the documents. The cost is a few part-filled rows per partition: <= 0.01% more rows
+at ~10^6 documents per partition. The cut depends on the input and config only, never on the
+engine or workers.
 
 tokenizer (any tokenizer.json; GPT-2 by default; the same ids from every backend):
   fewtrunc run configs/demo.yaml tokenizer.path=tokenizer.json
   fewtrunc run configs/demo.yaml tokenizer.backend=tokenizers    # HF tokenizers only (slow)
-  tokenizer.backend=auto (default) encodes with fastokens after a self-test against tokenizers,
-  and tokenizer.guard_fraction (>= 1%) of the documents are re-encoded with tokenizers: a
-  difference stops the run naming the document. tokenizer.special_tokens_in_text=split (default)
-  encodes "<|endoftext|>" inside a document as text; keep encodes it as the control id.
+  tokenizer.backend={backend} (default) encodes with fastokens after a self-test against
+  tokenizers, and tokenizer.guard_fraction (>= 1%) of the documents are re-encoded with
+  tokenizers: a difference stops the run naming the document.
+  tokenizer.special_tokens_in_text={special} (default) encodes "<|endoftext|>" inside a document
+  as text; keep encodes it as the control id.
 
 object stores (any path may be s3://, gs:// or file://; credentials and endpoints from the
 environment: AWS_*, STORAGE_EMULATOR_HOST, application-default credentials; docs/storage.md):
   fewtrunc run configs/demo.yaml 'input.paths=s3://corpus/web/*.jsonl.zst' output.dir=s3://runs/a
   fewtrunc run configs/demo.yaml output.dir=gs://runs/b storage.retry_seconds=120
-  storage.connect_timeout / request_timeout / retry_attempts (S3), retry_seconds (GCS)
+  storage.connect_timeout / request_timeout / retry_attempts apply to S3, retry_seconds to GCS
 
-engines (same bytes on each; docs/engines.md):
+engines (engine={engines}; the same bytes on each; docs/engines.md):
   fewtrunc run configs/demo.yaml local.workers=4               # default: every core
   fewtrunc run configs/demo.yaml engine=ray                    # a private Ray on 127.0.0.1
   fewtrunc run configs/demo.yaml engine=ray ray.address=auto   # inside `ray job submit`
   fewtrunc run configs/demo.yaml engine=beam beam.num_workers=2
   fewtrunc run configs/demo.yaml engine=beam --runner DataflowRunner --project P --region R
       --temp_location gs://B/tmp --setup_file ./setup.py   # (one line)
-  each worker tokenizes whole input units (input.unit_bytes groups small files; a big file is
-  a unit of its own): a corpus of fewer files than workers leaves workers idle
+  each worker tokenizes whole input units (input.unit_bytes groups small files, and cuts big
+  ones whose format allows it): a corpus of fewer units than workers leaves workers idle
 """
+_CONCAT = "the baseline: documents concatenated in input order, cut every pack.seq_len tokens"
+
+
+def describe() -> str:
+    """The ``--help`` text, from the config model and the registries as they are now."""
+    from packing.registry import ALGORITHMS
+    from pipelines import config
+    from pipelines.commands.config_keys import config_keys
+    from pipelines.steps.formats import COMPRESSED, FORMATS
+
+    formats = [(f.name, f.summary + (f": {' '.join(f.suffixes)}" if f.suffixes else ""))
+               for f in FORMATS.values()]
+    packers = [(a.name, a.summary) for a in ALGORITHMS.values()] + [(config.CONCAT, _CONCAT)]
+    choices = {"input.format": config.input_formats(), "engine": config.ENGINES,
+               "pack.algorithm": config.pack_algorithms()}
+    pack, tok = config.PackConfig(), config.TokenizerConfig()
+    return "\n".join([
+        _INTRO,
+        "inputs (input.format; auto, the default, reads a file by its suffix below, "
+        f"{'/'.join(COMPRESSED)}",
+        "dropped first, else as files; a directory as a tree of files, or whole if it is a "
+        "dataset):", _table(formats), "",
+        f"packing (pack.algorithm, default {pack.algorithm}):", _table(packers), "",
+        _PARTITIONS.format(chunks=pack.partition_chunks, backend=tok.backend,
+                           special=tok.special_tokens_in_text, engines="|".join(config.ENGINES)),
+        "every key, with its default (a|b: the choices, the default first):",
+        config_keys(config.RunConfig, choices),
+    ])
+
+
+def _table(rows: list[tuple[str, str]]) -> str:
+    width = max(len(name) for name, _ in rows) + 2
+    return "\n".join(f"  {name:<{width}}{text}" for name, text in rows)
+
+
+def __getattr__(name: str):
+    """``DESCRIPTION`` (what ``pipelines.cli`` shows) is built when it is read (PEP 562)."""
+    if name == "DESCRIPTION":
+        return describe()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 PASS_UNKNOWN_FLAGS = True  # engine=beam: flags fewtrunc does not know go to PipelineOptions

@@ -1,11 +1,13 @@
 """Big files cut into pieces, each a tokenize unit of its own, so that one big input spreads over
-every worker (``plan.plan_units``; docs/engines.md, "Few big units").
+every worker (``plan.cut_sources`` asks a file's format for its pieces: ``text_pieces`` for JSON
+lines, ``parquet_pieces`` for Parquet; docs/engines.md, "Few big units"); and a piece opened at
+its own offset (``open_at``, for ``read_piece``).
 
 A JSON lines or Parquet file larger than ``input.unit_bytes`` becomes ``ceil(size /
 unit_bytes)`` pieces of about equal size (sizes on disk, as units of small files are counted;
-never pieces under ``MIN_PIECE``). Each piece starts at a record and knows the line (row) number
-of its first record, so its document ids, its rejects' line numbers and everything after them
-are those of the unsplit file, byte for byte:
+never pieces under ``plan.MIN_PIECE``). Each piece starts at a record and knows the line (row)
+number of its first record, so its document ids, its rejects' line numbers and everything after
+them are those of the unsplit file, byte for byte:
 
 - plain JSON lines: byte ranges that start at line starts; the planner reads the file once to
   find them and count the lines before each (``cut_text``);
@@ -26,84 +28,18 @@ ranged reads (``ranged``), and every file of a run with ``input.max_documents``.
 from __future__ import annotations
 
 import io
-import math
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
 
-from pipelines.steps.cut_text import choose_cuts, frame_at, one_frame_size, scan
+from pipelines.steps.sources import Piece, disk_share
 
 ONE_FRAME_PIECES = 4  # pieces of a one-frame .zst at most (the cost model: docs/engines.md)
-# no piece below 64 KiB on disk: under that, what a unit costs besides tokenizing (its files and
-# marker, a task, requests to a store) outweighs what it spreads
-MIN_PIECE = 1 << 16
 GRID_MAX = 1 << 20  # candidate cut points at least every MiB of content
 ZSTD_MAGIC, GZIP_MAGIC = b"\x28\xb5\x2f\xfd", b"\x1f\x8b"
 CHUNK = 1 << 20
 
 
-@dataclass(frozen=True)
-class Piece:
-    """Piece ``index`` of the ``count`` a file is cut into (``Source.part``)."""
-
-    index: int
-    count: int
-    first: int  # the line (1-based) or row (0-based) of its first record in the whole file
-    seek: int  # jsonl: the file offset reading starts at (zstd: a frame's); parquet: row group
-    skip: int  # content bytes dropped from ``seek`` before the piece's first line (zstd)
-    length: int  # its content bytes (parquet: row groups); the last piece reads to the end
-    disk: int  # the bytes of the file it stands for (progress bars, largest-first order)
-    codec: str = ""  # "" (plain) or "zst"
-    at: int = 0  # jsonl: where its content starts in the file's content (decompressed)
-    # a one-frame .zst cut without the planner decoding it: ``at`` and ``at + length`` are
-    # targets, the piece runs from the first line start at or after one to the first at or
-    # after the other, and its reader counts the lines before it (``first`` is 0 then)
-    counted: bool = False
-
-    @property
-    def last(self) -> bool:
-        return self.index == self.count - 1
-
-    def digest(self) -> str:
-        """What the inputs digest records of it (its place in the file)."""
-        return (f"{self.index}/{self.count}:{self.first}:{self.at}:{self.seek}:{self.skip}:"
-                f"{self.length}{':counted' if self.counted else ''}")
-
-
-def pieces_wanted(size: int, unit_bytes: int) -> int:
-    return max(1, math.ceil(size / max(unit_bytes, MIN_PIECE)))
-
-
-def cut_sources(sources: list, cfg) -> list:
-    """``sources`` with every file above ``cfg.unit_bytes`` replaced by its pieces (in order);
-    the files are read in parallel (decoding and reading release the GIL)."""
-    if cfg.max_documents:  # "the first N records of each file": nothing to spread
-        return sources
-    big = [i for i, s in enumerate(sources) if pieces_wanted(s.size, cfg.unit_bytes) > 1
-           and not s.error and (s.format == "jsonl" or s.format == "parquet" and ranged(s.path))]
-    if not big:
-        return sources
-    with ThreadPoolExecutor(min(len(big), 4)) as pool:
-        cut = dict(zip(big, pool.map(lambda i: cut_source(sources[i], cfg.unit_bytes), big)))
-    out = []
-    for i, s in enumerate(sources):
-        out.extend(cut.get(i, (s,)))
-    return out
-
-
-def cut_source(src, unit_bytes: int) -> tuple:
-    """The pieces of ``src`` (itself alone when it stays whole)."""
-    count = pieces_wanted(src.size, unit_bytes)
-    try:
-        parts = (_parquet_pieces(src, count) if src.format == "parquet"
-                 else _text_pieces(src, count))
-    except Exception:  # noqa: BLE001 - unreadable or damaged: read whole, the reader reports it
-        return (src,)
-    if len(parts) < 2:
-        return (src,)
-    return tuple(replace(src, part=p) for p in parts)
-
-
-def _text_pieces(src, count: int) -> list[Piece]:
+def text_pieces(src, count: int) -> list[Piece]:
+    """A JSON lines file's pieces (plain or zstd; a gzip file is not cut)."""
+    from pipelines.steps.cut_text import choose_cuts, frame_at, one_frame_size, scan
     from pipelines.steps.read_zstd import zstd_chunks
     from pipelines.storage import open_input
 
@@ -132,7 +68,7 @@ def _text_pieces(src, count: int) -> list[Piece]:
             seek, start = frame_at(s.frames, a)
             skip = a - start
         pieces.append(Piece(k, n, before + 1, seek, skip, b - a,
-                            _share(src.size, a, b, s.size), codec, a))
+                            disk_share(src.size, a, b, s.size), codec, a))
     return pieces
 
 
@@ -142,20 +78,18 @@ def _counted_pieces(src, count: int, total: int) -> list[Piece]:
     and counts the lines before it on the way, and the planner reads 3 bytes a block."""
     at = [k * total // count for k in range(count + 1)]
     return [Piece(k, count, 0 if k else 1, 0, at[k], at[k + 1] - at[k],
-                  _share(src.size, at[k], at[k + 1], total), "zst", at[k], counted=True)
+                  disk_share(src.size, at[k], at[k + 1], total), "zst", at[k], counted=True)
             for k in range(count)]
 
 
-def _share(size: int, a: int, b: int, total: int) -> int:
-    """The file bytes that content ``[a, b)`` of ``total`` stands for."""
-    return size * b // total - size * a // total if total else 0
-
-
-def _parquet_pieces(src, count: int) -> list[Piece]:
+def parquet_pieces(src, count: int) -> list[Piece]:
+    """A Parquet file's pieces: runs of row groups (none where it cannot be read by ranges)."""
     import numpy as np
 
     from pipelines.steps.read_parquet import open_parquet
 
+    if not ranged(src.path):
+        return []
     meta = open_parquet(src.path).metadata
     groups = meta.num_row_groups
     sizes = np.array([sum(meta.row_group(g).column(c).total_compressed_size
@@ -174,8 +108,8 @@ def _parquet_pieces(src, count: int) -> list[Piece]:
     first_rows = np.concatenate([[0], np.cumsum(rows)])
     n = len(bounds) - 1
     return [Piece(k, n, int(first_rows[bounds[k]]), bounds[k], 0, bounds[k + 1] - bounds[k],
-                  _share(src.size, int((ends[bounds[k] - 1]) if bounds[k] else 0),
-                         int(ends[bounds[k + 1] - 1]), total))
+                  disk_share(src.size, int((ends[bounds[k] - 1]) if bounds[k] else 0),
+                             int(ends[bounds[k + 1] - 1]), total))
             for k in range(n)]
 
 

@@ -1,99 +1,36 @@
 """Resolve ``input.paths`` into sources and group them into units, before any work starts.
 
 A *unit* is the engine's task: consecutive sources in input order whose sizes add up to about
-``input.unit_bytes``. A bigger JSON lines or Parquet file is cut into pieces of about that size,
-each a unit of its own (``cut.py``), so that one big file spreads over the workers. Unit
-boundaries depend only on the data, so every engine, at any worker count, produces the same
-units, the same ids and the same bytes.
+``input.unit_bytes``. A bigger file whose format can be cut (JSON lines, Parquet: its
+``InputFormat.pieces``, ``cut.py``) is cut into pieces of about that size, each a unit of its
+own, so that one big file spreads over the workers. Unit boundaries depend only on the data, so
+every engine, at any worker count, produces the same units, the same ids and the same bytes.
+What is format-specific (a file's format from its name, a dataset directory, pieces) is asked
+of the format registry (``formats.py``).
 """
 from __future__ import annotations
 
 import fnmatch
 import glob
 import hashlib
+import math
 import os
-import sysconfig
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 from pipelines.errors import ConfigError
+from pipelines.steps.formats import FILES, FORMATS, dataset_format, format_of, is_dataset
+# ASSETS: the tests and benchmarks take it from here
+from pipelines.steps.plan_paths import ASSETS, expand_placeholders, split_glob  # noqa: F401
+from pipelines.steps.plan_urls import url_sources
+from pipelines.steps.sources import Source, Unit
 from pipelines.storage.listing import not_regular
 from pipelines.storage.urls import is_url, local_path
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
-_GLOB_CHARS = set("*?[")
-_JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
-_COMPRESSED = (".gz", ".zst", ".zstd")
-
-
-@dataclass(frozen=True)
-class Source:
-    path: str  # where it is on this machine (used in error messages)
-    key: str  # stable name, as written in the config + relative path: seeds document ids
-    format: str  # jsonl | parquet | files | hf
-    size: int  # bytes on disk (0 for hf)
-    error: str = ""  # why it cannot be read (a directory that cannot be listed): a reject
-    mtime_ns: int = 0  # modification time when planned; 0 = unknown (hf, unreadable)
-    part: object = None  # a ``cut.Piece`` when this is one piece of a big file, else None
-
-
-@dataclass(frozen=True)
-class Unit:
-    index: int
-    sources: tuple[Source, ...]
-
-    @property
-    def bytes(self) -> int:
-        """Its sources' sizes on disk (a piece's share of its file; 0 for a Hugging Face
-        dataset): what a progress bar counts, and what orders units largest first."""
-        return sum(s.part.disk if s.part is not None else s.size for s in self.sources)
-
-    @property
-    def continues(self) -> bool:
-        """Whether the unit goes on from the unit before it: a piece of a big file other than
-        its first (the partition layout cuts across them as across one unit)."""
-        return bool(self.sources) and self.sources[0].part is not None \
-            and self.sources[0].part.index > 0
-
-
-def expand_placeholders(path: str) -> str:
-    """``{stdlib}``: this Python's standard library; ``{assets}``: fewtrunc's shipped data."""
-    return path.replace("{stdlib}", sysconfig.get_paths()["stdlib"]).replace(
-        "{assets}", str(ASSETS)
-    )
-
-
-def format_of(path: str, configured: str) -> str:
-    if configured not in ("auto", "files"):
-        return configured
-    if configured == "files":
-        return "files"
-    name = path.lower()
-    for suffix in _COMPRESSED:
-        if name.endswith(suffix):
-            name = name[: -len(suffix)]
-    if name.endswith(_JSONL_SUFFIXES):
-        return "jsonl"
-    if name.endswith(".parquet"):
-        return "parquet"
-    return "files"
-
-
-def _is_hf_saved(directory: Path) -> bool:
-    return (directory / "state.json").is_file() and (directory / "dataset_info.json").is_file()
-
-
-def split_glob(pattern: str) -> tuple[str, str]:
-    """``a/b/*.py`` -> (``a/b``, ``*.py``): the literal prefix and the glob part. The ``?`` of
-    a URL's query string (``https://host/f.jsonl?X-Amz-Signature=...``) is not a glob."""
-    base, mark, query = pattern.partition("?")
-    if mark and "://" in base and "=" in query and not _GLOB_CHARS & set(base):
-        return pattern, ""
-    parts = pattern.split("/")
-    for i, part in enumerate(parts):
-        if _GLOB_CHARS & set(part):
-            return "/".join(parts[:i]) or ".", "/".join(parts[i:])
-    return pattern, ""
+# no piece below 64 KiB on disk: under that, what a unit costs besides tokenizing (its files and
+# marker, a task, requests to a store) outweighs what it spreads
+MIN_PIECE = 1 << 16
 
 
 def _tree_files(root: Path, include, exclude, limit: int) -> list[tuple[Path, str]]:
@@ -150,19 +87,17 @@ def resolve_sources(cfg) -> list[Source]:
     for i, written in enumerate(cfg.paths):
         resolved = expand_placeholders(written)
         if is_url(resolved):  # s3://, gs://...: listed through pipelines.storage
-            from pipelines.steps.plan_urls import url_sources
-
             for src in url_sources(i, written, resolved, cfg):
                 sources.append(src)
                 _once(seen, src.path, i, cfg.paths, src.path)
             continue
         resolved = local_path(resolved)  # file:///a/b is /a/b
-        if cfg.format == "hf" and not os.path.exists(resolved):
+        if is_dataset(cfg.format) and not os.path.exists(resolved):
             if _looks_like_path(written, resolved):
                 raise ConfigError(f"input.paths[{i}] {written!r}: no such file or directory (a "
                                   "path, not a dataset name)")
-            sources.append(Source(resolved, written, "hf", 0))  # a load_dataset name
-            _once(seen, f"hf:{written}", i, cfg.paths)
+            sources.append(Source(resolved, written, cfg.format, 0))  # e.g. a load_dataset name
+            _once(seen, f"{cfg.format}:{written}", i, cfg.paths, written)
             continue
         prefix_w, pattern = split_glob(written)
         if pattern:
@@ -182,8 +117,9 @@ def resolve_sources(cfg) -> list[Source]:
             p = Path(match)
             rel = os.path.relpath(match, base).replace(os.sep, "/")
             key = written if rel == "." else f"{prefix_w}/{rel}"
-            if p.is_dir() and (cfg.format == "hf" or (cfg.format == "auto" and _is_hf_saved(p))):
-                sources.append(Source(match, key, "hf", 0))
+            dataset = dataset_format(p, cfg.format) if p.is_dir() else None
+            if dataset:
+                sources.append(Source(match, key, dataset, 0))
                 idents.append(None)
             elif p.is_dir():
                 top = str(p) + os.sep
@@ -192,7 +128,7 @@ def resolve_sources(cfg) -> list[Source]:
                     frel = (fs[len(top):] if fs.startswith(top) else os.path.relpath(fs, p)
                             ).replace(os.sep, "/")
                     size, mtime, ident, special = (0, 0, None, "") if error else _stat(f)
-                    sources.append(Source(str(f), f"{key}/{frel}", "files", size,
+                    sources.append(Source(str(f), f"{key}/{frel}", FILES, size,
                                           error or special, mtime))
                     idents.append(ident)
             else:
@@ -209,20 +145,20 @@ def resolve_sources(cfg) -> list[Source]:
     return sources
 
 
-def _once(seen: dict, name, i: int, paths, shown: str = "") -> None:
+def _once(seen: dict, name, i: int, paths, shown: str) -> None:
     """The same input reached from two entries of input.paths would go in twice, with the
     same document ids: a ConfigError naming both."""
     j = seen.setdefault(name, i)
     if j != i:
-        shown = shown or str(name).removeprefix("hf:")
         raise ConfigError(f"input.paths[{i}] {paths[i]!r} reaches {shown!r}, "
                           f"which input.paths[{j}] {paths[j]!r} already gives: every input must "
                           "be listed once")
 
 
 def _looks_like_path(written: str, resolved: str) -> bool:
-    """A format=hf entry that does not exist: a load_dataset name ("user/name", "json"), or a
-    local path that is missing (absolute, ./ ../ ~, a placeholder, or under a local directory)?"""
+    """A dataset format's entry that does not exist: a load_dataset name ("user/name", "json"),
+    or a local path that is missing (absolute, ./ ../ ~, a placeholder, or under a local
+    directory)?"""
     if written.startswith(("/", "./", "../", "~", "{")) or os.path.isabs(resolved):
         return True
     head = written.split("/", 1)[0]
@@ -230,11 +166,11 @@ def _looks_like_path(written: str, resolved: str) -> bool:
 
 
 def group_units(sources: list[Source], unit_bytes: int) -> list[Unit]:
-    """Consecutive sources up to ``unit_bytes``; a Hugging Face dataset and a piece of a big
+    """Consecutive sources up to ``unit_bytes``; a dataset (Hugging Face) and a piece of a big
     file are units of their own."""
     units, current, size = [], [], 0
     for src in sources:
-        alone = src.format == "hf" or src.part is not None
+        alone = is_dataset(src.format) or src.part is not None
         if current and (alone or size + src.size > unit_bytes):
             units.append(Unit(len(units), tuple(current)))
             current, size = [], 0
@@ -249,9 +185,40 @@ def group_units(sources: list[Source], unit_bytes: int) -> list[Unit]:
 
 
 def plan_units(cfg) -> list[Unit]:
-    from pipelines.steps.cut import cut_sources
-
     return group_units(cut_sources(resolve_sources(cfg), cfg), cfg.unit_bytes)
+
+
+def pieces_wanted(size: int, unit_bytes: int) -> int:
+    return max(1, math.ceil(size / max(unit_bytes, MIN_PIECE)))
+
+
+def cut_sources(sources: list[Source], cfg) -> list[Source]:
+    """``sources`` with every file above ``cfg.unit_bytes`` whose format cuts replaced by its
+    pieces (in order); the files are read in parallel (decoding and reading release the GIL)."""
+    if cfg.max_documents:  # "the first N records of each file": nothing to spread
+        return sources
+    big = [i for i, s in enumerate(sources) if pieces_wanted(s.size, cfg.unit_bytes) > 1
+           and not s.error and FORMATS[s.format].pieces is not None]
+    if not big:
+        return sources
+    with ThreadPoolExecutor(min(len(big), 4)) as pool:
+        cut = dict(zip(big, pool.map(lambda i: cut_source(sources[i], cfg.unit_bytes), big)))
+    out = []
+    for i, s in enumerate(sources):
+        out.extend(cut.get(i, (s,)))
+    return out
+
+
+def cut_source(src: Source, unit_bytes: int) -> tuple[Source, ...]:
+    """The pieces of ``src`` (itself alone when it stays whole)."""
+    pieces = FORMATS[src.format].pieces
+    try:
+        parts = pieces(src, pieces_wanted(src.size, unit_bytes)) if pieces else []
+    except Exception:  # noqa: BLE001 - unreadable or damaged: read whole, the reader reports it
+        return (src,)
+    if len(parts) < 2:
+        return (src,)
+    return tuple(replace(src, part=p) for p in parts)
 
 
 def inputs_digest(units: list[Unit]) -> str:

@@ -13,16 +13,17 @@ import fnmatch
 
 from pipelines import storage
 from pipelines.errors import ConfigError
+from pipelines.steps.formats import FILES, format_of, is_dataset
+from pipelines.steps.plan_paths import expand_placeholders, split_glob
+from pipelines.steps.sources import Source
 from pipelines.storage.listing import glob_stats
 
 
-def url_sources(i: int, written: str, resolved: str, cfg) -> list:
+def url_sources(i: int, written: str, resolved: str, cfg) -> list[Source]:
     """The sources of ``input.paths[i]`` (``written``; ``resolved`` after placeholders)."""
-    from pipelines.steps.plan import Source, expand_placeholders, format_of, split_glob
-
-    if cfg.format == "hf":
-        raise ConfigError(f"input.paths[{i}] {written!r}: input.format=hf reads a local saved "
-                          "dataset or a dataset name, not a URL")
+    if is_dataset(cfg.format):
+        raise ConfigError(f"input.paths[{i}] {written!r}: input.format={cfg.format} reads a local "
+                          "saved dataset or a dataset name, not a URL")
     prefix_w, pattern = split_glob(written)
     base = expand_placeholders(prefix_w) if pattern else resolved
     try:
@@ -44,7 +45,7 @@ def url_sources(i: int, written: str, resolved: str, cfg) -> list:
                                       st.mtime_ns))
                 continue
             for furl, frel, fst in _tree(url, cfg.include, cfg.exclude, cfg.max_documents):
-                sources.append(Source(furl, f"{key}/{frel}", "files", fst.size, "",
+                sources.append(Source(furl, f"{key}/{frel}", FILES, fst.size, "",
                                       fst.mtime_ns))
         return sources
     except storage.StorageError as exc:

@@ -1,33 +1,27 @@
 """Read step: a unit's sources -> batches of (document id, text), with rejects on the side.
 
-Each source format lives in its own module and yields ``Record``s; this step validates them the
-same way for every format (missing/non-string/empty/huge text), applies ``input.on_error`` and
-cuts batches by text size. Document ids are a hash of the source's stable key and the record's
-line/row (or of ``input.id_field``), so any engine derives the same id for the same record; a
-piece of a big file (``cut.py``) numbers its lines and rows as the whole file does.
+Each source format lives in its own module and yields ``Record``s; this step finds it in the
+format registry (``formats.py``), validates its records the same way for every format
+(missing/non-string/empty/huge text), applies ``input.on_error`` and cuts batches by text size.
+Document ids are a hash of the source's stable key and the record's line/row (or of
+``input.id_field``), so any engine derives the same id for the same record; a piece of a big
+file (``cut.py``) numbers its lines and rows as the whole file does.
 """
 from __future__ import annotations
 
 import hashlib
 from functools import lru_cache
 from dataclasses import dataclass, field
-from typing import Iterator, NamedTuple
+from typing import Iterator
 
 from pipelines.errors import InputError
-from pipelines.steps.plan import Source, Unit
+from pipelines.steps.formats import FORMATS
+from pipelines.steps.sources import Record, Source, Unit
 from pipelines.storage import stat as storage_stat
 from pipelines.storage.redact import redact_text
 from pipelines.storage.reading import NotRegularFile
 
 _MASK63 = (1 << 63) - 1
-
-
-class Record(NamedTuple):
-    index: int  # 1-based line (jsonl) or 0-based row (parquet, hf); 0 for a whole file
-    text: object  # the text field's value (validated here), or None when ``reason`` is set
-    doc_key: object  # the id field's value, or None
-    nbytes: int  # input bytes this record took (for throughput)
-    reason: str | None = None  # a record-level error found by the format reader
 
 
 @dataclass
@@ -58,8 +52,7 @@ def stable_id(*parts) -> int:
 
 def _index_word(source: Source) -> str:
     """What a record's index counts in this source: "row", "line", or "" (a whole file)."""
-    return "" if source.format == "files" else "row" if source.format in ("parquet", "hf") \
-        else "line"
+    return FORMATS[source.format].index
 
 
 def _where(source: Source, index: int) -> tuple[str, dict]:
@@ -67,20 +60,6 @@ def _where(source: Source, index: int) -> tuple[str, dict]:
     if not unit or index is None:
         return source.path, {"file": source.path}
     return f"{source.path}:{unit} {index}", {"file": source.path, unit: index}
-
-
-def _records(source: Source, cfg, resumable=None) -> Iterator[Record]:
-    if source.format == "jsonl":
-        from pipelines.steps.read_jsonl import records
-
-        return records(source, cfg, resumable)
-    if source.format == "parquet":
-        from pipelines.steps.read_parquet import records
-    elif source.format == "hf":
-        from pipelines.steps.read_hf import records
-    else:
-        from pipelines.steps.read_files import records
-    return records(source, cfg)
 
 
 def check_text(text, cfg, nbytes: int) -> str | None:
@@ -170,12 +149,14 @@ class Reader:
 
     def _checked(self, source: Source) -> Iterator[tuple[Record | None, dict | None]]:
         """(record, None) for a good record, (None, reject) for a bad one; raises under fail."""
-        limit = self.cfg.max_documents if source.format != "files" else 0
+        # a file that is one document: max_documents limited its tree's walk instead
+        limit = self.cfg.max_documents if _index_word(source) else 0
         if source.error:  # found while planning (a directory that cannot be listed)
             yield None, self._reject(source.path, {"file": source.path}, source.error)
             return
         try:
-            for n, rec in enumerate(_records(source, self.cfg, self.resumable)):
+            records = FORMATS[source.format].records
+            for n, rec in enumerate(records(source, self.cfg, self.resumable)):
                 if limit and n >= limit:
                     break
                 reason = rec.reason or check_text(rec.text, self.cfg, rec.nbytes)

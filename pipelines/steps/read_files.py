@@ -9,13 +9,13 @@ from __future__ import annotations
 import os
 from typing import Iterator
 
-from pipelines.steps.read import Record
+from pipelines.steps.sources import Record
 from pipelines.storage import open_input, require
 from pipelines.storage.listing import not_regular
 from pipelines.storage.urls import is_url, local_path
 
 
-def records(source, cfg) -> Iterator[Record]:
+def records(source, cfg, resumable=None) -> Iterator[Record]:
     if is_url(source.path):  # an object (s3://, gs://) is a regular file
         size, kind = require(source.path).size, ""
     else:

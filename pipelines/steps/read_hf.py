@@ -7,7 +7,13 @@ from pathlib import Path
 from typing import Iterator
 
 from pipelines.errors import InputError
-from pipelines.steps.read import Record
+from pipelines.steps.sources import Record
+
+
+def is_saved(directory: Path) -> bool:
+    """Whether ``directory`` was written by ``save_to_disk`` (what input.format=auto reads as one
+    dataset, not as a tree of files)."""
+    return (directory / "state.json").is_file() and (directory / "dataset_info.json").is_file()
 
 
 def _open(source, cfg):
@@ -30,7 +36,7 @@ def _open(source, cfg):
     return ds
 
 
-def records(source, cfg) -> Iterator[Record]:
+def records(source, cfg, resumable=None) -> Iterator[Record]:
     try:
         ds = _open(source, cfg)
     except InputError:

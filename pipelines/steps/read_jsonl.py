@@ -20,7 +20,7 @@ from typing import Iterator
 import orjson
 
 from pipelines.errors import InputError
-from pipelines.steps.read import Record
+from pipelines.steps.sources import Record
 from pipelines.steps.read_zstd import zstd_chunks
 from pipelines.storage import StorageError, open_input
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 from typing import Iterator
 
 from pipelines.errors import InputError
-from pipelines.steps.read import Record
+from pipelines.steps.sources import Record
 
 
-def records(source, cfg) -> Iterator[Record]:
+def records(source, cfg, resumable=None) -> Iterator[Record]:
     from pipelines.storage import is_url, local_copy
     from pipelines.storage.listing import not_regular
     from pipelines.storage.reading import NotRegularFile

@@ -18,6 +18,7 @@ import threading
 from contextlib import contextmanager
 from typing import Iterator
 
+from pipelines.steps import cut, read_zstd
 from pipelines.steps.cut_text import _newlines
 
 
@@ -65,17 +66,13 @@ def piece_chunks(source, resumable: Resumable | None = None):
     """A context giving (lines of the file before the piece, its content chunks); the file is
     closed at its end, or kept in ``resumable`` for the next piece when this one was read to its
     end."""
-    from pipelines.steps.cut import open_at
-    from pipelines.steps.read_jsonl import _raw_chunks
-    from pipelines.steps.read_zstd import zstd_chunks
-
     part = source.part
     key = (source.path, source.size, source.mtime_ns)
     kept = resumable.take(key + (part.at,)) if resumable is not None else None
     if kept is None:
-        f = open_at(source.path, part.seek)
-        reopen = lambda: open_at(source.path, part.seek)  # noqa: E731 - zstd salvage
-        chunks = _Pull(zstd_chunks(f, reopen) if part.codec == "zst" else _raw_chunks(f))
+        f = cut.open_at(source.path, part.seek)
+        reopen = lambda: cut.open_at(source.path, part.seek)  # noqa: E731 - zstd salvage
+        chunks = _Pull(read_zstd.zstd_chunks(f, reopen) if part.codec == "zst" else _plain(f))
     else:
         f, raw, rest, pos, counted = kept
         chunks = _Pull(raw, rest)
@@ -100,6 +97,12 @@ def piece_chunks(source, resumable: Resumable | None = None):
                        (f, chunks.chunks, chunks.back, end["pos"], end["lines"]))
     else:
         f.close()
+
+
+def _plain(f) -> Iterator[bytes]:
+    """A plain file's bytes, read ``read_zstd.CHUNK`` at a time, as a compressed one is."""
+    while chunk := f.read(read_zstd.CHUNK):
+        yield chunk
 
 
 def _damage(exc: Exception) -> bool:

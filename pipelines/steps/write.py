@@ -7,12 +7,12 @@ list columns from offsets, with no Python loop over rows or tokens.
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 
+from pipelines.hashing import sha256_file  # noqa: F401 - old path: stages, finish, resume, verify
 from pipelines.shard_format import SCHEMA
 
 
@@ -72,13 +72,3 @@ def build_shard(plan, row_start: int, row_end: int, docs: DocTable, store) -> pa
         schema=SCHEMA,
     )
 
-
-def sha256_file(path, block: int = 1 << 22) -> str:
-    """sha256 of a local file or an object (``pipelines.storage``)."""
-    from pipelines.storage import open_input
-
-    h = hashlib.sha256()
-    with open_input(path) as f:
-        while chunk := f.read(block):
-            h.update(chunk)
-    return h.hexdigest()

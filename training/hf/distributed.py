@@ -29,8 +29,11 @@ def finish() -> None:
     die with SIGABRT ("terminate called without an active exception") after all its work is done.
     The barrier first, so no rank tears down its side while another still talks to it.
     """
+    import gc
+
     dist = torch.distributed
     if dist.is_available() and dist.is_initialized():
+        gc.collect()  # a Trainer's DDP wrapper in a reference cycle would keep the group alive
         dist.barrier()
         dist.destroy_process_group()
 

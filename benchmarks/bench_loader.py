@@ -112,7 +112,7 @@ def random_access(location: str, sample: int, index: ShardIndex) -> dict:
 
 def without_counts(src: Path, dst: Path) -> Path:
     """The same shards (hard links) with a manifest of an older run: no ``batch_rows``."""
-    from pipelines.steps.verify import manifest_seal
+    from pipelines.infra.manifest import manifest_seal
 
     dst.mkdir(parents=True)
     for p in src.glob("shard-*.arrow"):
@@ -172,7 +172,7 @@ def gcs_emulator(run: Path, shards: int):
     ``run`` (the manifest cut to them, sealed again); returns (process, URL)."""
     import urllib.request
 
-    from pipelines.steps.verify import manifest_seal
+    from pipelines.infra.manifest import manifest_seal
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

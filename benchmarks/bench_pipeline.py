@@ -91,7 +91,7 @@ def raw_rates(texts: list[str], hf_mb: float) -> dict:
     from pipelines.encoders import FastokensEncoder, ReferenceEncoder
     from pipelines.unit_stream import usable_cores
     from pipelines.steps.tokenize import one_thread_per_call
-    from pipelines.tokenizer import load_tokenizer
+    from pipelines.infra.tokenizer import load_tokenizer
 
     tok = load_tokenizer()
     cores = usable_cores()

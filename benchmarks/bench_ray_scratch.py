@@ -55,7 +55,7 @@ def main() -> None:
 
     from moto.server import ThreadedMotoServer
 
-    from pipelines import atomic, storage
+    from pipelines.infra import atomic, storage
     from tests.pipelines.object_stores import free_port
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)

@@ -1,5 +1,5 @@
 """Object-store throughput of the two candidate clients, against the same local servers the tests
-use (moto's S3 server, gcp-storage-emulator): pyarrow.fs (what ``pipelines.storage`` uses) and
+use (moto's S3 server, gcp-storage-emulator): pyarrow.fs (what ``pipelines.infra.storage`` uses) and
 fsspec's s3fs/gcsfs, where installed.
 
     python benchmarks/bench_storage.py                 # 64 MiB object, 500 small objects
@@ -32,7 +32,7 @@ def best(fn, repeat: int) -> float:
     return min(times)
 
 
-BUFFER = 8 << 20  # both clients: pipelines.storage.reading.BUFFER
+BUFFER = 8 << 20  # both clients: pipelines.infra.storage.reading.BUFFER
 
 
 def spill_reads() -> None:
@@ -43,8 +43,8 @@ def spill_reads() -> None:
 
     import numpy as np
 
-    from pipelines import atomic, storage
-    from pipelines.storage.filesystems import resolve
+    from pipelines.infra import atomic, storage
+    from pipelines.infra.storage.filesystems import resolve
 
     server = S3Server()
     try:
@@ -84,7 +84,7 @@ def spill_reads() -> None:
 
 
 def pyarrow_client(root: str, blob: bytes, small: int):
-    from pipelines import atomic, storage
+    from pipelines.infra import atomic, storage
 
     def put():
         atomic.write_bytes(f"{root}/big.bin", blob)

@@ -1,169 +1,90 @@
-"""Mutation check: does the test suite catch single-point faults in the core modules?
+"""Mutation check: does the test suite catch plausible one-line bugs in the core modules?
 
-Each mutant below is one small edit (a flipped comparison, a skipped fsync, a wrong tie-break)
-of ``packing/``, ``pipelines/steps/``, ``atomic.py``, ``shard_format.py`` or the run's driver
-(``driver``, ``stages``, ``resume``, ``finish``). For each, this script copies the working tree
-to a temporary directory, applies the edit there (the checkout is never touched), runs the tests
-and counts the mutant as *caught* when they fail.
+Each mutant is one small edit of a shipped module (a flipped comparison, a skipped fsync, a
+wrong tie-break, a missing check) that a careless change could make. For each, this script
+builds a copy of the tree in a temporary directory (the committed tree, ``git archive HEAD``, by
+default: edits in progress do not disturb it), applies the edit there, runs the test files that
+guard the mutated module and counts the mutant as *caught* when a test fails (or the run hangs
+past ``--timeout``); the first failing test is printed. A run that errors before any test (a
+collection error, no test selected) counts as neither: it is reported, as is a mutant whose text
+is no longer exactly once in its module (*stale*: the report names the list that holds it and,
+when a module moved, the module that now holds the text, so only its ``path`` needs updating).
 
-    python benchmarks/mutation_check.py                 # every mutant, its own test files
-    python benchmarks/mutation_check.py --suite         # every mutant against the fast suite
-    python benchmarks/mutation_check.py --only bfd      # mutants whose name contains "bfd"
+Each mutant runs against its own test files only, so "caught" here is a lower bound of "the
+whole suite catches it" (``--suite`` runs the fast suite instead: slower, and still not every
+file). Before the mutants, the guards run once on the unmutated tree: they must pass. Mutants
+marked ``equivalent`` change no behaviour (the reason is given); they are listed and not run or
+counted. The mutants are listed by area in ``mutants_core.py`` (``packing/``, its compiled
+kernel, whose mutants are compiled in the tree, and ``pruning_data/``), ``mutants_run.py`` (the
+driver, resume, partitions, duplicates, work directory, atomic writes, ``pipelines/infra/storage/``),
+``mutants_steps.py`` (``pipelines/steps/``) and ``mutants_training.py``; their guards are named
+in ``mutation_guards.py``.
+
+    python benchmarks/mutation_check.py                 # every mutant of the committed tree
+    python benchmarks/mutation_check.py --worktree      # the working tree (uncommitted tests too)
+    python benchmarks/mutation_check.py --only bfd,ffd  # mutants whose name contains "bfd" or "ffd"
+    python benchmarks/mutation_check.py --area storage  # one area (see --list)
+    python benchmarks/mutation_check.py --check         # only report stale mutants (no tests)
+    python benchmarks/mutation_check.py --without-bite  # as if no tests/**/*_bite.py existed
     python benchmarks/mutation_check.py --list
 
-It takes minutes per mutant with ``--suite`` (tens of minutes in all): run it by hand, outside
-CI, after changing a core module. Target: at least 90% caught. A mutant whose text no longer
-matches its module is reported as stale (update its ``old`` text).
+The compiled BFD kernel (``packing/_bfd_kernel*.so``, not tracked) is copied into the tree from
+this checkout, so the tests run as a user's would. The whole set takes about 50 minutes on 2
+shared cores: run it by hand (``nice``, one ``--area`` at a time), outside CI, after changing a
+core module. Target: at least 90% caught.
 """
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import io
 import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
-from typing import NamedTuple
+
+import mutants_core
+import mutants_run
+import mutants_steps
+import mutants_training
+from mutation_guards import FAST_SUITE, KERNEL_SRC, Mutant
 
 ROOT = Path(__file__).resolve().parent.parent
-FAST_SUITE = ["tests/packing", "tests/pipelines/test_pl_bad_input.py",
-              "tests/pipelines/test_pl_end_to_end.py", "tests/pipelines/test_pl_resume.py",
-              "tests/pipelines/test_pl_spill.py", "tests/pipelines/test_pl_formats.py",
-              "tests/pipelines/test_pl_reliability.py", "tests/pipelines/test_pl_exact_rules.py"]
-PACKING = ["tests/packing"]
-EXACT = ["tests/pipelines/test_pl_exact_rules.py"]
-RELIABILITY = ["tests/pipelines/test_pl_reliability.py"]
+LISTS = (mutants_core, mutants_run, mutants_steps, mutants_training)
+MUTANTS = [m for lst in LISTS for m in lst.MUTANTS]
+LISTED_IN = {m.name: f"benchmarks/{lst.__name__}.py" for lst in LISTS for m in lst.MUTANTS}
+BITE = "_bite.py"  # the targeted tests of mutation-prone edges; ``--without-bite`` leaves them out
+SHIPPED = ("packing", "pipelines", "pruning_data", "training")  # where a moved text is looked for
+
+AREAS = (  # (area, path prefixes), first match wins
+    ("packing", ("packing/",)),
+    ("pruning_data", ("pruning_data/",)),
+    ("storage", ("pipelines/infra/storage/",)),
+    ("steps", ("pipelines/steps/",)),
+    ("run (driver, partitions, atomic)", ("pipelines/",)),
+    ("training", ("training/",)),
+)
 
 
-class Mutant(NamedTuple):
-    name: str
-    path: str
-    old: str
-    new: str
-    tests: list
+def area_of(m: Mutant) -> str:
+    return next(a for a, prefixes in AREAS if m.path.startswith(prefixes))
 
 
-MUTANTS = [
-    # packing
-    Mutant("bfd-add-at", "packing/bfd.py",
-           "np.add.at(gcount, full - per_bin[: full.size] * s, moved)",
-           "gcount[full - per_bin[: full.size] * s] += moved", PACKING),
-    Mutant("bfd-newest-bin-first", "packing/bfd.py",
-           "        group[dest].extend(ids_list)", "        group[dest][:0] = ids_list", PACKING),
-    Mutant("obfd-newest-bin-first", "packing/obfd.py",
-           "b = bins_with_room[r].popleft()", "b = bins_with_room[r].pop()", PACKING),
-    Mutant("obfd-worst-fit", "packing/obfd.py",
-           "i = 2 * i if tree[2 * i] >= s else 2 * i + 1",
-           "i = 2 * i + 1 if tree[2 * i + 1] >= s else 2 * i", PACKING),
-    Mutant("split-count", "packing/split.py",
-           "np.count_nonzero(self.chunk == 1)", "np.count_nonzero(self.chunk >= 1)", PACKING),
-    Mutant("buffered-round-trigger", "packing/online.py",
-           "if self.buffered_tokens >= self.buffer_tokens:",
-           "if self.buffered_tokens > self.buffer_tokens:", PACKING),
-    Mutant("buffered-carry-rule", "packing/online.py",
-           "carried = low[np.cumsum(fills[low]) <= self.buffer_tokens // 2]",
-           "carried = low[np.cumsum(fills[low]) < self.buffer_tokens // 2]", PACKING),
-    Mutant("row-segments-reversed", "packing/result.py",
-           'return np.argsort(self.assignment, kind="stable")',
-           "return np.lexsort((-np.arange(self.assignment.size), self.assignment))",
-           PACKING + EXACT),
-    Mutant("capacity-limit", "packing/validate.py",
-           "if capacity > MAX_CAPACITY:", "if capacity > MAX_CAPACITY * 8:",
-           PACKING + RELIABILITY),
-    # spill
-    Mutant("spill-marker-first", "pipelines/steps/spill.py",
-           '        os.replace(self.tmp, _name(self.work, self.unit, "tokens"))\n',
-           '        write_json(_name(self.work, self.unit, "done.json"), {})\n'
-           '        os.replace(self.tmp, _name(self.work, self.unit, "tokens"))\n', EXACT),
-    Mutant("spill-fsync-skipped", "pipelines/steps/spill.py",
-           "        os.fsync(self.f.fileno())\n        self.f.close()",
-           "        self.f.close()", EXACT),
-    Mutant("spill-runs-across-units", "pipelines/steps/spill.py",
-           "new_run[1:] = (u[1:] != u[:-1]) | (s[1:] != s[:-1] + n[:-1])",
-           "new_run[1:] = s[1:] != s[:-1] + n[:-1]", EXACT),
-    Mutant("atomic-fsync-skipped", "pipelines/atomic.py",  # markers, manifest, shards
-           "        if sync:\n            fsync_path(tmp)", "        if False:\n            fsync_path(tmp)",
-           EXACT),
-    # shards
-    Mutant("written-in-place", "pipelines/atomic.py",  # no temporary name for any file
-           "    tmp = temp_name(path, suffix)\n    try:", "    tmp = path\n    try:",
-           ["tests/pipelines/test_pl_resume.py"] + EXACT),
-    Mutant("resume-skips-sha256", "pipelines/stages.py",
-           'if entry["rows"] == end - start and sha256_file(path) == entry["sha256"]:',
-           'if entry["rows"] == end - start:', EXACT),
-    Mutant("stale-shard-kept", "pipelines/row_plan.py",
-           "        if extra.name not in planned:\n            extra.unlink()",
-           "        if extra.name not in planned:\n            pass", RELIABILITY),
-    Mutant("rerun-trusts-manifest", "pipelines/resume.py",
-           "        damage = output_damage(out, manifest, check)",
-           "        damage = []", RELIABILITY),
-    # read
-    Mutant("jsonl-size-limit", "pipelines/steps/read_jsonl.py",
-           "if too_long or size > max_bytes:", "if too_long or size >= max_bytes:", EXACT),
-    Mutant("jsonl-pending-limit", "pipelines/steps/read_jsonl.py",
-           "if pending_size > max_bytes:", "if pending_size >= max_bytes:", EXACT),
-    Mutant("gzip-first-member-only", "pipelines/steps/read_jsonl.py",
-           "                data = d.unused_data + data[end:] or f.read(CHUNK)\n"
-           "                break\n            data = f.read(CHUNK)\n            if not data:\n"
-           '                raise EOFError("gzip',
-           "                data = b''\n"
-           "                break\n            data = f.read(CHUNK)\n            if not data:\n"
-           '                raise EOFError("gzip', EXACT),
-    Mutant("jsonl-last-line-dropped", "pipelines/steps/read_jsonl.py",
-           "    if pending_size:\n        number += 1", "    if False:\n        number += 1",
-           EXACT),
-    Mutant("gzip-no-salvage", "pipelines/steps/read_jsonl.py",
-           "                    yield from _salvage(before, piece)  # raises at the damaged byte",
-           "                    pass", RELIABILITY),
-    Mutant("max-documents-off-by-one", "pipelines/steps/read.py",
-           "if limit and n >= limit:", "if limit and n > limit:", EXACT),
-    Mutant("surrogate-accepted", "pipelines/steps/read.py",
-           "    if not text.isascii():", "    if False:", RELIABILITY),
-    Mutant("no-tokens-not-recorded", "pipelines/steps/tokenize.py",
-           '            batch.rejects.extend({"doc_id": int(doc_ids[i]), "reason": "no tokens"} '
-           "for i in empty)", "            pass", EXACT),
-    Mutant("text-size-limit", "pipelines/steps/read.py",
-           "        if size > cfg.max_document_bytes:", "        if size >= cfg.max_document_bytes:",
-           EXACT),
-    Mutant("file-size-limit", "pipelines/steps/read_files.py",
-           "    if size > cfg.max_document_bytes:", "    if size >= cfg.max_document_bytes:", EXACT),
-    Mutant("unit-boundary", "pipelines/steps/plan.py",
-           'if current and (src.format == "hf" or size + src.size > unit_bytes):',
-           'if current and (src.format == "hf" or size + src.size >= unit_bytes):', EXACT),
-    Mutant("digest-without-size", "pipelines/steps/plan.py",
-           'line = f"{unit.index}\\0{s.key}\\0{s.format}\\0{s.size}\\n"',
-           'line = f"{unit.index}\\0{s.key}\\0{s.format}\\n"', EXACT),
-    Mutant("finalize-skips-conservation", "pipelines/finish.py",
-           '    if not all(manifest["checks"].values()) or t["sequences"] != rows.n_rows:',
-           "    if False:", EXACT),
-    Mutant("shard-ranges-short", "pipelines/steps/write.py",
-           "return [(s, min(s + rows_per_shard, n_rows)) for s in range(0, n_rows, rows_per_shard)]",
-           "return [(s, min(s + rows_per_shard, n_rows - 1)) for s in range(0, n_rows, "
-           "rows_per_shard)]", EXACT),
-    # verify
-    Mutant("verify-row-length", "pipelines/steps/verify.py",
-           "if (ids_len > seq_len).any():", "if (ids_len >= seq_len).any():", EXACT),
-    Mutant("verify-skips-sha256", "pipelines/steps/verify.py",
-           '        if sha256_file(path) != entry["sha256"]:\n            problems.append(f"{entry',
-           '        if False:\n            problems.append(f"{entry',
-           ["tests/pipelines/test_pl_end_to_end.py"]),
-    Mutant("verify-early-return", "pipelines/steps/verify.py",
-           "    seg = np.diff(lens_off)\n",
-           "    return problems, int(ids_len.sum())\n    seg = np.diff(lens_off)\n", EXACT),
-    Mutant("verify-skips-tokens-in", "pipelines/steps/verify.py",
-           'or totals.get("tokens_out") != totals.get("tokens_in"):', ":", EXACT),
-    Mutant("verify-skips-seal", "pipelines/steps/verify.py",
-           '    elif manifest["seal"] != manifest_seal(manifest):',
-           "    elif False:", RELIABILITY),
-    Mutant("manifest-path-traversal", "pipelines/steps/verify.py",
-           "if not isinstance(name, str) or not SHARD_FILE.fullmatch(name):",
-           "if not isinstance(name, str):", RELIABILITY),
-]
+def _extract_head(dest: Path) -> None:
+    """The committed tree (``git archive HEAD``) into ``dest``."""
+    data = subprocess.run(["git", "archive", "--format=tar", "HEAD"], cwd=ROOT,
+                          capture_output=True, check=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        tar.extractall(dest, filter="data")
 
 
-def _copy_tree(dest: Path) -> None:
+def _copy_worktree(dest: Path) -> None:
+    """Tracked and untracked (not ignored) files of the working tree into ``dest``."""
     files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT,
                            capture_output=True, text=True, check=True).stdout.splitlines()
     for rel in files:
@@ -173,53 +94,192 @@ def _copy_tree(dest: Path) -> None:
             shutil.copy2(src, dest / rel)
 
 
-def run(mutants: list[Mutant], suite: bool, timeout: int) -> int:
-    caught, survived, stale = [], [], []
+def build_tree(dest: Path, worktree: bool) -> None:
+    (_copy_worktree if worktree else _extract_head)(dest)
+    for so in (ROOT / "packing").glob("_bfd_kernel*.so"):  # built by pip install, not tracked
+        shutil.copy2(so, dest / "packing" / so.name)
+
+
+def _kernels(tree: Path) -> list[Path]:
+    return sorted((tree / "packing").glob("_bfd_kernel*.so"))
+
+
+def _build_kernel(tree: Path) -> str:
+    """Compile the (mutated) kernel in place, the original kept aside; "" or why it failed."""
+    if not _kernels(tree):
+        return "no compiled kernel in this checkout to compare with"
+    for so in _kernels(tree):
+        shutil.copy2(so, so.with_name(so.name + ".orig"))
+    code = ("from setuptools import setup, Extension; setup(name='k', script_args=['-q', "
+            "'build_ext', '--inplace'], ext_modules=[Extension('packing._bfd_kernel', "
+            f"['{KERNEL_SRC}'])])")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tree, capture_output=True, text=True)
+    return "" if proc.returncode == 0 else f"the kernel does not compile: {proc.stderr[-200:]}"
+
+
+def _restore_kernel(tree: Path) -> None:
+    for orig in (tree / "packing").glob("_bfd_kernel*.so.orig"):
+        os.replace(orig, orig.with_name(orig.name.removesuffix(".orig")))
+
+
+def _present(tree: Path, args: list) -> list:
+    """``args`` without the test files that are not in ``tree`` (a guard added later)."""
+    return [a for a in args if not a.startswith("tests/") or (tree / a.split("::")[0]).exists()]
+
+
+def _pytest(tree: Path, args: list, timeout: int, without_bite=False) -> tuple[str, str]:
+    """("failed" | "passed" | "error" | "timeout", pytest's last line and the test that failed).
+    ``without_bite``: no ``*_bite.py`` file runs (what the suite caught before them)."""
+    args = _present(tree, args)
+    if without_bite:
+        args = [a for a in args if BITE not in a.split("::")[0]] + [f"--ignore-glob=*{BITE}"]
+    if not any(a.startswith("tests/") for a in args):
+        if without_bite:
+            return "passed", f"no guard but {BITE} files"
+        return "error", "none of its test files is in the tree"
+    if "-k" not in args:  # the short targeted files first: with -x a caught mutant stops sooner
+        args = sorted(args, key=lambda a: "_bite" not in a)
+    # serial (-n 0 overrides the suite's xdist addopts): -x then stops at the first failure,
+    # where an interrupted xdist session exits 2 ("error"), not 1
+    serial = ["-n", "0"] if importlib.util.find_spec("xdist") else []
+    cmd = [sys.executable, "-m", "pytest", "-x", "-q", *serial, "-p", "no:randomly", "-p",
+           "no:cacheprovider", "-m", "not slow", *args]
+    try:
+        proc = subprocess.run(cmd, cwd=tree, capture_output=True, text=True, timeout=timeout,
+                              env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+    except subprocess.TimeoutExpired:
+        return "timeout", f"no result after {timeout} s"
+    lines = (proc.stdout.strip() or proc.stderr.strip() or "?").splitlines()
+    failed = next((ln[7:].split(" - ")[0] for ln in lines if ln.startswith("FAILED ")), "")
+    # 1: a test failed; 0: all passed; anything else (collection error, nothing selected,
+    # usage error) says nothing about the mutant
+    verdict = {0: "passed", 1: "failed"}.get(proc.returncode, "error")
+    return verdict, lines[-1] + (f"; by {failed}" if failed else "")
+
+
+def stale(tree: Path, mutants: list[Mutant]) -> dict[str, str]:
+    """{name: why it no longer applies}: its module is gone, or its ``old`` text is not in it
+    exactly once; when the text is now once in another shipped module (a module moved or
+    renamed), that module is named, so only the mutant's path needs updating."""
+    out, sources = {}, None
+    for m in mutants:
+        path = tree / m.path
+        count = path.read_text().count(m.old) if path.is_file() else -1
+        if count == 1:
+            continue
+        if sources is None:
+            sources = {p.relative_to(tree).as_posix(): p.read_text() for d in SHIPPED
+                       for p in sorted((tree / d).rglob("*")) if p.suffix in (".py", ".c")}
+        moved = [rel for rel, text in sources.items() if rel != m.path and text.count(m.old) == 1]
+        why = (f"{m.path} does not exist" if count < 0 else
+               f"its text is {'not' if count == 0 else f'{count} times'} in {m.path}")
+        out[m.name] = why + (f"; it is once in {', '.join(moved)}: update its path" if moved
+                             else "; update its old text (and path) with the module")
+    return out
+
+
+def report_stale(bad: dict[str, str]) -> None:
+    for name, why in sorted(bad.items()):
+        print(f"STALE    {name} ({LISTED_IN[name]}): {why}", flush=True)
+
+
+def run(mutants: list[Mutant], suite: bool, timeout: int, worktree: bool, baseline: bool,
+        without_bite: bool) -> int:
+    results: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="fewtrunc-mutants-") as tmp:
         tree = Path(tmp)
-        _copy_tree(tree)
-        for m in mutants:
+        build_tree(tree, worktree)
+        bad = stale(tree, mutants)
+        report_stale(bad)
+        todo = [m for m in mutants if m.name not in bad and not m.equivalent]
+        if baseline and todo:  # the guards pass on the unmutated tree, or "caught" means nothing
+            files = sorted({a for m in todo for a in (FAST_SUITE if suite else m.tests)
+                            if a.startswith("tests/")})
+            t0 = time.perf_counter()
+            verdict, last = _pytest(tree, files, timeout * 4, without_bite)
+            print(f"baseline {verdict}: {last} ({time.perf_counter() - t0:.0f} s)", flush=True)
+            if verdict != "passed":
+                print("the guards fail without any mutant: fix them first")
+                return 2
+        for m in todo:
             path = tree / m.path
             original = path.read_text()
-            if original.count(m.old) != 1:
-                stale.append(m.name)
-                print(f"STALE    {m.name}: its text is not (once) in {m.path}", flush=True)
-                continue
             path.write_text(original.replace(m.old, m.new))
             t0 = time.perf_counter()
             try:
-                proc = subprocess.run(
-                    [sys.executable, "-m", "pytest", "-x", "-q", "-m", "not slow",
-                     *(FAST_SUITE if suite else m.tests)],
-                    cwd=tree, capture_output=True, text=True, timeout=timeout,
-                    env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
-                failed = proc.returncode != 0
-            except subprocess.TimeoutExpired:
-                failed = True  # a hang is caught too
+                built = _build_kernel(tree) if m.path.endswith(".c") else ""
+                verdict, last = ("error", built) if built else _pytest(
+                    tree, FAST_SUITE if suite else m.tests, timeout, without_bite)
             finally:
                 path.write_text(original)
-            (caught if failed else survived).append(m.name)
-            print(f"{'caught  ' if failed else 'SURVIVED'} {m.name} "
-                  f"({time.perf_counter() - t0:.0f} s)", flush=True)
-    total = len(caught) + len(survived)
-    print(f"\n{len(caught)} of {total} mutants caught ({len(caught) / max(total, 1):.0%}); "
-          f"survivors: {survived or 'none'}; stale: {stale or 'none'}")
-    return 0 if total and len(caught) >= 0.9 * total else 1
+                if m.path.endswith(".c"):
+                    _restore_kernel(tree)
+            results[m.name] = {"failed": "caught", "timeout": "caught", "passed": "SURVIVED"}.get(
+                verdict, "ERROR")
+            print(f"{results[m.name]:8} {m.name} ({time.perf_counter() - t0:.0f} s; {last})",
+                  flush=True)
+    counted = [m for m in mutants if m.name in results and results[m.name] != "ERROR"]
+    table(counted, results)
+    equivalent = [m.name for m in mutants if m.equivalent]
+    errors = [n for n, r in results.items() if r == "ERROR"]
+    print(f"equivalent (not counted): {equivalent or 'none'}; errors: {errors or 'none'}; "
+          f"stale: {sorted(bad) or 'none'}")
+    caught = sum(results[m.name] == "caught" for m in counted)
+    return 0 if counted and caught >= 0.9 * len(counted) and not bad and not errors else 1
+
+
+def table(counted: list[Mutant], results: dict) -> None:
+    per_area, caught = Counter(), Counter()
+    for m in counted:
+        per_area[area_of(m)] += 1
+        caught[area_of(m)] += results[m.name] == "caught"
+    print("\n| area | caught / mutants |\n|---|---|")
+    for area, _ in AREAS:
+        if per_area[area]:
+            print(f"| {area} | {caught[area]} / {per_area[area]} |")
+    total, got = sum(per_area.values()), sum(caught.values())
+    print(f"| **all** | **{got} / {total} ({got / max(total, 1):.0%})** |")
+    survivors = [m.name for m in counted if results[m.name] != "caught"]
+    print(f"survivors: {survivors or 'none'}")
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--worktree", action="store_true",
+                    help="mutate a copy of the working tree (default: the committed tree)")
     ap.add_argument("--suite", action="store_true", help="run the fast suite for every mutant")
-    ap.add_argument("--only", default="", help="mutants whose name contains this")
+    ap.add_argument("--only", default="", help="mutants whose name contains this (or one of "
+                    "these, comma-separated)")
+    ap.add_argument("--area", default="", help="mutants of the areas whose name starts so")
     ap.add_argument("--list", action="store_true", help="list the mutants and exit")
+    ap.add_argument("--check", action="store_true", help="only report stale mutants")
+    ap.add_argument("--no-baseline", action="store_true",
+                    help="skip the run of the guards on the unmutated tree")
+    ap.add_argument("--without-bite", action="store_true", help=f"run no *{BITE} test (what "
+                    "the suite caught before them; a mutant they alone guard survives)")
     ap.add_argument("--timeout", type=int, default=900, help="seconds per mutant")
     args = ap.parse_args()
-    mutants = [m for m in MUTANTS if args.only in m.name]
+    names = [m.name for m in MUTANTS]
+    assert len(set(names)) == len(names), "mutant names must be unique"
+    wanted = args.only.split(",")
+    mutants = [m for m in MUTANTS if any(w in m.name for w in wanted)
+               and area_of(m).startswith(args.area)]
     if args.list:
         for m in mutants:
-            print(f"{m.name:28} {m.path}")
+            note = f"  (equivalent: {m.equivalent})" if m.equivalent else ""
+            print(f"{m.name:40} {area_of(m):12.12} {m.path}{note}")
+        print(f"{len(mutants)} mutants")
         return 0
-    return run(mutants, args.suite, args.timeout)
+    if args.check:
+        with tempfile.TemporaryDirectory(prefix="fewtrunc-mutants-") as tmp:
+            build_tree(Path(tmp), args.worktree)
+            bad = stale(Path(tmp), mutants)
+        report_stale(bad)
+        print(f"{len(mutants) - len(bad)} of {len(mutants)} mutants apply; stale: "
+              f"{sorted(bad) or 'none'}")
+        return 1 if bad else 0
+    return run(mutants, args.suite, args.timeout, args.worktree, not args.no_baseline,
+               args.without_bite)
 
 
 if __name__ == "__main__":

@@ -56,8 +56,9 @@ def plan_partitions(unit_chunks, max_chunks: int) -> PartitionPlan:
         raise ValueError(f"unit_chunks must be a 1-D array, got shape {counts.shape}")
     if counts.size and (counts.dtype == bool or not np.issubdtype(counts.dtype, np.integer)):
         raise ValueError(f"unit_chunks must be integers (got dtype {counts.dtype})")
-    if counts.size and counts.min() < 0:
-        raise ValueError(f"unit_chunks[{int(np.argmin(counts))}] is negative")
+    negative = np.flatnonzero(counts < 0)
+    if negative.size:  # the first bad unit, as every length check names it
+        raise ValueError(f"unit_chunks[{int(negative[0])}] is negative")
     if isinstance(max_chunks, bool) or not isinstance(max_chunks, (int, np.integer)) \
             or max_chunks < 1:
         raise ValueError(f"max_chunks must be a positive integer, got {max_chunks!r}")

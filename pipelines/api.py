@@ -2,20 +2,14 @@
 from __future__ import annotations
 
 import errno
-import importlib
 import os
 import re
 from typing import Sequence
 
 from pipelines.config import load_run_config
-from pipelines.errors import ConfigError, FewtruncError, InputError, OutputError
+from pipelines.engines import registry
+from pipelines.infra.errors import ConfigError, FewtruncError, InputError, OutputError
 
-
-ENGINES = {  # engine name -> module with ``run(cfg, progress=...)``
-    "local": "pipelines.engines.local",
-    "ray": "pipelines.engines.ray_engine",
-    "beam": "pipelines.engines.beam_engine",
-}
 CHECKS = ("size", "sha256")
 
 # errno -> what to do, for the errors a full, read-only or foreign file system gives
@@ -48,19 +42,16 @@ def run(config=None, overrides: Sequence[str] = (), *, progress: bool = False,
 
     tcfg = cfg.tokenizer  # the backends load while the engine imports and the inputs resolve
     preload(tcfg.path, tcfg.backend, tcfg.special_tokens_in_text == "split")
-    engine = importlib.import_module(ENGINES[cfg.engine])  # RunConfig validates the name
-    if engine_args and cfg.engine != "beam":
-        raise ConfigError(f"unknown arguments {' '.join(engine_args)} (only engine=beam passes "
-                          "extra --flags on, to Beam's PipelineOptions)")
+    engine = registry.engine_class(cfg.engine)  # RunConfig validates the name
+    takers = registry.flag_takers()
+    if engine_args and cfg.engine not in takers:
+        raise ConfigError(f"unknown arguments {' '.join(engine_args)} (only engine="
+                          f"{'/'.join(takers)} passes extra --flags on, to "
+                          f"{' / '.join(takers.values())})")
     if check not in CHECKS:
         raise ConfigError(f"check {check!r} is not one of {', '.join(CHECKS)}")
-    kwargs = {"engine_args": tuple(engine_args)} if engine_args else {}
-    if check != "size":
-        kwargs["check"] = check
-    from pipelines.output_lock import release_output
-
     try:
-        return engine.run(cfg, progress=progress, **kwargs)
+        return _run(engine, cfg, progress, tuple(engine_args), check)
     except FewtruncError:
         raise  # already one clear line (an unreadable input under on_error=fail, ...)
     except Exception as raised:
@@ -73,8 +64,18 @@ def run(config=None, overrides: Sequence[str] = (), *, progress: bool = False,
             raise InputError(where, exc.strerror) from raised  # not ours to write: an input
         raise OutputError(f"cannot write {where}: {exc.strerror}; "
                           f"{_WRITE_ERRORS[exc.errno]}") from raised
-    finally:
-        release_output(cfg.output.dir)
+
+
+def _run(engine, cfg, progress: bool, engine_args: tuple, check: str) -> dict:
+    """The run on ``engine`` (a class of ``pipelines/engines/``): handed elsewhere whole, or
+    the driver here with the engine built for it."""
+    from pipelines import driver
+
+    result = engine.submit(cfg)
+    if result is not None:
+        return result
+    with engine.session(cfg, engine_args) as built:
+        return driver.run(cfg, built, progress, check)
 
 
 def _write_error(exc: BaseException) -> OSError | None:

@@ -2,31 +2,34 @@
 
 A command module exposes ``HELP`` (one line), ``DESCRIPTION`` (what it teaches in ``--help``),
 ``add_arguments(parser)`` and ``main(args) -> int``; heavy imports live inside ``main`` so that
-``fewtrunc --help`` stays instant.
+``fewtrunc --help`` stays instant (importing every command module costs nothing: none imports
+torch, Ray or Beam before its ``main`` runs). ``COMMANDS`` is the registry: a new command is one
+module plus one line there.
 
-What reaches the terminal is redacted (``pipelines.storage.redact``): fewtrunc's errors are when
+What reaches the terminal is redacted (``pipelines.infra.storage.redact``): fewtrunc's errors are when
 they are made; an unexpected exception's traceback is printed redacted here, as a URL's
 password or signature may be in any library's message.
 """
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 import traceback
 
-from pipelines.errors import FewtruncError
-from pipelines.storage.redact import redact_text
+from pipelines.commands import inspect, pack_demo, report, run, verify
+from pipelines.infra.errors import FewtruncError
+from pipelines.infra.storage.redact import redact_text
+from training.commands import score, train
 
-# name -> module; the order is the order shown in --help.
+# name -> command module; the order is the order shown in --help.
 COMMANDS = {
-    "pack-demo": "pipelines.commands.pack_demo",
-    "run": "pipelines.commands.run",
-    "verify": "pipelines.commands.verify",
-    "inspect": "pipelines.commands.inspect",
-    "report": "pipelines.commands.report",
-    "train": "training.commands.train",
-    "score": "training.commands.score",
+    "pack-demo": pack_demo,
+    "run": run,
+    "verify": verify,
+    "inspect": inspect,
+    "report": report,
+    "train": train,
+    "score": score,
 }
 
 
@@ -38,8 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Error Norm Truncation, loss truncation). Run `fewtrunc COMMAND --help` for each command.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, module_name in COMMANDS.items():
-        module = importlib.import_module(module_name)
+    for name, module in COMMANDS.items():
         p = sub.add_parser(
             name,
             help=module.HELP,

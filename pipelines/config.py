@@ -1,12 +1,14 @@
 """The one config model of a pipeline run: frozen dataclasses, pure data, no runtime objects.
 
 YAML files and dotted ``key=value`` overrides are both validated against it by
-``pipelines.configio.load_config``. An engine section (``ray:``, ``beam:``) is added as one more
+``pipelines.infra.configio.load_config``. An engine section (``ray:``, ``beam:``) is added as one more
 field of ``RunConfig`` next to ``engine``; the steps never read engine sections.
 
-``input.format`` and ``pack.algorithm`` name plug-ins: their choices are the format registry
-(``pipelines.steps.formats``) and the packing registry (``packing.registry``) as they are when a
-config is built, so a format or algorithm registered at run time is a valid choice.
+``input.format``, ``pack.algorithm`` and ``engine`` name plug-ins: their choices are the format
+registry (``pipelines.steps.formats``), the packing registry (``packing.registry``) and the
+engine registry (``pipelines.engines.registry``, where each engine's section below registers
+itself) as they are when a config is built, so a format, algorithm or engine registered at run
+time is a valid choice.
 """
 from __future__ import annotations
 
@@ -14,10 +16,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal, NewType
 
-from pipelines.errors import ConfigError, show
-from pipelines.storage.redact import environment_hint, inline_credentials, redact_text
+from pipelines.engines import registry as engine_registry
+from pipelines.infra.errors import ConfigError, show
+from pipelines.infra.storage.redact import environment_hint, inline_credentials, redact_text
 
-ENGINES = ("local", "ray", "beam")
 CONCAT = "concat"  # pack.algorithm: the baseline (``steps/pack.concat_plan``), not a packer
 # A plug-in's name. ``from_dict`` passes a value of a type it does not know as given, and
 # ``__post_init__`` checks it against its registry, with the message a ``Literal`` gets (whose
@@ -30,6 +32,11 @@ def input_formats() -> tuple[str, ...]:
     from pipelines.steps.formats import choices
 
     return choices()
+
+
+def engines() -> tuple[str, ...]:
+    """What ``engine`` may be: every registered engine."""
+    return engine_registry.names()
 
 
 def pack_algorithms() -> tuple[str, ...]:
@@ -177,6 +184,7 @@ class StorageConfig:
         _positive("storage.retry_attempts", self.retry_attempts)
 
 
+@engine_registry.engine_config("local")
 @dataclass(frozen=True)
 class LocalConfig:
     """``engine: local`` only."""
@@ -187,6 +195,7 @@ class LocalConfig:
         _positive("local.workers", self.workers, 0)
 
 
+@engine_registry.engine_config("ray")
 @dataclass(frozen=True)
 class RayConfig:
     """``engine: ray`` only (see docs/engines.md)."""
@@ -209,6 +218,7 @@ class RayConfig:
         _positive("ray.max_task_retries", self.max_task_retries, -1)
 
 
+@engine_registry.engine_config("beam")
 @dataclass(frozen=True)
 class BeamConfig:
     """``engine: beam`` only (see docs/engines.md); unknown command-line flags are added to options."""
@@ -235,9 +245,9 @@ class RunConfig:
     beam: BeamConfig = field(default_factory=BeamConfig)
 
     def __post_init__(self):
-        if self.engine not in ENGINES:
+        if self.engine not in engines():
             raise ConfigError(f"engine {show(self.engine)} is not available; choose one of "
-                              f"{ENGINES}")
+                              f"{engines()}")
 
 
 _SPREAD = ("the engines always give whole units to workers (one unit's batches spread over "
@@ -250,7 +260,7 @@ REMOVED = {  # keys of earlier versions: a config that still sets one gets a lin
 
 def load_run_config(config=None, overrides=()) -> RunConfig:
     """A ``RunConfig`` from a RunConfig, a dict, a YAML path or None, plus dotted overrides."""
-    from pipelines.configio import deep_merge, from_dict, parse_overrides, read_yaml, to_dict
+    from pipelines.infra.configio import deep_merge, from_dict, parse_overrides, read_yaml, to_dict
 
     if isinstance(config, RunConfig):
         if not overrides:

@@ -5,44 +5,50 @@
 
 The middle ones are stages (``pipelines/stages.py``, ``pipelines/partitions.py``: a large corpus
 is packed in partitions, so the driver holds per-unit and per-partition summaries only), each
-stage's outputs the next one's items. An engine maps them: ``engine.run_stages(stages, items,
-progress) -> timings``; local and Ray map one stage after the other (``map_in_turn``), Beam chains them in one pipeline. Results
-are read back from the stages' markers, which are also what a resumed run skips by, and what
-``MarkerProgress`` polls for the bars of an engine that reports nothing while it runs (Beam).
+stage's outputs the next one's items. The engine it is handed (``pipelines.api`` builds it from
+``pipelines/engines/registry.py``) maps them: ``engine.run_stages(stages, items, progress) ->
+timings`` (``pipelines.contracts``: ``Stage``, ``Engine``). Results are read back from the
+stages' markers, which are also what a resumed run skips by. The driver knows no engine and
+draws no progress bar (``pipelines/progress.py``).
 """
 from __future__ import annotations
 
-import fnmatch
-import json
 import os
-import threading
 import time
+from concurrent.futures import ThreadPoolExecutor, wait
+from contextlib import ExitStack
 
-from pipelines.errors import ConfigError, FatalError
+from pipelines.contracts import Engine
+from pipelines.infra.errors import ConfigError, FatalError
 from pipelines.finish import finalize_stats
-from pipelines.output_lock import lock_output, release_output
+from pipelines.markers import SHARD, read_marker
+from pipelines.output_lock import holding
 from pipelines.resume import assess, resume
 from pipelines.partitions import run_totals
 from pipelines.partitions import stages as pack_stages
 from pipelines.row_plan import unit_markers
 from pipelines.run_plan import RunPlan, build_run_plan
-from pipelines.shard_format import shard_name
-from pipelines.stages import TokenizeUnits, keep_tokenizer, shard_marker
+from pipelines.infra.shard_format import shard_name
+from pipelines.stages import TokenizeUnits, keep_tokenizer
 from pipelines.steps import spill
-from pipelines.storage.paths import as_path
-from pipelines.storage.urls import is_url
+from pipelines.infra.storage.location import Location
 
 
-def prepare(cfg, check: str = "size"):
+def prepare(cfg, lock: ExitStack, check: str = "size"):
     """Validate everything before work starts; return (plan, tokenizer, manifest if complete).
 
-    Takes the output directory's lock (released by ``finalize``, or ``release_output``). A
+    Takes the output directory's lock into ``lock``, which the caller closes as the run ends. A
     finished run counts as complete only when every shard exists with its recorded size
     (``check="sha256"``: and hash); a damaged one is repaired from kept work files or refused.
     """
+    return take_output(*plan_run(cfg), lock, check)
+
+
+def plan_run(cfg):
+    """The part of ``prepare`` that only reads: (plan, tokenizer), or the refusal."""
     from dataclasses import asdict
 
-    from pipelines.storage import configure
+    from pipelines.infra.storage import configure
 
     configure(**asdict(cfg.storage))  # before the plan lists inputs on a store
     plan, tokenize = build_run_plan(cfg)
@@ -50,25 +56,31 @@ def prepare(cfg, check: str = "size"):
     if out.exists() and not out.is_dir():
         raise ConfigError(f"output.dir {str(out)!r} exists and is not a directory")
     assess(plan)  # reads only: a run refused for what output.dir holds writes nothing
+    return plan, tokenize
+
+
+def take_output(plan: RunPlan, tokenize, lock: ExitStack, check: str = "size"):
+    """The part of ``prepare`` that writes: the output directory, its lock (held in ``lock``),
+    the resume."""
+    out = plan.out
     created = _make_dirs(out)
     try:
-        lock_output(out, plan.fingerprint)  # on a store: the first write, so a bucket that is
-        # missing or read-only stops the run here, before any work
-        try:
-            return plan, tokenize, resume(plan, check)  # the same checks, holding the lock
-        except BaseException:
-            release_output(out)
-            raise
+        with ExitStack() as held:
+            # on a store: the first write, so a missing or read-only bucket stops the run here
+            held.enter_context(holding(out, plan.fingerprint))
+            finished = resume(plan, check)  # the same checks, holding the lock
+            lock.enter_context(held.pop_all())  # held on until the caller closes ``lock``
     except BaseException:
         _remove_dirs(created)  # a refused run leaves no new (empty) directory behind
         raise
+    return plan, tokenize, finished
 
 
 def _make_dirs(out) -> list[str]:
     """Create a local ``out`` and its missing parents; return those it created, deepest first
     (nothing on a store: a key's prefix needs no directory, and pyarrow's ``create_dir`` would
     write a zero-byte marker object)."""
-    if is_url(out):
+    if not Location.of(out).has_directories:
         return []
     created, path = [], os.path.abspath(out)
     while not os.path.exists(path):
@@ -87,38 +99,50 @@ def _remove_dirs(created: list[str]) -> None:
             return  # not empty (or gone): neither are its parents
 
 
-def run(cfg, engine, progress: bool = False, check: str = "size") -> dict:
+def run(cfg, engine: Engine, progress: bool = False, check: str = "size") -> dict:
     """Run (or resume, or recognize as finished) ``cfg``, its stages run by ``engine`` (a
-    context manager: it starts and stops its workers or cluster)."""
+    context manager: it starts and stops its workers or cluster). An engine whose
+    ``start_early`` is true is started while the run is planned (see ``start_preparing``)."""
     t0 = time.perf_counter()
-    plan, tokenize, finished = prepare(cfg, check)
-    if finished is not None:
-        return {"status": "already complete", "manifest": finished, "out": str(plan.out)}
-    keep_tokenizer(tokenize)  # an in-process worker reuses it
-    stages = [TokenizeUnits(plan), *pack_stages(plan)]  # pipelines/partitions.py
-    with engine:
-        todo = [u.index for u in pending_units(plan)]
-        timings = engine.run_stages(stages, todo, progress)
-    if tokenize.guard is not None and tokenize.guard.seconds:  # encoded in this process
-        timings["guard_thread_s"] = tokenize.guard.seconds
-    stats, n_rows, n_shards = run_totals(plan)  # merged from per-partition summaries
-    shards = shard_entries(plan, n_shards)
-    timings["total_s"] = time.perf_counter() - t0
-    manifest = finalize_stats(plan, stats, n_rows, unit_markers(plan), shards, timings)
+    with ExitStack() as lock:  # the output lock: released as the run ends, however it ends
+        with ExitStack() as running:
+            if engine.start_early:
+                plan, tokenize, finished = start_preparing(engine, running, lock, cfg, check)
+            else:
+                plan, tokenize, finished = prepare(cfg, lock, check)
+            if finished is not None:
+                return {"status": "already complete", "manifest": finished, "out": str(plan.out)}
+            keep_tokenizer(tokenize)  # an in-process worker reuses it
+            stages = [TokenizeUnits(plan), *pack_stages(plan)]  # pipelines/partitions.py
+            t1 = time.perf_counter()
+            if not engine.start_early:
+                running.enter_context(engine)  # its start and stop count in engine_s
+            todo = [u.index for u in pending_units(plan)]
+            timings = engine.run_stages(stages, todo, progress)
+        timings["prepare_s"], timings["engine_s"] = t1 - t0, time.perf_counter() - t1
+        if tokenize.guard is not None and tokenize.guard.seconds:  # encoded in this process
+            timings["guard_thread_s"] = tokenize.guard.seconds
+        stats, n_rows, n_shards = run_totals(plan)  # merged from per-partition summaries
+        shards = shard_entries(plan, n_shards)
+        timings["total_s"] = time.perf_counter() - t0
+        manifest = finalize_stats(plan, stats, n_rows, unit_markers(plan), shards, timings)
     return {"status": "complete", "manifest": manifest, "out": str(plan.out), "timings": timings}
 
 
-def map_in_turn(map_stage, stages: list, items: list, progress: bool) -> dict:
-    """Each stage over the items the stage before returned (a ``gather`` stage: one call on all
-    of them), with a progress bar; returns ``{name}_s`` timings."""
-    timings = {}
-    for stage in stages:
-        t = time.perf_counter()
-        total, unit = stage.work_size(items)
-        with Progress(progress and unit is not None, total, stage.name, unit or "") as bar:
-            items = map_stage(stage, [items] if stage.gather else items, bar.add)
-        timings[f"{stage.name}_s"] = time.perf_counter() - t
-    return timings
+def start_preparing(engine, running: ExitStack, lock: ExitStack, cfg, check: str):
+    """``prepare`` with ``engine`` started (``running`` stops it) while the run is planned on a
+    thread: joining a cluster, starting its workers or importing Beam take seconds that listing
+    the inputs then hides. Nothing is written before both are done: an engine that fails to
+    start (bad runner flags) leaves no output directory or lock behind; its error wins."""
+    with ThreadPoolExecutor(1, thread_name_prefix="fewtrunc-plan") as pool:
+        planning = pool.submit(plan_run, cfg)
+        try:
+            running.enter_context(engine)
+        except BaseException:
+            wait([planning])  # its own error, if any, is the engine's to hide
+            raise
+        plan, tokenize = planning.result()
+    return take_output(plan, tokenize, lock, check)
 
 
 def pending_units(plan: RunPlan) -> list:
@@ -132,130 +156,8 @@ def shard_entries(plan: RunPlan, n: int) -> list[dict]:
     """Every shard's marker (file, rows, tokens, bytes, sha256), after the write stage."""
     entries = []
     for k in range(n):
-        marker = shard_marker(plan.work, k)
-        if not marker.is_file() or not (plan.out / shard_name(k)).is_file():
+        entry = read_marker(plan.work, SHARD, k)
+        if entry is None or not (plan.out / shard_name(k)).is_file():
             raise FatalError(f"the write stage left shard {k} without its file or marker")
-        entries.append(json.loads(marker.read_text()))
+        entries.append(entry)
     return entries
-
-
-class Progress:
-    """A tqdm bar (bytes or shards) with the documents and tokens done so far beside it."""
-
-    def __init__(self, progress: bool, total: int, desc: str, unit: str = "B", file=None):
-        from tqdm import tqdm
-
-        self.bar = tqdm(total=total or None, desc=desc, unit=unit, unit_scale=True,
-                        unit_divisor=1000, disable=not progress, dynamic_ncols=True, leave=True,
-                        file=file)
-        self.docs = self.tokens = 0
-
-    def set(self, n: int) -> None:
-        self.bar.update(n - self.bar.n)
-
-    def finish(self) -> None:
-        """An open-ended bar (no total) ends at 100%: what it counted was all there was."""
-        if self.bar.total is None:
-            self.bar.total = self.bar.n
-            self.bar.refresh()
-
-    def add(self, n: int, docs: int = 0, tokens: int = 0) -> None:
-        self.bar.update(n)
-        if docs or tokens:
-            self.docs += docs
-            self.tokens += tokens
-            self.bar.set_postfix_str(f"{self.docs:,} docs, {self.tokens:,} tokens", refresh=False)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.bar.close()
-
-
-class MarkerProgress:
-    """A context manager for an engine that blocks until every stage is done (Beam): a daemon
-    thread polls each stage's ``done_size(items, names)`` (its work done, from its markers, all
-    stages from one listing per directory per poll) and shows one bar per stage, opened as the
-    stage starts (the first at once, a later one when its count first moves). Only the first
-    stage's items are known before the run: later stages count their markers, without a total
-    until the end. A stage after a gather stage starting means the stages before are done."""
-
-    LOCAL_S, URL_S = 0.5, 3.0  # seconds between polls (at least 5x the time a poll takes)
-
-    def __init__(self, stages: list, items: list, progress: bool, file=None):
-        self.progress, self.file, self.watched, barrier = progress, file, [], False
-        for i, stage in enumerate(stages):
-            barrier = barrier or stage.gather
-            total, unit = stage.work_size(items if i == 0 else [])
-            if unit is not None and hasattr(stage, "done_size"):
-                self.watched.append({"stage": stage, "items": items if i == 0 else None,
-                                     "total": total if i == 0 else None, "unit": unit,
-                                     "after_gather": barrier, "bar": None, "done": False})
-                barrier = False
-        self.stop, self.thread, self.interval = threading.Event(), None, self.LOCAL_S
-
-    def __enter__(self):
-        if self.progress and self.watched:
-            self.thread = threading.Thread(target=self._loop, name="progress", daemon=True)
-            self.thread.start()
-        return self
-
-    def __exit__(self, exc_type, *exc) -> None:
-        if self.thread is None:
-            return
-        self.stop.set()
-        self.thread.join()
-        try:
-            if exc_type is None:  # the bars' final counts, at their ends
-                self._poll(final=True)
-        except Exception:  # noqa: BLE001 - a listing that failed costs the bars, never the run
-            pass
-        finally:
-            for w in self.watched:
-                if w["bar"] is not None:
-                    w["bar"].__exit__()
-
-    def _loop(self) -> None:
-        while not self.stop.is_set():
-            t = time.perf_counter()
-            try:
-                self._poll()
-            except Exception:  # noqa: BLE001 - a store that fails a listing: the next poll
-                pass
-            self.stop.wait(max(self.interval, 5 * (time.perf_counter() - t)))
-
-    def _names(self):
-        """``names(dir, pattern)``: the names in ``dir`` matching ``pattern``; each directory
-        listed once per poll."""
-        listed: dict = {}
-
-        def names(work, pattern: str) -> list[str]:
-            path = as_path(work)
-            key = str(path)
-            if key not in listed:
-                if is_url(key):
-                    self.interval = self.URL_S
-                    listed[key] = [p.name for p in path.glob("*")]
-                else:
-                    listed[key] = os.listdir(path) if path.is_dir() else []
-            return fnmatch.filter(listed[key], pattern)
-        return names
-
-    def _poll(self, final: bool = False) -> None:
-        names, watched = self._names(), self.watched
-        done = [None if w["done"] else w["stage"].done_size(w["items"], names) for w in watched]
-        last = len(watched) - 1 if final else max([i for i, d in enumerate(done) if d] + [0])
-        for i, w in enumerate(watched):
-            if i > last:
-                break
-            if w["bar"] is None:
-                w["bar"] = Progress(True, w["total"], w["stage"].name, w["unit"], self.file)
-            if done[i] is not None:
-                w["bar"].set(done[i])
-            # finished: its total reached, the end, or a stage after a barrier since started
-            if final or (w["total"] is not None and done[i] is not None and done[i] >= w["total"]
-                         ) or any(v["after_gather"] for v in watched[i + 1:last + 1]):
-                w["bar"].finish()
-                w["bar"].__exit__()  # closed as it ends, as ``map_in_turn`` closes its bars
-                w["done"] = True

@@ -21,11 +21,11 @@ import shutil
 
 import numpy as np
 
-from pipelines.atomic import scratch_dir
-from pipelines.errors import InputError
+from pipelines.infra.atomic import scratch_dir
+from pipelines.infra.errors import InputError
 from pipelines.run_plan import RunPlan
 from pipelines.steps import spill
-from pipelines.storage.paths import as_path
+from pipelines.infra.storage.paths import as_path
 
 FOUND = "duplicates.npy"  # (2, k) int64: unit (its place in the plan) and document, input order
 REJECTS = "duplicates.jsonl"  # their rejects, one JSON object a line, in the same order
@@ -137,7 +137,7 @@ def with_lengths(plan: RunPlan, found: np.ndarray) -> np.ndarray:
 def record(plan: RunPlan, found: np.ndarray) -> None:
     """Save the duplicates for the pack stage (``FOUND``) and their rejects for ``finalize``
     (``REJECTS``); under ``input.on_error=fail``, stop at the first one, naming it."""
-    from pipelines.atomic import write_bytes, atomic_path
+    from pipelines.infra.atomic import write_bytes, atomic_path
 
     policy_fail = plan.cfg.input.on_error == "fail"
     shown = found[:1] if policy_fail else found

@@ -21,7 +21,7 @@ from typing import Protocol
 
 import numpy as np
 
-from pipelines.errors import ConfigError, show
+from pipelines.infra.errors import ConfigError, show
 
 log = logging.getLogger(__name__)
 
@@ -208,7 +208,7 @@ def preload(path: str, backend: str, split_special: bool) -> None:
 
 
 def _load(path: str, backend: str, split_special: bool):
-    from pipelines.tokenizer import load_tokenizer
+    from pipelines.infra.tokenizer import load_tokenizer
 
     return choose_encoder(load_tokenizer(path or None), backend, split_special)
 

@@ -1,20 +1,20 @@
 """The end of a run: rejects, stats, config, report, timings, and the manifest last (sealed,
-fsynced); the work directory goes unless ``output.keep_work``; the lock is released."""
+fsynced); the work directory goes unless ``output.keep_work``. All of it holding the output lock,
+which the run's ``output_lock.holding`` releases once this returns."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from pipelines.atomic import atomic_path, fsync_path, write_json, write_text
-from pipelines.errors import FatalError
+from pipelines.infra.atomic import atomic_path, fsync_path, write_json, write_text
+from pipelines.infra.errors import FatalError
 from pipelines.faults import crash_point
-from pipelines.output_lock import release_output
+from pipelines.markers import UNIT, read_marker
 from pipelines.run_plan import RunPlan
 from pipelines.steps.manifest import build_manifest
-from pipelines.steps.verify import SHARD_FILE, manifest_seal
-from pipelines.steps.write import sha256_file
-from pipelines.storage.paths import as_path
-from pipelines.storage.urls import is_url
+from pipelines.infra.manifest import SHARD_FILE, manifest_seal
+from pipelines.infra.hashing import sha256_file
+from pipelines.infra.storage.paths import as_path
 from pipelines.work_dir import remove_work
 
 
@@ -44,11 +44,10 @@ def finalize_stats(plan: RunPlan, stats: dict, n_rows: int, markers, shards: lis
     manifest["seal"] = manifest_seal(manifest)
     crash_point("manifest", 0)
     write_json(plan.out / "manifest.json", manifest, sync=True)
-    if not is_url(plan.out):  # a store has the object once the upload returns
+    if plan.out_location.needs_fsync:  # a store has the object once the upload returns
         fsync_path(plan.out)
     if not plan.cfg.output.keep_work:
         remove_work(plan.work)  # only what this run wrote: anything else stays, said in a line
-    release_output(plan.out)
     return manifest
 
 
@@ -72,7 +71,7 @@ def _yaml(config: dict) -> str:
     """config.yaml: the plan's config is redacted already; again here, as every file is."""
     import yaml
 
-    from pipelines.storage.redact import redact_tree
+    from pipelines.infra.storage.redact import redact_tree
 
     return yaml.safe_dump(redact_tree(config), sort_keys=False)
 
@@ -80,7 +79,7 @@ def _yaml(config: dict) -> str:
 def _json_line(record: dict) -> str:
     """A line of rejects.jsonl: its ``file`` is the URL the source was read with (a presigned
     URL's signature, user info), so every string is redacted."""
-    from pipelines.storage.redact import redact_tree
+    from pipelines.infra.storage.redact import redact_tree
 
     record = redact_tree(record)
     line = json.dumps(record, sort_keys=True, ensure_ascii=False)
@@ -117,13 +116,13 @@ def write_rejects(plan: RunPlan, markers: list, duplicates: int = 0) -> None:
     (``markers``, their counts, say which units have any: only those are read again), then the
     duplicate ids left out, in input order."""
     from pipelines.duplicates import REJECTS
-    from pipelines.steps.spill import load_marker
-    from pipelines.storage.reading import open_input
+    from pipelines.infra.storage.reading import open_input
 
     with atomic_path(plan.out / "rejects.jsonl") as tmp, open(tmp, "w", encoding="utf-8") as f:
         for u, m in zip(plan.units, markers):
             if m["rejected"]:
-                f.writelines(_json_line(r) for r in load_marker(plan.work, u.index)["rejects"])
+                rejects = read_marker(plan.work, UNIT, u.index)["rejects"]
+                f.writelines(_json_line(r) for r in rejects)
         if duplicates:
             with open_input(str(as_path(plan.work) / REJECTS)) as lines:
                 f.writelines(_json_line(json.loads(line)) for line in lines)

@@ -1,5 +1,7 @@
 """The output directory's lock: one run at a time per ``output.dir`` (flock on a file that names
-its holder), taken before any work and released when the run ends, however it ends.
+its holder), taken before any work and released when the run ends, however it ends: a run holds
+it as ``with holding(out, fingerprint):`` around everything it does to ``out`` (resume, the
+stages, finalize), the one place that takes and releases it.
 
 On an object store (no flock) the lock is an object, ``.fewtrunc.lock``, naming the run's
 fingerprint and its holder. A run finding one of another fingerprint is refused; one of its own
@@ -7,15 +9,16 @@ fingerprint is taken over: it is the same run, killed or still running elsewhere
 write the same bytes to the same keys. On S3 the object is created with a conditional PUT
 (``If-None-Match: *``) and taken over only if unchanged since read (``If-Match``), so of two runs
 starting at once exactly one creates it; elsewhere (GCS) it is a stat then a write, best effort
-(``pipelines/storage/locking.py``)."""
+(``pipelines/infra/storage/locking.py``)."""
 from __future__ import annotations
 
 import json
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
-from pipelines.errors import OutputError
-from pipelines.storage.urls import is_url
+from pipelines.infra.errors import OutputError
+from pipelines.infra.storage.location import Location
 
 LOCK = ".fewtrunc.lock"  # held (flock) while a run uses the directory; removed when it ends
 
@@ -31,14 +34,28 @@ def _holder() -> str:
     return f"pid {os.getpid()} on {socket.gethostname()}, since {stamp}"
 
 
+@contextmanager
+def holding(out, fingerprint: str = ""):
+    """The lock of ``out`` for the block: taken on entry (``OutputError`` naming the holder when
+    another run has it), released when the block ends, by an exception, a finished run or a
+    run found complete."""
+    lock_output(out, fingerprint)
+    try:
+        yield
+    finally:
+        release_output(out)
+
+
 def lock_output(out: Path, fingerprint: str = "") -> None:
     """Take the exclusive lock of ``out`` (flock on ``out/.fewtrunc.lock``, which names the
     holder; on an object store, see above), or raise ``OutputError`` naming the run that holds
     it."""
     import fcntl
 
-    if is_url(out):
+    where = Location.of(out)
+    if where.remote:
         return _lock_object(out, fingerprint)
+    out = Path(where.local_path)  # a path, or a file:// URL
     key = os.path.realpath(out)
     if key in _LOCKS:  # this process holds it already (an earlier run here ended in an error)
         return
@@ -72,8 +89,8 @@ def lock_output(out: Path, fingerprint: str = "") -> None:
 
 
 def _lock_object(out, fingerprint: str) -> None:
-    from pipelines.storage import StorageError, join
-    from pipelines.storage.locking import conditional_object
+    from pipelines.infra.storage import StorageError, join
+    from pipelines.infra.storage.locking import conditional_object
 
     key = str(out).rstrip("/")
     if key in _LOCKS:
@@ -117,15 +134,16 @@ def _parse(data: bytes) -> dict:
 
 def release_output(out) -> None:
     """Remove and release the lock of ``out`` if this process holds it."""
-    if is_url(out):
+    where = Location.of(out)
+    if where.remote:
         holder = _LOCKS.pop(str(out).rstrip("/"), None)
         if holder is not None:
             _remove_lock_object(out, holder)
         return
-    fd = _LOCKS.pop(os.path.realpath(out), None)
+    fd = _LOCKS.pop(os.path.realpath(where.local_path), None)  # as taken, for a file:// URL too
     if fd is None:
         return
-    path = Path(out) / LOCK
+    path = Path(where.local_path) / LOCK
     try:
         if os.stat(path).st_ino == os.fstat(fd).st_ino:
             path.unlink()
@@ -137,9 +155,9 @@ def release_output(out) -> None:
 def _remove_lock_object(out, holder: str) -> None:
     """Remove the lock object if it still names this run (a restart of the same run may have
     taken it over since); if the store went away, the lock stays and names this run."""
-    from pipelines.storage import join
-    from pipelines.storage.deleting import remove_object
-    from pipelines.storage.locking import conditional_object
+    from pipelines.infra.storage import join
+    from pipelines.infra.storage.deleting import remove_object
+    from pipelines.infra.storage.locking import conditional_object
 
     url = join(str(out), LOCK)
     try:

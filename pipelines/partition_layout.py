@@ -15,13 +15,13 @@ import json
 import numpy as np
 
 from packing.partition import RunCutter, plan_partitions
-from pipelines.atomic import write_json
+from pipelines.infra.atomic import write_json
 from pipelines.duplicates import DuplicateFinder, keep_mask, of_unit, with_lengths
 from pipelines.duplicates import record as record_duplicates
-from pipelines.errors import FatalError
+from pipelines.infra.errors import FatalError
 from pipelines.run_plan import RunPlan
 from pipelines.steps import spill
-from pipelines.storage.paths import as_path
+from pipelines.infra.storage.paths import as_path
 
 PARTITIONS = "partitions.json"
 

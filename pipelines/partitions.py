@@ -13,7 +13,8 @@ Stages (after tokenizing):
     partition (gather)  every unit's lengths, one unit at a time -> per-unit chunk counts, the
                         partitions (``partitions.json``) -> one item per partition
     pack                a partition's units' lengths -> its row plan (``part-P/plan/``) and
-                        summary marker (``part-P.done.json``: rows, tokens, stats piece)
+                        summary marker (``part-P.done.json``, ``pipelines.markers``: rows,
+                        tokens, stats piece)
     shards (gather)     the summaries -> shard ranges: partition p's shards follow p-1's, each
                         shard holds rows of one partition only; stray shard files go
     write               (k, p, start, end) -> shard k from partition p's row plan only
@@ -29,30 +30,27 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipelines.atomic import write_json
 from pipelines.duplicates import dropped, keep_mask, of_unit
-from pipelines.errors import FatalError
+from pipelines.infra.errors import FatalError
 from pipelines.faults import crash_point
+from pipelines.markers import PART, SHARD, count_markers, read_marker, write_marker
 from pipelines.memory import trim
-from pipelines.partition_layout import partition_items, partition_layout, read_json
+from pipelines.partition_layout import partition_items, partition_layout
 from pipelines.row_plan import load_row_plan, save_row_plan
 from pipelines.stages import worker_setup, write_shard_range
 from pipelines.run_plan import RunPlan
-from pipelines.shard_format import list_shards, shard_name
+from pipelines.infra.shard_format import list_shards, shard_name
 from pipelines.steps import spill
 from pipelines.steps.gather import SpillStore
 from pipelines.steps.pack import plan_rows
 from pipelines.steps.stats import merge_stats, stats_piece
 from pipelines.steps.write import DocTable, shard_ranges
-from pipelines.storage.paths import as_path
+from pipelines.infra.storage.paths import as_path
+
 
 def part_dir(plan: RunPlan, p: int):
     """Partition ``p``'s work directory (its row plan lies in ``plan/`` below it)."""
     return as_path(plan.work) / f"part-{p:05d}"
-
-
-def part_marker(plan: RunPlan, p: int):
-    return as_path(plan.work) / f"part-{p:05d}.done.json"
 
 
 def _partition_docs(plan: RunPlan, span, drop: np.ndarray) -> DocTable:
@@ -80,8 +78,7 @@ def pack_partition(plan: RunPlan, p: int, span, token_base: int) -> dict:
     marker. A summary already there for this run is kept (the partition was packed before a
     restart)."""
     span = [int(x) for x in span]
-    marker = part_marker(plan, p)
-    done = read_json(marker)
+    done = read_marker(plan.work, PART, p)
     if done is not None and done.get("fingerprint") == plan.fingerprint \
             and done.get("units") == span:
         return done
@@ -95,7 +92,7 @@ def pack_partition(plan: RunPlan, p: int, span, token_base: int) -> dict:
     summary = {"fingerprint": plan.fingerprint, "partition": p, "units": span,
                "documents": int(docs.length.size), "tokens": tokens, "rows": rows.n_rows,
                "stats": stats_piece(docs.length, rows, plan.cfg.pack, token_base)}
-    write_json(marker, summary)
+    write_marker(plan.work, PART, p, summary)
     crash_point("partition", p)
     return summary
 
@@ -105,7 +102,7 @@ def summaries(plan: RunPlan) -> list[dict]:
     layout = partition_layout(plan)
     out = []
     for p, span, _ in partition_items(layout):
-        s = read_json(part_marker(plan, p))
+        s = read_marker(plan.work, PART, p)
         if s is None or s.get("fingerprint") != plan.fingerprint or s.get("units") != list(span):
             raise FatalError(f"the pack stage left partition {p} without its summary")
         out.append(s)
@@ -129,21 +126,18 @@ def run_totals(plan: RunPlan) -> tuple[dict, int, int]:
     return stats, sum(s["rows"] for s in parts), len(shard_items(plan, parts))
 
 
-def markers_done(plan: RunPlan, names, kind: str) -> int:
-    """For a progress bar polled while an engine runs (``done_size``): the work items of a
-    stage done so far, counted from their ``KIND-*.done.json`` markers."""
-    return len(names(plan.work, f"{kind}-*.done.json"))
-
-
 @dataclass(frozen=True)
 class PlanPartitions:
     """After every unit: the partitions (a barrier, per-unit counts only) -> one item each."""
 
     plan: RunPlan
-    name, gather, threaded = "partition", True, False
+    name, gather, threaded, marker = "partition", True, False, None
 
     def work_size(self, items) -> tuple[int, None]:
         return 0, None
+
+    def done_size(self, items, names) -> int:
+        return 0  # leaves no marker, shows no bar: a barrier, over when the next stage starts
 
     def setup(self, threads: int):
         worker_setup(self.plan)
@@ -158,13 +152,13 @@ class PackPartitions:
     """(p, span, token_base) -> partition p's row plan and summary; outputs p."""
 
     plan: RunPlan
-    name, gather, threaded = "pack", False, False
+    name, gather, threaded, marker = "pack", False, False, PART
 
     def work_size(self, items) -> tuple[int, str]:
         return len(items), "partition"
 
     def done_size(self, items, names) -> int:
-        return markers_done(self.plan, names, "part")
+        return count_markers(self.plan.work, self.marker, names)
 
     def setup(self, threads: int):
         worker_setup(self.plan)
@@ -190,10 +184,13 @@ class NumberShards:
     files beyond them (an earlier, larger plan's) go."""
 
     plan: RunPlan
-    name, gather, threaded = "shards", True, False
+    name, gather, threaded, marker = "shards", True, False, None
 
     def work_size(self, items) -> tuple[int, None]:
         return 0, None
+
+    def done_size(self, items, names) -> int:
+        return 0  # leaves no marker, shows no bar: a barrier, over when the next stage starts
 
     def setup(self, threads: int):
         worker_setup(self.plan)
@@ -214,13 +211,13 @@ class WritePartitionShards:
     writer maps one partition's plan at a time); ``threads`` shards at once."""
 
     plan: RunPlan
-    name, gather, threaded = "write", False, True
+    name, gather, threaded, marker = "write", False, True, SHARD
 
     def work_size(self, items) -> tuple[int, str]:
         return len(items), "shard"
 
     def done_size(self, items, names) -> int:
-        return markers_done(self.plan, names, "shard")
+        return count_markers(self.plan.work, self.marker, names)
 
     def setup(self, threads: int):
         worker_setup(self.plan)

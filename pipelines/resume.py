@@ -6,14 +6,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pipelines.atomic import TMP_GLOB, write_json
-from pipelines.errors import ConfigError, OutputError
-from pipelines.output_lock import LOCK, release_output
+from pipelines.infra.atomic import TMP_GLOB, write_json
+from pipelines.infra.errors import ConfigError, OutputError
+from pipelines.markers import SHARD, remove_markers
+from pipelines.output_lock import LOCK
 from pipelines.run_plan import ENGINE_KEYS, WORK, RunPlan
-from pipelines.shard_format import list_shards
-from pipelines.steps.verify import load_manifest, manifest_seal
-from pipelines.steps.write import sha256_file
-from pipelines.storage.urls import is_url
+from pipelines.infra.shard_format import list_shards
+from pipelines.infra.manifest import load_manifest, manifest_seal
+from pipelines.infra.hashing import sha256_file
 from pipelines.work_dir import (RECORD, TEMPORARY, WORK_FILE, has_record, remove_work,
                                 unrecorded)
 
@@ -67,13 +67,13 @@ def assess(plan: RunPlan, check: str = "size") -> tuple[str, dict | None]:
 
 def resume(plan: RunPlan, check: str) -> dict | None:
     """The finished run's manifest when the output is complete and intact; None when there is
-    work to do (a new run, an unfinished one, or a finished one being repaired)."""
+    work to do (a new run, an unfinished one, or a finished one being repaired). Called holding
+    the output lock, which the run's ``output_lock.holding`` releases."""
     out, fp = plan.out, plan.fingerprint
     state, manifest = assess(plan, check)
     if state == "complete":
         if plan.work.exists() and not plan.cfg.output.keep_work:
             remove_work(plan.work)  # killed after the manifest
-        release_output(out)
         return manifest
     plan.work.mkdir(parents=True, exist_ok=True)
     run_file = plan.work / RECORD
@@ -84,7 +84,7 @@ def resume(plan: RunPlan, check: str) -> dict | None:
         write_json(run_file, record)
     elif state == "new":
         write_json(run_file, record)
-    if not is_url(out):  # a store holds no temporaries (pipelines.atomic)
+    if plan.out_location.keeps_temporaries:  # a store holds none (pipelines.infra.atomic)
         strays = [p for p in out.glob(TMP_GLOB) if TEMPORARY.fullmatch(p.name)] + \
             [p for p in plan.work.glob(TMP_GLOB) if WORK_FILE.fullmatch(p.name)]
         for stray in strays:  # of a killed run (the lock keeps others out)
@@ -94,8 +94,7 @@ def resume(plan: RunPlan, check: str) -> dict | None:
 
 def _drop_shards(plan: RunPlan) -> None:
     """Shards and shard markers of an unfinished run's old row plan (their rows would differ)."""
-    for marker in plan.work.glob("shard-*.done.json"):
-        marker.unlink()
+    remove_markers(plan.work, SHARD)
     for shard in list_shards(plan.out):
         shard.unlink()
 

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.atomic import atomic_path
-from pipelines.errors import FatalError
+from pipelines.infra.atomic import atomic_path
+from pipelines.infra.errors import FatalError
 from pipelines.run_plan import RunPlan
 from pipelines.steps import spill
 from pipelines.steps.pack import RowPlan
 from pipelines.steps.write import DocTable
-from pipelines.storage.paths import UrlPath, as_path
+from pipelines.infra.storage.paths import UrlPath, as_path
 
 PLAN = "plan"  # the row plan's arrays in the work directory
 
@@ -50,7 +50,7 @@ def load_npy(path) -> np.ndarray:
     path = as_path(path)
     if not isinstance(path, UrlPath):
         return np.load(path, mmap_mode="r")
-    from pipelines.storage import local_copy
+    from pipelines.infra.storage import local_copy
 
     with local_copy(str(path)) as local:
         return np.load(local, mmap_mode="r")

@@ -4,10 +4,10 @@ Built once by the driver and shipped as is to every worker of every engine; it h
 object (the tokenizer, locks, pools are built from it where they are used). It carries what a
 worker would otherwise read from a file that only the driver may see: the tokenizer's JSON
 (``tokenizer_json``, the very text the fingerprint hashes), which a plan unpickled on a worker
-hands to ``pipelines.tokenizer.give``, so no node needs ``tokenizer.path``.
+hands to ``pipelines.infra.tokenizer.give``, so no node needs ``tokenizer.path``.
 
 What a run records (``config``: config.yaml, manifest.json, _work/run.json) is redacted here,
-once: user info and signature query values of URLs (``pipelines.storage.redact``). So are the
+once: user info and signature query values of URLs (``pipelines.infra.storage.redact``). So are the
 sources' stable names, which seed the document ids and the inputs digest: the fingerprint, the
 ids and the shard bytes do not change when only a presigned URL's signature (or a password)
 does, and a re-signed URL resumes the same run. ``cfg`` keeps the URLs as given: they are read
@@ -23,14 +23,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from pipelines.configio import to_dict
-from pipelines.errors import ConfigError, show
+from pipelines.infra.configio import to_dict
+from pipelines.infra.errors import ConfigError, show
 from pipelines.output_lock import LOCK
-from pipelines.steps.plan import expand_placeholders, inputs_digest, plan_units, split_glob
-from pipelines.storage.paths import as_path
-from pipelines.storage.redact import redact_text, redact_tree
+from pipelines.steps.plan import (expand_placeholders, input_locations, inputs_digest,
+                                  plan_units, split_glob)
+from pipelines.infra.storage.location import Location
+from pipelines.infra.storage.redact import redact_text, redact_tree
 from pipelines.steps.tokenize import Tokenize
-from pipelines.tokenizer import give, json_fingerprint, load_tokenizer
+from pipelines.infra.tokenizer import give, json_fingerprint, load_tokenizer
 
 WORK = "_work"
 # how a run is executed, not what it produces
@@ -42,7 +43,7 @@ BACKEND_KEYS = ("backend", "guard_fraction", "guard_first", "guard_chars")
 @dataclass(frozen=True)
 class RunPlan:
     cfg: object  # the RunConfig (frozen dataclasses), URLs as given: never written anywhere
-    out: Path  # a UrlPath when output.dir is a URL (pipelines.storage.paths)
+    out: Path  # a UrlPath when output.dir is a URL (pipelines.infra.storage.paths)
     work: Path
     units: tuple
     tokenizer_info: dict
@@ -50,6 +51,9 @@ class RunPlan:
     tokens_fingerprint: str  # what the spilled tokens depend on
     config: dict  # the RunConfig as written to files: redacted
     inputs: dict
+    # output.dir, resolved once: what its store can do (fsync, temporaries, directories) is
+    # asked of it, never of the text again (``out`` is its ``as_path()``)
+    out_location: Location
     # the tokenizer's JSON (``to_str``) when tokenizer.path is set: workers build it from this
     tokenizer_json: str = field(default="", repr=False, compare=False)
 
@@ -84,13 +88,15 @@ def build_run_plan(cfg) -> tuple[RunPlan, Tokenize]:
     reference = load_tokenizer(cfg.tokenizer.path or None)
     with ThreadPoolExecutor(1) as pool:  # the backends load (GIL released) while inputs resolve
         loading = pool.submit(Tokenize, cfg.tokenizer)
-        units = _redacted_keys(plan_units(cfg.input), cfg.input.paths)
+        where = input_locations(cfg.input)
+        units = _redacted_keys(plan_units(cfg.input, where), cfg.input.paths)
         tok_json = reference.to_str()
         tok_fp = json_fingerprint(tok_json)
         tokenize = loading.result()
     config = redact_tree(to_dict(cfg))
     digest = inputs_digest(units)
-    out = as_path(cfg.output.dir)
+    out_location = Location.of(cfg.output.dir)
+    out = out_location.as_path()
     tok_info = {"fingerprint": tok_fp, "vocab_size": tokenize.tokenizer.get_vocab_size(),
                 "bos_id": tokenize.bos, "eos_id": tokenize.eos, "backend": tokenize.backend}
     inputs = {"units": len(units), "sources": sum(len(u.sources) for u in units),
@@ -100,9 +106,9 @@ def build_run_plan(cfg) -> tuple[RunPlan, Tokenize]:
     tokens_config = {k: v for k, v in config.items() if k not in ("pack", "output")}
     plan = RunPlan(cfg, out, out / WORK, tuple(units), tok_info,
                    fingerprint(_placeless(config), tok_fp, digest),
-                   fingerprint(tokens_config, tok_fp, digest), config, inputs,
+                   fingerprint(tokens_config, tok_fp, digest), config, inputs, out_location,
                    tok_json if cfg.tokenizer.path else "")
-    _refuse_output_inside_inputs(cfg)
+    _refuse_output_inside_inputs(cfg, out_location, where)
     return plan, tokenize
 
 
@@ -127,21 +133,22 @@ def _check_seq_len(seq_len: int) -> None:
                           "per token of it)")
 
 
-def _refuse_output_inside_inputs(cfg) -> None:
+def _refuse_output_inside_inputs(cfg, out_location: Location, where: tuple) -> None:
     """output.dir where an input path would reach it: its shards and rejects would become input,
-    and every resume or rerun would see another input. Refused before any work."""
-    from pipelines.storage import is_url, stat
+    and every resume or rerun would see another input. Refused before any work. ``where``: the
+    locations of ``cfg.input.paths`` (``steps.plan.input_locations``)."""
+    from pipelines.infra.storage import local_path, stat
 
-    remote = is_url(cfg.output.dir)
-    out = cfg.output.dir.rstrip("/") if remote else os.path.realpath(cfg.output.dir)
+    remote = out_location.remote
+    out = out_location.text.rstrip("/") if remote else os.path.realpath(out_location.local_path)
     ours = ("shard-00000.arrow", "manifest.json", "rejects.jsonl", "stats.json", "config.yaml",
             "timings.json", "report.html", "lengths.png", WORK, LOCK)
     for i, written in enumerate(cfg.input.paths):
         prefix, pattern = split_glob(written)
         base = expand_placeholders(prefix if pattern else written)
-        if is_url(base) != remote:
+        if where[i].remote != remote:  # a glob's base is where its entry is
             continue  # one on a store, the other on a local disk
-        base = base.rstrip("/") if remote else os.path.realpath(base)
+        base = base.rstrip("/") if remote else os.path.realpath(local_path(base))
         rel = os.path.relpath(out, base).replace(os.sep, "/")
         if rel == ".." or rel.startswith("../"):
             continue  # out is not below this input

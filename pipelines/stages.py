@@ -1,29 +1,28 @@
 """The run's stages, each a frozen, picklable config that knows nothing of engines.
 
-``stage.setup(threads)`` runs once per worker (it loads the tokenizer, or memory-maps the row
-plan) and returns the stage's call: ``call(items, report=None)`` does every item, leaves its
-result in a marker file (the driver reads the markers, so no engine carries results back) and
-returns the next stage's items. A stage declares what it needs: ``gather = True`` makes it one
-call on every output of the stage before (a barrier); ``threaded = True`` says its call keeps
-several threads busy (the encoder and zstd release the GIL), so an engine gives it the worker's
-cores, and 1 thread otherwise. An engine only decides where and how often ``setup`` and the call
-run; every name, marker and byte comes from here and from ``pipelines/steps``.
+Each implements ``pipelines.contracts.Stage``: ``stage.setup(threads)`` runs once per worker (it
+loads the tokenizer, or memory-maps the row plan) and returns the stage's call: ``call(items,
+report=None)`` does every item, leaves its result in a marker file (``marker``: the driver reads
+the markers, so no engine carries results back) and returns the next stage's items. A stage
+declares what it needs: ``gather = True`` makes it one call on every output of the stage before
+(a barrier); ``threaded = True`` says its call keeps several threads busy (the encoder and zstd
+release the GIL), so an engine gives it the worker's cores, and 1 thread otherwise. An engine
+only decides where and how often ``setup`` and the call run; every name, marker and byte comes
+from here and from ``pipelines/steps``.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
 
-from pipelines.atomic import sweep_scratch, write_json
+from pipelines.infra.atomic import sweep_scratch
 from pipelines.faults import crash_point
+from pipelines.markers import SHARD, UNIT, done_among, read_marker, write_marker
 from pipelines.run_plan import RunPlan
-from pipelines.shard_format import shard_name, write_shard_batches
+from pipelines.infra.shard_format import shard_name, write_shard_batches
 from pipelines.steps.read import Reader
 from pipelines.steps.tokenize import Tokenize, set_worker_threads
-from pipelines.steps.write import build_shard, sha256_file
-from pipelines.storage.paths import as_path
-from pipelines.storage.urls import is_url
+from pipelines.infra.hashing import sha256_file
+from pipelines.steps.write import build_shard
 from pipelines.unit_stream import tokenize_units
 
 _TOKENIZERS: dict = {}  # tokenizer config -> this process's Tokenize (one per worker)
@@ -49,10 +48,10 @@ def worker_setup(plan: RunPlan) -> None:
     of scratch files that killed writers left on this machine."""
     from dataclasses import asdict
 
-    from pipelines.storage import configure
+    from pipelines.infra.storage import configure
 
     configure(**asdict(plan.cfg.storage))
-    if is_url(plan.out):
+    if plan.out_location.uploads_whole:
         sweep_scratch()
 
 
@@ -62,7 +61,7 @@ class TokenizeUnits:
     (``unit_stream``). Units given together stream back to back on ``threads`` encoders."""
 
     plan: RunPlan
-    name, gather, threaded = "tokenize", False, True
+    name, gather, threaded, marker = "tokenize", False, True, UNIT
 
     def work_size(self, items) -> tuple[int, str]:
         """For a progress bar: the input bytes of these units."""
@@ -73,9 +72,8 @@ class TokenizeUnits:
         """For a progress bar polled while an engine runs: the input bytes of these units whose
         marker is there (``names(dir, pattern)``: its file names that match, from one listing
         per poll)."""
-        there = set(names(self.plan.work, "unit-*.done.json"))
         units = {u.index: u for u in self.plan.units}
-        return sum(units[i].bytes for i in items if f"unit-{i:05d}.done.json" in there)
+        return sum(units[i].bytes for i in done_among(self.plan.work, self.marker, items, names))
 
     def setup(self, threads: int):
         worker_setup(self.plan)
@@ -98,13 +96,12 @@ def write_shard_range(plan: RunPlan, rows, docs, store, k: int, start: int, end:
     (and so the manifest's shard entry) records ``batch_rows``, the rows of each record batch:
     a streaming reader starts from them without opening a shard (``training.streaming``)."""
     path = plan.out / shard_name(k)
-    marker = shard_marker(plan.work, k)
-    if marker.is_file() and path.is_file():
-        entry = json.loads(marker.read_text())
+    entry = read_marker(plan.work, SHARD, k) if path.is_file() else None
+    if entry is not None:
         # on a store a shard is complete or absent, and its marker follows it: the size says
         # it is this one (hashing it would download it)
-        same = (path.stat().st_size == entry["bytes"] if is_url(path)
-                else sha256_file(path) == entry["sha256"])
+        same = (sha256_file(path) == entry["sha256"] if plan.out_location.cheap_reads
+                else path.stat().st_size == entry["bytes"])
         if entry["rows"] == end - start and same:
             return entry
     step = batch_rows(plan.cfg.pack.seq_len)
@@ -118,13 +115,9 @@ def write_shard_range(plan: RunPlan, rows, docs, store, k: int, start: int, end:
     entry = {"file": path.name, "rows": end - start,
              "tokens": int(rows.seg_len[rows.row_offsets[start] : rows.row_offsets[end]].sum()),
              "bytes": size, "sha256": digest, "batch_rows": per_batch}
-    write_json(marker, entry)
+    write_marker(plan.work, SHARD, k, entry)
     crash_point("shard", k)
     return entry
-
-
-def shard_marker(work: Path, k: int) -> Path:
-    return as_path(work) / f"shard-{k:05d}.done.json"
 
 
 def batch_rows(seq_len: int) -> int:

@@ -14,17 +14,18 @@ import logging
 import os
 import re
 
-from pipelines.storage.urls import is_url, local_path
+from pipelines.markers import NAME_PATTERN as MARKER
+from pipelines.infra.storage.location import Location
 
 RECORD = "run.json"
 _D = r"\d{5,}"
 _TOP = "|".join((  # file names right in the work directory
     r"run\.json|partitions\.json|duplicates\.npy|duplicates\.jsonl",
-    rf"unit-{_D}\.(?:tokens|tokens16|docs\.npy|done\.json)",  # spill files and unit markers
-    rf"(?:part|shard)-{_D}\.done\.json",  # partition summaries, shard markers
+    rf"unit-{_D}\.(?:tokens|tokens16|docs\.npy)",  # spill files
+    MARKER,  # completion markers: units, partition summaries, shards
 ))
 _PLAN = r"(?:docs|rows)\.\w+\.npy"  # a row plan's arrays, in ``part-P/plan/`` (older: ``plan/``)
-_TMP = r"\.tmp-\d+-[0-9a-f]{8}(?:\.\w+)?"  # ``pipelines.atomic.temp_name``'s suffix
+_TMP = r"\.tmp-\d+-[0-9a-f]{8}(?:\.\w+)?"  # ``pipelines.infra.atomic.temp_name``'s suffix
 # a temporary a killed writer left beside its final name: ``.NAME.tmp-PID-RANDOM``
 TEMPORARY = re.compile(rf"\.[^/]+{_TMP}")
 # what a run writes below its work directory (a name relative to it), temporaries included
@@ -35,7 +36,7 @@ _RECORD_TMP = re.compile(rf"\.run\.json{_TMP}")
 
 def has_record(work) -> bool:
     """Whether ``work`` holds a fewtrunc run record (``run.json`` naming a fingerprint)."""
-    from pipelines.storage.paths import as_path
+    from pipelines.infra.storage.paths import as_path
 
     path = as_path(work) / RECORD
     try:
@@ -53,11 +54,12 @@ def unrecorded(work) -> list[str]:
 
 def work_entries(work) -> list[str]:
     """Every file below ``work``, as paths relative to it with ``/``, sorted."""
-    from pipelines.storage.listing import _listing, list_files
+    from pipelines.infra.storage.listing import _listing, list_files
 
-    if is_url(work):
+    where = Location.of(work)
+    if not where.has_directories:
         return [rel for _, rel, st in _listing(str(work), True) if not st.is_dir]
-    base = local_path(work)
+    base = where.local_path
     return sorted(os.path.relpath(path, base).replace(os.sep, "/")
                   for path, _ in list_files(base))
 
@@ -65,10 +67,11 @@ def work_entries(work) -> list[str]:
 def remove_work(work) -> list[str]:
     """Remove what fewtrunc wrote in ``work`` (nothing when it holds no run record); return what
     is left there, which the run reports in one line."""
-    from pipelines.storage.deleting import remove_objects
-    from pipelines.storage.urls import join
+    from pipelines.infra.storage.deleting import remove_objects
+    from pipelines.infra.storage.urls import join
 
-    if not is_url(work) and not os.path.isdir(local_path(work)):
+    where = Location.of(work)
+    if where.has_directories and not os.path.isdir(where.local_path):
         return []
     entries = work_entries(work)
     if not entries or not has_record(work):
@@ -78,8 +81,8 @@ def remove_work(work) -> list[str]:
         kept = [e for e in entries if not WORK_FILE.fullmatch(e)]
         remove_objects([join(work, e) for e in ours])
         remove_objects([join(work, RECORD)])  # last: it says the rest was this run's
-        if not is_url(work):
-            _remove_empty_dirs(local_path(work))
+        if where.has_directories:
+            _remove_empty_dirs(where.local_path)
     if kept:
         shown = ", ".join(kept[:3]) + (", …" if len(kept) > 3 else "")
         logging.getLogger(__name__).warning(

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from pipelines.atomic import atomic_path
+from pipelines.infra.atomic import atomic_path
 
 PATTERN = "step-*.pt"
 

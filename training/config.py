@@ -1,4 +1,4 @@
-"""Training configuration: pure frozen dataclasses, built by ``pipelines.configio.load_config``.
+"""Training configuration: pure frozen dataclasses, built by ``pipelines.infra.configio.load_config``.
 
 Runtime objects (model, sampler, optimizer) are built *from* this data in ``trainer.py``; nothing
 here imports torch. Every key can be set in YAML or as a dotted ``key=value`` override.
@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, Optional
 
-from pipelines.errors import ConfigError
+from pipelines.infra.errors import ConfigError
 
 
 @dataclass(frozen=True)

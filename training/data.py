@@ -22,9 +22,9 @@ import torch
 from torch.utils.data import Dataset
 
 from packing.split import positions_within
-from pipelines.errors import ConfigError
-from pipelines.shard_format import list_shards
-from pipelines.storage.paths import UrlPath, as_path
+from pipelines.infra.errors import ConfigError
+from pipelines.infra.shard_format import list_shards
+from pipelines.infra.storage.paths import UrlPath, as_path
 from training.shard_checks import COLUMNS, open_shard_file, read_batch  # noqa: F401 (COLUMNS: re-exported)
 
 IGNORE_INDEX = -100
@@ -38,9 +38,9 @@ def _random_access(path, owner):
     with ``owner``."""
     if not isinstance(path, UrlPath):
         return str(path)  # open_shard_file memory-maps it
-    from pipelines.storage import open_input
-    from pipelines.storage.filesystems import resolve
-    from pipelines.storage.listing import guarded
+    from pipelines.infra.storage import open_input
+    from pipelines.infra.storage.filesystems import resolve
+    from pipelines.infra.storage.listing import guarded
     from training.streaming.gcs import GcsFile, is_gcs
 
     if is_gcs(path.url):
@@ -53,7 +53,7 @@ def _random_access(path, owner):
         import shutil
         import weakref
 
-        from pipelines.atomic import scratch_dir
+        from pipelines.infra.atomic import scratch_dir
 
         owner._scratch = scratch_dir("shards")
         weakref.finalize(owner, shutil.rmtree, owner._scratch, True)

@@ -32,8 +32,8 @@ from contextlib import contextmanager
 
 import torch
 
-from pipelines.errors import ConfigError, FatalError, FewtruncError
-from pipelines.storage.redact import redact_text
+from pipelines.infra.errors import ConfigError, FatalError, FewtruncError
+from pipelines.infra.storage.redact import redact_text
 
 
 DEFAULT_TIMEOUT_S = 600.0  # train.dist_timeout_s when the config itself cannot be read

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipelines.errors import ConfigError
+from pipelines.infra.errors import ConfigError
 from training.streaming import StreamingRows, StreamingShardDataset, rank_share
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pipelines.plotting import pyplot, save_png
+from pipelines.infra.plotting import pyplot, save_png
 
 
 class MetricsLog:

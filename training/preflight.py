@@ -11,7 +11,7 @@ import json
 
 import numpy as np
 
-from pipelines.errors import ConfigError
+from pipelines.infra.errors import ConfigError
 
 
 def packed_seq_len(dataset) -> tuple[int, str]:

@@ -5,7 +5,7 @@ import math
 
 import torch
 
-from pipelines.errors import ConfigError
+from pipelines.infra.errors import ConfigError
 
 
 def lr_at(step: int, cfg) -> float:

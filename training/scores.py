@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.ipc as ipc
-from pipelines.atomic import atomic_path
+from pipelines.infra.atomic import atomic_path
 
 SCORE_SCHEMA = pa.schema([
     pa.field("doc_id", pa.int64(), nullable=False),

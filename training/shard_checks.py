@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
-from pipelines.errors import InputError
+from pipelines.infra.errors import InputError
 
 COLUMNS = ("input_ids", "doc_lens", "doc_ids", "chunk_index")
 _HINT = "the file is damaged or truncated: rebuild the shards (`fewtrunc verify DIR` checks a run)"

@@ -21,8 +21,8 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from pipelines.errors import ConfigError
-from pipelines.storage.paths import as_path
+from pipelines.infra.errors import ConfigError
+from pipelines.infra.storage.paths import as_path
 from training.data import ShardDataset, vocab_map_from_counts
 from training.preflight import check_ids_fit, check_seq_len, check_vocab
 from training.shard_checks import ShardError
@@ -38,7 +38,7 @@ class ShardSummary:
 
 
 def tokenizer_vocab_size(path: str) -> int:
-    from pipelines.tokenizer import load_tokenizer
+    from pipelines.infra.tokenizer import load_tokenizer
 
     return load_tokenizer(path or None).get_vocab_size()
 

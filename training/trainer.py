@@ -27,9 +27,9 @@ import numpy as np
 import torch
 import yaml
 
-from pipelines.configio import to_dict
-from pipelines.errors import ConfigError
-from pipelines.storage.redact import redact_tree
+from pipelines.infra.configio import to_dict
+from pipelines.infra.errors import ConfigError
+from pipelines.infra.storage.redact import redact_tree
 from pruning_data import DynamicPruner
 from training import checkpoint as ckpt
 from training.config import RESUMABLE_CHANGES, TrainRunConfig

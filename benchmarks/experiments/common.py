@@ -26,8 +26,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from packing import pack_token_lists  # noqa: E402
-from pipelines.configio import load_config  # noqa: E402
-from pipelines.shard_format import SCHEMA, shard_name, write_shard  # noqa: E402
+from pipelines.infra.configio import load_config  # noqa: E402
+from pipelines.infra.shard_format import SCHEMA, shard_name, write_shard  # noqa: E402
 from training.config import TrainRunConfig  # noqa: E402
 from training.trainer import Trainer  # noqa: E402
 
@@ -51,7 +51,7 @@ def stdlib_documents(heldout_every: int = 10) -> tuple[list[str], list[str]]:
 
 
 def tokenize(docs: list[str]) -> list[np.ndarray]:
-    from pipelines.tokenizer import load_tokenizer
+    from pipelines.infra.tokenizer import load_tokenizer
 
     tok = load_tokenizer(None)
     eos = tok.token_to_id("<|endoftext|>")

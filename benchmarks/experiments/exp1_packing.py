@@ -15,7 +15,7 @@ import numpy as np
 
 from common import (RESULTS, bfd_rows, concat_rows, markdown_table, save, stdlib_documents,
                     tokenize, train_arm, truncated_documents, write_rows, curves)
-from pipelines.plotting import pyplot, save_png
+from pipelines.infra.plotting import pyplot, save_png
 from training.data import DocumentCollator, ShardDataset
 from training.evaluate import heldout_loss
 

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from common import (RESULTS, MarkovSource, markdown_table, one_doc_rows, save, train_arm, write_rows)
-from pipelines.plotting import pyplot, save_png
+from pipelines.infra.plotting import pyplot, save_png
 from training.data import DocumentCollator, ShardDataset
 from training.evaluate import heldout_loss
 

@@ -25,14 +25,14 @@ def main(args) -> int:
     import pyarrow as pa
 
     from pipelines.commands.run import summary_table
-    from pipelines.errors import InputError
-    from pipelines.storage import is_url
-    from pipelines.storage.paths import as_path
-    from pipelines.steps.verify import load_manifest
-    from pipelines.tokenizer import load_tokenizer, tokenizer_fingerprint
+    from pipelines.infra.errors import InputError
+    from pipelines.infra.storage.location import Location
+    from pipelines.infra.manifest import load_manifest
+    from pipelines.infra.tokenizer import load_tokenizer, tokenizer_fingerprint
     from training.shard_checks import ShardError, open_shard_file, read_batch
 
-    out = as_path(args.dir)
+    where = Location.of(args.dir)
+    out = where.as_path()
     mpath = out / "manifest.json"
     if not mpath.is_file():
         raise InputError(str(out), "no manifest.json: not a finished fewtrunc run")
@@ -47,7 +47,7 @@ def main(args) -> int:
     local = args.row - (int(rows[k - 1]) if k else 0)
     path = out / manifest["shards"][k]["file"]
     # checked like the training side reads shards: damage is one line naming the file
-    reader = open_shard_file(pa.py_buffer(path.read_bytes()) if is_url(path) else str(path), str(path))
+    reader = open_shard_file(pa.py_buffer(path.read_bytes()) if where.remote else str(path), str(path))
     skip = local
     for b in range(reader.num_record_batches):
         cols = read_batch(reader, b, str(path))

@@ -21,10 +21,10 @@ def add_arguments(parser) -> None:
 
 def main(args) -> int:
     import json
-    from pipelines.errors import InputError
-    from pipelines.storage.paths import as_path
+    from pipelines.infra.errors import InputError
+    from pipelines.infra.storage.paths import as_path
     from pipelines.steps.report import write_report
-    from pipelines.storage.redact import redact_text
+    from pipelines.infra.storage.redact import redact_text
 
     out = as_path(args.dir)
     if not (out / "stats.json").is_file():

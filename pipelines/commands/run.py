@@ -76,7 +76,7 @@ def describe() -> str:
     formats = [(f.name, f.summary + (f": {' '.join(f.suffixes)}" if f.suffixes else ""))
                for f in FORMATS.values()]
     packers = [(a.name, a.summary) for a in ALGORITHMS.values()] + [(config.CONCAT, _CONCAT)]
-    choices = {"input.format": config.input_formats(), "engine": config.ENGINES,
+    choices = {"input.format": config.input_formats(), "engine": config.engines(),
                "pack.algorithm": config.pack_algorithms()}
     pack, tok = config.PackConfig(), config.TokenizerConfig()
     return "\n".join([
@@ -87,7 +87,8 @@ def describe() -> str:
         "dataset):", _table(formats), "",
         f"packing (pack.algorithm, default {pack.algorithm}):", _table(packers), "",
         _PARTITIONS.format(chunks=pack.partition_chunks, backend=tok.backend,
-                           special=tok.special_tokens_in_text, engines="|".join(config.ENGINES)),
+                           special=tok.special_tokens_in_text,
+                           engines="|".join(config.engines())),
         "every key, with its default (a|b: the choices, the default first):",
         config_keys(config.RunConfig, choices),
     ])
@@ -147,7 +148,7 @@ def main(args) -> int:
     import sys
 
     from pipelines.api import run
-    from pipelines.storage.redact import redact_text
+    from pipelines.infra.storage.redact import redact_text
 
     extra = getattr(args, "extra", [])
     is_override = [("=" in a and not a.startswith("-")) for a in extra]

@@ -20,7 +20,7 @@ def add_arguments(parser) -> None:
 
 def main(args) -> int:
     from pipelines.steps.verify import verify_dir
-    from pipelines.storage.redact import redact_text
+    from pipelines.infra.storage.redact import redact_text
 
     problems, manifest = verify_dir(args.dir)
     if problems:

@@ -8,9 +8,9 @@
 workers: the workers are the parallelism); each stage's outputs are the next one's items. One
 pipeline, not one per stage: each costs the start of every worker process. Results stay in the
 stages' markers, so nothing is collected: a replayed bundle rewrites the same fixed file names;
-the progress bars poll them (``driver.MarkerProgress``) while the pipeline runs.
+the progress bars poll them (``progress.MarkerProgress``) while the pipeline runs.
 The inputs, ``output.dir`` and its ``_work/`` may be ``s3://`` or ``gs://`` URLs, read and written
-by the same code on every worker (``pipelines.storage``), so a Dataflow job needs no shared file
+by the same code on every worker (``pipelines.infra.storage``), so a Dataflow job needs no shared file
 system; a local output directory must be visible to every worker. The DirectRunner's workers
 inherit the driver's environment (credentials, ``AWS_ENDPOINT_URL``, ``STORAGE_EMULATOR_HOST``).
 
@@ -29,8 +29,8 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from pipelines import driver
-from pipelines.errors import ConfigError, FatalError, FewtruncError
+from pipelines.engines.base import EngineBase
+from pipelines.infra.errors import ConfigError, FatalError, FewtruncError
 
 _DIRECT = {"", "directrunner", "direct", "switchingdirectrunner"}
 _PRISM = {"prismrunner", "prism"}
@@ -83,30 +83,59 @@ def make_runner(options):
     return None  # by name, through PipelineOptions (DataflowRunner, FlinkRunner, Prism, ...)
 
 
-class BeamEngine:
-    def __init__(self, options, runner, bars=None):
-        self.options, self.runner, self.bars = options, runner, bars  # bars: where bars go
+class BeamEngine(EngineBase):
+    """Imports Beam and parses its options on entry, while the driver plans the run
+    (``start_early``: the import alone takes ~2 s); bad flags stop the run before it writes."""
+
+    start_early = True
+
+    def __init__(self, bcfg, engine_args=(), bars=None):
+        self.bcfg, self.engine_args = bcfg, tuple(engine_args)
+        self.bars = bars  # where the progress bars go (the terminal, past ``quiet_stderr``)
+        self.options = self.runner = None
+
+    @classmethod
+    def from_config(cls, cfg, engine_args=()):
+        return cls(cfg.beam, engine_args)
+
+    @classmethod
+    @contextmanager
+    def session(cls, cfg, engine_args=()):
+        """Around the whole run: Beam's logging goes to a scratch log, the bars to the terminal
+        (``quiet_stderr``)."""
+        with quiet_stderr() as bars:
+            yield cls(cfg.beam, engine_args, bars)
 
     def __enter__(self):
+        self.options = pipeline_options(self.bcfg, self.engine_args)
+        self.runner = make_runner(self.options)
         return self
-
-    def __exit__(self, *exc) -> None:
-        pass
 
     def run_stages(self, stages: list, items: list, progress: bool) -> dict:
         import apache_beam as beam
 
-        from pipelines.engines.beam_dofn import StageDoFn  # imports Beam: only when a job runs
+        from pipelines.engines.beam_dofn import StageDoFn
+        from pipelines.engines.beam_watch import run_watched
+        from pipelines.engines.parcel import split
+        from pipelines.progress import MarkerProgress
 
         p = beam.Pipeline(runner=self.runner, options=self.options)
-        pcoll = p | "Items" >> beam.Create(items)
+        # no reshuffle of its own: the first stage's ``Reshuffle`` spreads the items
+        pcoll, plans = p | "Items" >> beam.Create(items, reshuffle=False), {}
         for stage in stages:
             name = stage.name.capitalize()
             before = beam.combiners.ToList() if stage.gather else beam.Reshuffle()
-            pcoll = (pcoll | f"Before{name}" >> before
-                     | name >> beam.ParDo(StageDoFn(stage)))
-        with driver.MarkerProgress(stages, items, progress, self.bars):  # bars polled from the markers
-            state = p.run().wait_until_finish()
+            shell, parcel = split(stage)  # the plan goes once, as a side input
+            side = ()
+            if parcel is not None:
+                if parcel.key not in plans:
+                    plans[parcel.key] = p | f"Plan{len(plans)}" >> beam.Create(
+                        [parcel.blob]).with_output_types(bytes)
+                side = (beam.pvalue.AsSingleton(plans[parcel.key]),)
+            dofn = StageDoFn(shell, None if parcel is None else parcel.key)
+            pcoll = pcoll | f"Before{name}" >> before | name >> beam.ParDo(dofn, *side)
+        with MarkerProgress(stages, items, progress, self.bars):  # bars from the markers
+            state = run_watched(p)  # a worker process that dies ends it with one line
         if str(state).split(".")[-1] not in ("DONE", "UNKNOWN"):
             raise FatalError(f"Beam pipeline ended {state}")
         return {}
@@ -141,11 +170,3 @@ def quiet_stderr():
             if tail:
                 print(f"(the last lines Beam logged)\n{tail}", file=sys.stderr)
         log.close()
-
-
-def run(cfg, progress: bool = False, engine_args=(), check: str = "size") -> dict:
-    """Run (or resume, or recognize as finished) ``cfg`` with Beam; the local engine's contract."""
-    with quiet_stderr() as bars:
-        options = pipeline_options(cfg.beam, engine_args)  # bad flags fail before any work
-        engine = BeamEngine(options, make_runner(options), bars)
-        return driver.run(cfg, engine, progress, check)

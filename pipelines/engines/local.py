@@ -6,28 +6,18 @@ once (zstd and the gather release the GIL); single-threaded stages get one threa
 """
 from __future__ import annotations
 
-from pipelines import driver
+from pipelines.engines.base import StageByStage
 from pipelines.unit_stream import usable_cores
 
 
-class LocalEngine:
+class LocalEngine(StageByStage):
     def __init__(self, workers: int = 0):
         self.threads = workers or usable_cores()  # for the stages that declare ``threaded``
 
-    def run_stages(self, stages: list, items: list, progress: bool) -> dict:
-        return driver.map_in_turn(self.map, stages, items, progress)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        pass
+    @classmethod
+    def from_config(cls, cfg, engine_args=()):
+        return cls(cfg.local.workers)
 
     def map(self, stage, items: list, report=None) -> list:
         threads = self.threads if stage.threaded else 1
         return stage.setup(threads)(items, report) if items else []
-
-
-def run(cfg, progress: bool = False, check: str = "size") -> dict:
-    """Run (or resume, or recognize as finished) the job described by ``cfg``."""
-    return driver.run(cfg, LocalEngine(cfg.local.workers), progress, check)

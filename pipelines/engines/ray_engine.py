@@ -18,10 +18,11 @@ import os
 import secrets
 import sys
 import time
+from contextlib import contextmanager
 
-from pipelines import driver
-from pipelines.errors import ConfigError, FatalError, FewtruncError
-from pipelines.storage.paths import as_path
+from pipelines.engines.base import StageByStage
+from pipelines.infra.errors import ConfigError, FatalError, FewtruncError
+from pipelines.infra.storage.paths import as_path
 
 _CLUSTER_SWITCH = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 _IN_JOB = "RAY_JOB_CONFIG_JSON_ENV_VAR"  # set by Ray in a submitted job's driver
@@ -69,7 +70,7 @@ def _restore(saved: dict) -> None:
 
 def storage_env() -> dict:
     """The driver's object-store settings, for workers that do not inherit its environment."""
-    from pipelines.storage.filesystems import _ENV
+    from pipelines.infra.storage.filesystems import _ENV
 
     return {k: os.environ[k] for k in _ENV if os.environ.get(k)}
 
@@ -123,18 +124,23 @@ def connect(rcfg) -> tuple[bool, dict]:
     return True, saved
 
 
-class RayEngine:
+class RayEngine(StageByStage):
     """Connects (or starts a private Ray) on entry; closes its actors and stops what it started
     on exit."""
 
     def __init__(self, rcfg):
         self.rcfg, self.pool, self.started, self.saved = rcfg, None, False, {}
+        # joining a running cluster: the driver connects and the pool starts its actors while
+        # the inputs are listed (a private Ray is started only once the run needs it)
+        self.start_early = bool(rcfg.address.strip())
 
     def __enter__(self):
         from pipelines.engines.ray_pool import Pool
 
         self.started, self.saved = connect(self.rcfg)
         self.pool = Pool(self.rcfg)
+        if self.start_early:
+            self.pool.warm()
         return self
 
     def __exit__(self, *exc) -> None:
@@ -152,9 +158,30 @@ class RayEngine:
                 ray_watchdog.stop()
             _restore(self.saved)
 
+    @classmethod
+    def from_config(cls, cfg, engine_args=()):
+        return cls(cfg.ray)
+
+    @classmethod
+    @contextmanager
+    def session(cls, cfg, engine_args=()):
+        """Inside a Ray job, a store error says how to give the job storage settings."""
+        try:
+            yield cls(cfg.ray)
+        except FewtruncError as exc:
+            _in_job_hint(exc)
+            raise
+
+    @classmethod
+    def submit(cls, cfg) -> dict | None:
+        """``ray.address=http://...``: the run is submitted as a Ray job (``submit_job``)."""
+        if cfg.ray.address.strip().startswith(("http://", "https://")):
+            return submit_job(cfg)
+        return None
+
     def run_stages(self, stages: list, items: list, progress: bool) -> dict:
         """The stages in turn; timings.json also says which Ray node did how many items."""
-        timings = driver.map_in_turn(self.map, stages, items, progress)
+        timings = super().run_stages(stages, items, progress)
         timings["ray_nodes"] = self.pool.by_node
         return timings
 
@@ -171,21 +198,10 @@ class RayEngine:
             self.pool.release()
 
 
-def run(cfg, progress: bool = False, check: str = "size") -> dict:
-    """Run (or resume, or recognize as finished) ``cfg`` on Ray; the local engine's contract."""
-    if cfg.ray.address.strip().startswith(("http://", "https://")):
-        return submit_job(cfg)
-    try:
-        return driver.run(cfg, RayEngine(cfg.ray), progress, check)
-    except FewtruncError as exc:
-        _in_job_hint(exc)
-        raise
-
-
 def _in_job_hint(exc) -> None:
     """A store error inside a Ray job that got no storage settings: say how to pass them (what
     the shell that ran ``ray job submit`` exported does not reach the job)."""
-    from pipelines.storage import StorageError
+    from pipelines.infra.storage import StorageError
 
     if job_env_vars() is None or storage_env() or not isinstance(exc, (StorageError,
                                                                         ConfigError)):
@@ -214,13 +230,14 @@ def _check_uploadable(cfg) -> None:
     """A job runs on the cluster, in a copy of this directory: a local tokenizer.path must be a
     relative path inside it (it then travels with the job, and in the run plan to every
     worker); anything else would not exist there. Refused before submitting."""
-    from pipelines.storage.urls import is_url, local_path
+    from pipelines.infra.storage.location import Location
 
     path = cfg.tokenizer.path
-    if not path or is_url(path):
+    if not path or Location.of(path).remote:
         return
-    rel = os.path.relpath(os.path.abspath(local_path(path)), os.getcwd())
-    if os.path.isabs(local_path(path)) or rel.startswith(".."):
+    local = Location.of(path).local_path
+    rel = os.path.relpath(os.path.abspath(local), os.getcwd())
+    if os.path.isabs(local) or rel.startswith(".."):
         raise ConfigError(
             f"tokenizer.path {path!r}: with ray.address=http://... the run is a Ray job in a "
             "copy of the current directory, where this path does not exist; give a relative "
@@ -232,14 +249,14 @@ def submit_job(cfg, poll_s: float = 1.0) -> dict:
     this shell's storage settings in the job's runtime environment."""
     from ray.job_submission import JobStatus, JobSubmissionClient
 
-    from pipelines.configio import to_dict
+    from pipelines.infra.configio import to_dict
 
     _check_uploadable(cfg)
     config = to_dict(cfg)
     config["ray"]["address"] = "auto"
     client = JobSubmissionClient(cfg.ray.address.strip())
     job = client.submit_job(
-        entrypoint="python -m pipelines.engines.ray_engine",
+        entrypoint="python -m pipelines.engines.ray_job",
         runtime_env={"working_dir": ".",
                      "env_vars": {**storage_env(), _JOB_ENV: json.dumps(config)}},
     )
@@ -259,20 +276,3 @@ def submit_job(cfg, poll_s: float = 1.0) -> dict:
                          f"(it is on the cluster's file system). Job log:\n{logs[-2000:]}")
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     return {"status": f"complete (Ray job {job})", "manifest": manifest, "out": cfg.output.dir}
-
-
-def _job_main() -> int:  # pragma: no cover - runs inside a submitted Ray job
-    from pipelines.config import load_run_config
-    from pipelines.storage.redact import redact_text
-
-    try:
-        result = run(load_run_config(json.loads(os.environ[_JOB_ENV])))
-    except FewtruncError as exc:
-        print(redact_text(f"{_ERROR}{exc}"), file=sys.stderr, flush=True)
-        return 2
-    print(f"{result['status']}: {result['out']}")
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(_job_main())

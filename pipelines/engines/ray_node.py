@@ -14,8 +14,8 @@ from __future__ import annotations
 import os
 import socket
 
-from pipelines.errors import ConfigError, FewtruncError, InputError, show
-from pipelines.storage.urls import is_url, local_path
+from pipelines.infra.errors import ConfigError, FewtruncError, InputError, show
+from pipelines.infra.storage.location import Location
 
 MAX_PROBES = 64  # inputs stat'ed per node and run: one per directory or bucket, at most this
 
@@ -39,14 +39,15 @@ def node_name(info: dict | None) -> str:
 def _probes(plan) -> list[tuple[str, str]]:
     """(what the config calls it, a path or URL to stat): output.dir when local, and the first
     source of each distinct input directory or bucket (Hugging Face datasets excepted)."""
-    probes = [] if is_url(plan.out) else [("output.dir", str(plan.out))]
+    probes = [] if Location.of(plan.out).remote else [("output.dir", str(plan.out))]
     groups: dict = {}
     for unit in plan.units:
         for source in unit.sources[:1]:
             if source.format == "hf" or source.error:
                 continue
             path = source.path
-            group = path.split("/", 3)[2] if is_url(path) else os.path.dirname(local_path(path))
+            where = Location.of(path)
+            group = where.bucket if where.remote else os.path.dirname(where.local_path)
             if group not in groups and len(groups) < MAX_PROBES:
                 groups[group] = path
     return probes + [("input", p) for p in groups.values()]
@@ -54,12 +55,12 @@ def _probes(plan) -> list[tuple[str, str]]:
 
 def check_node(plan) -> None:
     """Stop with one line when this node cannot see what the driver saw (see the module)."""
-    from pipelines.storage import StorageError, stat
+    from pipelines.infra.storage import StorageError, stat
 
     where = node_name(describe())
     for what, path in _probes(plan):
         if what == "output.dir":
-            if not os.path.isdir(local_path(path)):
+            if not os.path.isdir(Location.of(path).local_path):
                 raise ConfigError(
                     f"output.dir {show(path)} is not visible on {where}: a local output.dir on "
                     "a Ray cluster must be on a file system every node mounts at the same "
@@ -79,7 +80,7 @@ def check_node(plan) -> None:
 def name_node(exc: BaseException, where: str) -> BaseException:
     """``exc`` (a fewtrunc error from a worker) with ``where`` (``node_name``) in its one line;
     a bad input record (``InputError``) is the data's, not the node's: left as it is."""
-    from pipelines.storage import StorageError
+    from pipelines.infra.storage import StorageError
 
     if not isinstance(exc, FewtruncError) or isinstance(exc, InputError) or where in str(exc):
         return exc

@@ -13,17 +13,21 @@ seconds, the run stops with one line naming the stage, its pending items and the
 wait for; the markers of the work done make the rerun resume. An item is tried again at most
 ``ray.max_task_retries`` times (-1: always).
 
-A stage's actors release their scratch (local copies of spill files) when the stage ends, and
-again when the pool closes, before they are killed (``ray.kill`` runs no clean-up in them).
+A stage travels as its shell, and the run plan once per actor (``parcel``: unpickling the plan
+with every call cost more than a small item's work). A stage's actors release their scratch
+(local copies of spill files) when the stage ends, and again when the pool closes, before they
+are killed (``ray.kill`` runs no clean-up in them).
 """
 from __future__ import annotations
 
 import gc
 import itertools
 import logging
+import sys
 import time
 
-from pipelines.errors import FatalError, show
+from pipelines.engines.parcel import join, split
+from pipelines.infra.errors import FatalError, show
 
 log = logging.getLogger("fewtrunc")
 CLOSE_S = 20.0  # seconds actors get to clean up before they are killed
@@ -45,21 +49,29 @@ class StageWorker:
 
     def __init__(self, threads: int):
         self.threads, self.key, self.call, self.checked = threads, None, None, None
+        import pipelines.partitions  # noqa: F401 - the stages' imports, before the first item
 
     def ready(self) -> dict:
         from pipelines.engines.ray_node import describe
 
         return describe()
 
-    def run(self, stage, items: list) -> list:
-        key = (stage.name, stage.plan.fingerprint)
+    def run(self, shell, parcel_key, parcel_ref: list, items: list) -> list:
+        """``items`` of the stage ``shell`` + the plan of ``parcel_key`` (``parcel``): the plan
+        is fetched (``parcel_ref``, wrapped in a list so that Ray does not resolve it on every
+        call) and unpickled once per actor, the stage set up once per actor and stage."""
+        key = (shell.name, parcel_key)
         if key != self.key:
+            import ray
+
             self.release()
-            if self.checked != stage.plan.fingerprint:
+            stage = join(shell, parcel_key, lambda: ray.get(parcel_ref[0]))
+            plan = getattr(stage, "plan", None)
+            if getattr(plan, "fingerprint", None) not in (None, self.checked):
                 from pipelines.engines.ray_node import check_node
 
-                check_node(stage.plan)
-                self.checked = stage.plan.fingerprint
+                check_node(plan)
+                self.checked = plan.fingerprint
             self.call = stage.setup(self.threads if stage.threaded else 1)
             self.key = key
         return self.call(items)
@@ -91,6 +103,7 @@ class Pool:
         self.restarts = 0
         self._ids = itertools.count()
         self.by_node: dict = {}  # stage name -> {node id: items it did}, for timings.json
+        self._parcel = None  # (key, ObjectRef) of the run plan's parcel
 
     # --- actors --------------------------------------------------------------------------
     def _remote(self):
@@ -113,6 +126,10 @@ class Pool:
                                                     // max(r.cpus_per_actor, 1e-3)))
         while len(self.ready) + len(self.pending) < min(n, self.size):
             self._spawn()
+
+    def warm(self) -> None:
+        """Ask for the whole pool now (its actors start while the driver plans the run)."""
+        self._fill(sys.maxsize)
 
     def _replace(self, n: int) -> None:
         """After a loss: one more actor, within ``ray.max_restarts``."""
@@ -149,6 +166,14 @@ class Pool:
         except Exception:  # noqa: BLE001 - already gone
             pass
 
+    def _put(self, parcel):
+        """The parcel's object, put once per run (every stage holds the same plan)."""
+        import ray
+
+        if self._parcel is None or self._parcel[0] != parcel.key:
+            self._parcel = (parcel.key, ray.put(parcel))
+        return self._parcel[1]
+
     # --- one stage -------------------------------------------------------------------------
     def map(self, stage, items: list, report=None) -> list:
         """Every item on a free actor, one item per call (progress counted per item); returns
@@ -172,7 +197,9 @@ class Pool:
 
         from pipelines.engines.ray_node import name_node, node_name
 
-        ref, outputs, lost = ray.put(stage), [], _lost_errors()
+        shell, parcel = split(stage)  # the plan goes once per actor, not with every call
+        args = (shell, None, []) if parcel is None else (shell, parcel.key, [self._put(parcel)])
+        outputs, lost = [], _lost_errors()
         todo = list(reversed(range(len(items))))  # indexes into items, the next one last
         losses = [0] * len(items)
         self._fill(len(items))
@@ -181,7 +208,7 @@ class Pool:
         while todo or running:
             while todo and free:
                 key, i = free.pop(), todo.pop()
-                running[self.ready[key][0].run.remote(ref, [items[i]])] = (key, i)
+                running[self.ready[key][0].run.remote(*args, [items[i]])] = (key, i)
             if not running and not self.pending:
                 self._replace(len(todo))  # every actor lost and none asked for: ask again
                 if not self.pending:
@@ -261,7 +288,7 @@ class Pool:
                 ray.kill(actor)
             except Exception:  # noqa: BLE001 - already gone
                 pass
-        self.ready, self.pending = {}, {}
+        self.ready, self.pending, self._parcel = {}, {}, None
 
     def _each(self, method: str) -> None:
         import ray

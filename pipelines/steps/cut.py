@@ -41,7 +41,7 @@ def text_pieces(src, count: int) -> list[Piece]:
     """A JSON lines file's pieces (plain or zstd; a gzip file is not cut)."""
     from pipelines.steps.cut_text import choose_cuts, frame_at, one_frame_size, scan
     from pipelines.steps.read_zstd import zstd_chunks
-    from pipelines.storage import open_input
+    from pipelines.infra.storage import open_input
 
     grid = max(64, min(GRID_MAX, src.size // (64 * count)))
     with open_input(src.path, regular=True) as f:
@@ -113,37 +113,39 @@ def parquet_pieces(src, count: int) -> list[Piece]:
             for k in range(n)]
 
 
-def ranged(path: str) -> bool:
+def ranged(path) -> bool:
     """Whether a piece of ``path`` can be read without its bytes before: a local file, or an
-    S3 object (ranged requests). Arrow's random-access reads of GCS objects hang against the
-    GCS emulator, so elsewhere a text piece streams from the object's start and skips (more
-    bytes read, the same records) and a Parquet file is not cut."""
-    from pipelines.storage import is_url, scheme_of
+    S3 object (ranged requests; ``Location.ranged_reads``). Elsewhere (gs://) a text piece
+    streams from the object's start and skips (more bytes read, the same records) and a Parquet
+    file is not cut."""
+    from pipelines.infra.storage.location import Location
 
-    return not is_url(path) or scheme_of(path) in ("s3", "s3a")
+    return Location.of(path).ranged_reads
 
 
-def open_at(path: str, offset: int):
-    """A buffered binary stream of the file or object at ``path`` from byte ``offset`` (an S3
-    object: ranged requests from there, never its bytes before)."""
-    from pipelines.storage import is_url, open_input, resolve
-    from pipelines.storage.listing import guarded
-    from pipelines.storage.reading import BUFFER
+def open_at(path, offset: int):
+    """A buffered binary stream of the file or object at ``path`` (a str or ``Location``) from
+    byte ``offset`` (an S3 object: ranged requests from there, never its bytes before)."""
+    from pipelines.infra.storage import open_input
+    from pipelines.infra.storage.listing import guarded
+    from pipelines.infra.storage.location import Location
+    from pipelines.infra.storage.reading import BUFFER
 
-    if not is_url(path):
+    where = Location.of(path)
+    if not where.remote:
         f = open_input(path, regular=True)
         f.seek(offset)
         return f
-    if not ranged(path):
-        f = open_input(path)
+    if not where.ranged_reads:
+        f = open_input(where.text)
         while offset > 0 and (got := len(f.read(min(offset, BUFFER)))):
             offset -= got
         return f
-    loc = resolve(path)
-    with guarded(path, loc):
-        raw = loc.fs.open_input_file(loc.path)
+    resolved = where.resolve()
+    with guarded(where.text, resolved):
+        raw = resolved.fs.open_input_file(resolved.path)
         raw.seek(offset)
-    return io.BufferedReader(_Ranged(raw, path), BUFFER)
+    return io.BufferedReader(_Ranged(raw, where.text), BUFFER)
 
 
 class _Ranged(io.RawIOBase):
@@ -156,7 +158,7 @@ class _Ranged(io.RawIOBase):
         return True
 
     def readinto(self, buffer) -> int:
-        from pipelines.storage.listing import guarded
+        from pipelines.infra.storage.listing import guarded
 
         with guarded(self._url):
             data = self._f.read(len(buffer))

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from packing.split import positions_within
-from pipelines.atomic import scratch_dir
+from pipelines.infra.atomic import scratch_dir
 from pipelines.steps.spill import SUFFIX, unit_path
-from pipelines.storage.paths import UrlPath, as_path
+from pipelines.infra.storage.paths import UrlPath, as_path
 
 _CACHE_LOCK = threading.Lock()
 _STORES: "weakref.WeakSet[SpillStore]" = weakref.WeakSet()  # this process's, for release_copies
@@ -102,7 +102,7 @@ class SpillStore:
                 weakref.finalize(self, shutil.rmtree, self._cache, True)
             local = os.path.join(self._cache, path.name)
             if not os.path.exists(local):
-                from pipelines.storage import open_input
+                from pipelines.infra.storage import open_input
 
                 tmp = local + ".part"
                 try:

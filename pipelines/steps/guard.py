@@ -14,7 +14,7 @@ import time
 import numpy as np
 
 from pipelines.encoders import first_difference
-from pipelines.errors import FatalError
+from pipelines.infra.errors import FatalError
 
 _SCALE = 1 << 20
 

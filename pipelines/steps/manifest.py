@@ -13,8 +13,8 @@ from __future__ import annotations
 import importlib.metadata
 import platform
 
-from pipelines.errors import FatalError
-from pipelines.shard_format import SCHEMA_VERSION
+from pipelines.infra.errors import FatalError
+from pipelines.infra.shard_format import SCHEMA_VERSION
 
 PACKAGES = ("fewtrunc", "numpy", "pyarrow", "tokenizers", "fastokens", "zstandard")
 

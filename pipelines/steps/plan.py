@@ -19,14 +19,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
-from pipelines.errors import ConfigError
+from pipelines.infra.errors import ConfigError
 from pipelines.steps.formats import FILES, FORMATS, dataset_format, format_of, is_dataset
 # ASSETS: the tests and benchmarks take it from here
 from pipelines.steps.plan_paths import ASSETS, expand_placeholders, split_glob  # noqa: F401
 from pipelines.steps.plan_urls import url_sources
 from pipelines.steps.sources import Source, Unit
-from pipelines.storage.listing import not_regular
-from pipelines.storage.urls import is_url, local_path
+from pipelines.infra.storage.listing import not_regular
+from pipelines.infra.storage.location import Location
 
 # no piece below 64 KiB on disk: under that, what a unit costs besides tokenizing (its files and
 # marker, a task, requests to a store) outweighs what it spreads
@@ -78,20 +78,26 @@ def _stat(path: Path) -> tuple[int, int, tuple | None, str]:
     return st.st_size, st.st_mtime_ns, (st.st_dev, st.st_ino), ""
 
 
-def resolve_sources(cfg) -> list[Source]:
-    """Every source of ``cfg`` (an ``InputConfig``) in input order; a missing path is an error."""
+def input_locations(cfg) -> tuple[Location, ...]:
+    """Where each entry of ``cfg.paths`` is (placeholders expanded, ``file://`` removed): found
+    once, by the run plan, for the planner and the check that output.dir is outside them."""
+    return tuple(Location.of(expand_placeholders(written)) for written in cfg.paths)
+
+
+def resolve_sources(cfg, where: tuple[Location, ...] | None = None) -> list[Source]:
+    """Every source of ``cfg`` (an ``InputConfig``) in input order; a missing path is an error.
+    ``where``: ``input_locations(cfg)``, when the caller has them."""
     if not cfg.paths:
         raise ConfigError("input.paths is empty: give at least one file, directory or glob")
     sources: list[Source] = []
     seen: dict[str, int] = {}  # real path (or dataset name) -> the input.paths entry it came from
-    for i, written in enumerate(cfg.paths):
-        resolved = expand_placeholders(written)
-        if is_url(resolved):  # s3://, gs://...: listed through pipelines.storage
-            for src in url_sources(i, written, resolved, cfg):
+    for i, (written, loc) in enumerate(zip(cfg.paths, where or input_locations(cfg))):
+        if loc.remote:  # s3://, gs://...: listed through pipelines.infra.storage
+            for src in url_sources(i, written, loc.text, cfg):
                 sources.append(src)
                 _once(seen, src.path, i, cfg.paths, src.path)
             continue
-        resolved = local_path(resolved)  # file:///a/b is /a/b
+        resolved = loc.local_path  # file:///a/b is /a/b
         if is_dataset(cfg.format) and not os.path.exists(resolved):
             if _looks_like_path(written, resolved):
                 raise ConfigError(f"input.paths[{i}] {written!r}: no such file or directory (a "
@@ -101,7 +107,7 @@ def resolve_sources(cfg) -> list[Source]:
             continue
         prefix_w, pattern = split_glob(written)
         if pattern:
-            base = local_path(expand_placeholders(prefix_w))
+            base = Location.of(expand_placeholders(prefix_w)).local_path
             matches = sorted(glob.glob(resolved, recursive=True))
             if not matches:
                 raise ConfigError(f"input.paths[{i}] {written!r} matches nothing")
@@ -184,8 +190,8 @@ def group_units(sources: list[Source], unit_bytes: int) -> list[Unit]:
     return units
 
 
-def plan_units(cfg) -> list[Unit]:
-    return group_units(cut_sources(resolve_sources(cfg), cfg), cfg.unit_bytes)
+def plan_units(cfg, where: tuple[Location, ...] | None = None) -> list[Unit]:
+    return group_units(cut_sources(resolve_sources(cfg, where), cfg), cfg.unit_bytes)
 
 
 def pieces_wanted(size: int, unit_bytes: int) -> int:

@@ -1,5 +1,5 @@
 """``input.paths`` entries that are URLs (``s3://``, ``gs://``...): expanded into sources the way
-``plan.resolve_sources`` expands local ones, through ``pipelines.storage``.
+``plan.resolve_sources`` expands local ones, through ``pipelines.infra.storage``.
 
 The same entry gives the same sources in the same order as its copy on a local disk: a glob's
 matches sorted, a directory (a prefix) as a file tree in ``os.walk`` order (a directory's files,
@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import fnmatch
 
-from pipelines import storage
-from pipelines.errors import ConfigError
+from pipelines.infra import storage
+from pipelines.infra.errors import ConfigError
 from pipelines.steps.formats import FILES, format_of, is_dataset
 from pipelines.steps.plan_paths import expand_placeholders, split_glob
 from pipelines.steps.sources import Source
-from pipelines.storage.listing import glob_stats
+from pipelines.infra.storage.listing import glob_stats
 
 
 def url_sources(i: int, written: str, resolved: str, cfg) -> list[Source]:

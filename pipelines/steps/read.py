@@ -14,12 +14,12 @@ from functools import lru_cache
 from dataclasses import dataclass, field
 from typing import Iterator
 
-from pipelines.errors import InputError
+from pipelines.infra.errors import InputError
 from pipelines.steps.formats import FORMATS
 from pipelines.steps.sources import Record, Source, Unit
-from pipelines.storage import stat as storage_stat
-from pipelines.storage.redact import redact_text
-from pipelines.storage.reading import NotRegularFile
+from pipelines.infra.storage import stat as storage_stat
+from pipelines.infra.storage.redact import redact_text
+from pipelines.infra.storage.reading import NotRegularFile
 
 _MASK63 = (1 << 63) - 1
 

@@ -10,17 +10,18 @@ import os
 from typing import Iterator
 
 from pipelines.steps.sources import Record
-from pipelines.storage import open_input, require
-from pipelines.storage.listing import not_regular
-from pipelines.storage.urls import is_url, local_path
+from pipelines.infra.storage import open_input, require
+from pipelines.infra.storage.listing import not_regular
+from pipelines.infra.storage.location import Location
 
 
 def records(source, cfg, resumable=None) -> Iterator[Record]:
-    if is_url(source.path):  # an object (s3://, gs://) is a regular file
+    where = Location.of(source.path)
+    if not where.regular_file_check:  # an object (s3://, gs://) is a regular file
         size, kind = require(source.path).size, ""
     else:
-        st = os.stat(local_path(source.path))  # never blocks, unlike opening a FIFO
-        size, kind = st.st_size, not_regular(local_path(source.path), st)
+        st = os.stat(where.local_path)  # never blocks, unlike opening a FIFO
+        size, kind = st.st_size, not_regular(where.local_path, st)
     if kind:
         yield Record(0, None, None, 0, f"not a regular file: {kind}")
         return

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterator
 
-from pipelines.errors import InputError
+from pipelines.infra.errors import InputError
 from pipelines.steps.sources import Record
 
 

@@ -1,5 +1,5 @@
 """JSON lines, plain, gzip or zstandard (detected from the first bytes), streamed in chunks, from
-a local file or an object (``pipelines.storage.open_input``; a local FIFO or device is refused).
+a local file or an object (``pipelines.infra.storage.open_input``; a local FIFO or device is refused).
 
 A line longer than ``input.max_document_bytes`` is rejected without being held in memory. A line
 that does not parse, for any reason (malformed, an integer over Python's digit limit, nesting
@@ -19,10 +19,10 @@ from typing import Iterator
 
 import orjson
 
-from pipelines.errors import InputError
+from pipelines.infra.errors import InputError
 from pipelines.steps.sources import Record
 from pipelines.steps.read_zstd import zstd_chunks
-from pipelines.storage import StorageError, open_input
+from pipelines.infra.storage import StorageError, open_input
 
 CHUNK = 1 << 20  # bytes read from the file at a time
 FEED = 1 << 16  # compressed bytes per decompress call: what a damaged piece is replayed from

@@ -5,39 +5,42 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from pipelines.errors import InputError
+from pipelines.infra.errors import InputError
 from pipelines.steps.sources import Record
 
 
 def records(source, cfg, resumable=None) -> Iterator[Record]:
-    from pipelines.storage import is_url, local_copy
-    from pipelines.storage.listing import not_regular
-    from pipelines.storage.reading import NotRegularFile
+    from pipelines.infra.storage import local_copy
+    from pipelines.infra.storage.listing import not_regular
+    from pipelines.infra.storage.location import Location
+    from pipelines.infra.storage.reading import NotRegularFile
 
-    kind = "" if is_url(source.path) else not_regular(source.path)
+    where = Location.of(source.path)
+    kind = not_regular(where.local_path) if where.regular_file_check else ""
     if kind:  # a FIFO since it was planned: Arrow's open would block on it
         raise NotRegularFile(source.path, kind)
     if source.part is not None:  # a piece: only its row groups are read (ranged, on a store)
-        yield from _records(lambda: open_parquet(source.path), source, cfg)
+        yield from _records(lambda: open_parquet(where), source, cfg)
         return
     with local_copy(source.path) as path:  # an object (s3://, gs://) is copied to scratch first
         yield from _records(lambda: open_parquet(path), source, cfg)
 
 
-def open_parquet(path: str):
+def open_parquet(path):
     """A ``pyarrow.parquet.ParquetFile`` read by random access: a local file, or an S3 object
     through ranged requests (its footer, then only the row groups read: a piece of a big file
-    reads its own, not the whole object; ``cut.ranged``)."""
+    reads its own, not the whole object; ``cut.ranged``). ``path``: a str or ``Location``."""
     import pyarrow.parquet as pq
 
-    from pipelines.storage import is_url, local_path, resolve
-    from pipelines.storage.listing import guarded
+    from pipelines.infra.storage.listing import guarded
+    from pipelines.infra.storage.location import Location
 
-    if not is_url(path):
-        return pq.ParquetFile(local_path(path))
-    loc = resolve(path)
-    with guarded(path, loc):
-        return pq.ParquetFile(loc.fs.open_input_file(loc.path))
+    where = Location.of(path)
+    if not where.remote:
+        return pq.ParquetFile(where.local_path)
+    resolved = where.resolve()
+    with guarded(where.text, resolved):
+        return pq.ParquetFile(resolved.fs.open_input_file(resolved.path))
 
 
 def _records(open_file, source, cfg) -> Iterator[Record]:

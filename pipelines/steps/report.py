@@ -11,8 +11,8 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
-from pipelines.atomic import write_text
-from pipelines.plotting import figure, save_png
+from pipelines.infra.atomic import write_text
+from pipelines.infra.plotting import figure, save_png
 
 PLOTS = ("lengths.png", "truncation.png", "fill.png", "overhead.png")
 
@@ -135,7 +135,7 @@ def render_html(stats: dict, manifest: dict | None, png: bool = False) -> str:
 
 def write_report(out, stats: dict, manifest: dict | None = None, png: bool = False) -> Path:
     """``report.html`` (charts inline); with ``png``, the four figures as PNG files as well."""
-    from pipelines.storage.paths import as_path
+    from pipelines.infra.storage.paths import as_path
 
     out = as_path(out)
     if png:

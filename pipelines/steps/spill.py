@@ -12,7 +12,6 @@ by the spill.
 from __future__ import annotations
 
 import atexit
-import json
 import os
 import shutil
 import socket
@@ -22,13 +21,14 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.atomic import atomic_path, publish_file, temp_name, write_json
-from pipelines.storage.paths import UrlPath, as_path
-
+from pipelines.infra.atomic import atomic_path, publish_file, temp_name
+from pipelines.markers import UNIT, has_marker, read_marker, write_marker
+from pipelines.infra.storage.paths import UrlPath, as_path
 
 
 def unit_path(work: Path, unit: int, suffix: str) -> Path:
-    """``work/unit-U.suffix``: a unit's spill file, docs file or marker."""
+    """``work/unit-U.suffix``: a unit's spill file or docs file (its marker is
+    ``pipelines.markers``')."""
     return work / f"unit-{unit:05d}.{suffix}"
 
 
@@ -127,7 +127,7 @@ class UnitSpill:
             "rejects": self.rejects,
             "worker": worker_identity(),  # where it was tokenized (no count depends on it)
         }
-        write_json(unit_path(self.work, self.unit, "done.json"), marker, sync=True)
+        write_marker(self.work, UNIT, self.unit, marker, sync=True)
         return marker
 
 
@@ -143,13 +143,12 @@ def worker_identity() -> dict:
 
 def is_done(work: Path, unit: int) -> bool:
     """Whether the unit's marker is there (without reading it: markers carry the rejects)."""
-    return unit_path(as_path(work), unit, "done.json").is_file()
+    return has_marker(work, UNIT, unit)
 
 
 def load_marker(work: Path, unit: int) -> dict | None:
-    if not is_done(work, unit):
-        return None
-    return json.loads(unit_path(as_path(work), unit, "done.json").read_text(encoding="utf-8"))
+    """The unit's marker (counts, rejects, worker); None when it is not done."""
+    return read_marker(work, UNIT, unit)
 
 
 _DOCS_COPY: dict = {}  # {"url", "size", "path"}: the last docs file of a store, copied to scratch
@@ -162,7 +161,7 @@ def _local_docs(path: UrlPath) -> Path:
     after each pack call): the layout reads a unit's lengths a block at a time, and each block
     no longer downloads the whole object again. The copy is under a scratch name that
     ``sweep_scratch`` removes should its process be killed."""
-    from pipelines.storage import open_input
+    from pipelines.infra.storage import open_input
 
     size = path.stat().st_size  # the same key rewritten (a retried unit) is the same bytes
     with _DOCS_LOCK:

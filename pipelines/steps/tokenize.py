@@ -16,7 +16,7 @@ from typing import NamedTuple
 import numpy as np
 
 from pipelines import memory
-from pipelines.errors import ConfigError, show
+from pipelines.infra.errors import ConfigError, show
 from pipelines.steps.spill import spill_dtype
 
 
@@ -134,7 +134,7 @@ class Tokenize:
     def __init__(self, cfg, encoder=None):
         from pipelines.encoders import ReferenceEncoder, encoders_for, special_strings
         from pipelines.steps.guard import Guard
-        from pipelines.tokenizer import load_tokenizer
+        from pipelines.infra.tokenizer import load_tokenizer
 
         self.cfg = cfg
         memory.cap_arenas()  # before the tokenizer's threads exist: see pipelines/memory.py

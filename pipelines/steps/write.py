@@ -12,8 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from pipelines.hashing import sha256_file  # noqa: F401 - old path: stages, finish, resume, verify
-from pipelines.shard_format import SCHEMA
+from pipelines.infra.shard_format import SCHEMA
 
 
 @dataclass(frozen=True)

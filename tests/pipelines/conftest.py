@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import zstandard
 
-from pipelines.shard_format import list_shards, open_shard
+from pipelines.infra.shard_format import list_shards, open_shard
 from pipelines.steps.plan import ASSETS
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
@@ -65,6 +65,6 @@ def file_bytes(out: Path, skip=("timings.json",)) -> dict[str, bytes]:
 
 @pytest.fixture(scope="session")
 def tokenizer():
-    from pipelines.tokenizer import load_tokenizer
+    from pipelines.infra.tokenizer import load_tokenizer
 
     return load_tokenizer()

@@ -9,7 +9,7 @@ import pytest
 
 from pipelines.cli import main as cli_main
 from pipelines.config import load_run_config
-from pipelines.errors import ConfigError
+from pipelines.infra.errors import ConfigError
 
 pytest.importorskip("apache_beam")
 

@@ -1,5 +1,5 @@
 """Progress bars on every engine: local and Ray report per item; Beam, which blocks in one
-pipeline, gets its bars from ``driver.MarkerProgress`` polling the stages' markers.
+pipeline, gets its bars from ``progress.MarkerProgress`` polling the stages' markers.
 
 The CLI shows bars only when stderr is a terminal, so the runs get a pseudo-terminal as stderr.
 """
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines import driver
+from pipelines import progress
 from tests.pipelines.test_engines_equivalence import (job_config, loopback_env, make_corpus,
                                                       write_config)
 
@@ -89,7 +89,7 @@ def test_a_failed_beam_run_prints_what_beam_logged(tmp_path, capfd):
     import os
 
     from pipelines.engines.beam_engine import quiet_stderr
-    from pipelines.errors import ConfigError
+    from pipelines.infra.errors import ConfigError
 
     with pytest.raises(RuntimeError), quiet_stderr() as bars:
         os.write(2, b"INFO:worker:started\n")
@@ -130,7 +130,7 @@ def test_no_progress_starts_no_poller(tmp_path):
         def done_size(self, items, names):
             raise AssertionError("polled")
 
-    with driver.MarkerProgress([Probe()], [1, 2], False) as watcher:
+    with progress.MarkerProgress([Probe()], [1, 2], False) as watcher:
         pass
     assert watcher.thread is None
 
@@ -157,7 +157,7 @@ def test_marker_progress_opens_each_stage_bar_as_it_starts(tmp_path, monkeypatch
     """The first bar opens at once with the items' total; a later one when its first marker
     shows, with no total until the end, when it ends at 100%; a stage after a gather stage
     starting ends the bars before it."""
-    monkeypatch.setattr(driver.MarkerProgress, "LOCAL_S", 0.02)
+    monkeypatch.setattr(progress.MarkerProgress, "LOCAL_S", 0.02)
     err = io.StringIO()
     monkeypatch.setattr(sys, "stderr", err)
     work = str(tmp_path)
@@ -174,7 +174,7 @@ def test_marker_progress_opens_each_stage_bar_as_it_starts(tmp_path, monkeypatch
         for name in names:
             (tmp_path / name).write_text("{}")
 
-    with driver.MarkerProgress(stages, [0, 1], True) as watcher:
+    with progress.MarkerProgress(stages, [0, 1], True) as watcher:
         units, parts, shards = watcher.watched
         until(lambda: units["bar"] is not None)
         assert units["bar"].bar.total == 2
@@ -201,7 +201,7 @@ def test_marker_progress_opens_each_stage_bar_as_it_starts(tmp_path, monkeypatch
 def test_marker_progress_closes_its_bars_on_an_error(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "stderr", io.StringIO())
     with pytest.raises(RuntimeError):
-        with driver.MarkerProgress([Markers(str(tmp_path), "unit")], [0], True) as watcher:
+        with progress.MarkerProgress([Markers(str(tmp_path), "unit")], [0], True) as watcher:
             time.sleep(0.1)
             raise RuntimeError("the pipeline failed")
     assert not watcher.thread.is_alive()

@@ -142,8 +142,8 @@ def on_s3(s3_server, tmp_path_factory):
     run of it."""
     from tests.pipelines.conftest import english_records
 
-    from pipelines import atomic
-    from pipelines.tokenizer import load_tokenizer
+    from pipelines.infra import atomic
+    from pipelines.infra.tokenizer import load_tokenizer
 
     with environment(s3_server.env):
         store = Store(s3_server)
@@ -171,13 +171,13 @@ OUTPUT = ("rejects.jsonl", "stats.json")
 def atomic_text(url: str, text: str) -> None:
     import zstandard
 
-    from pipelines import atomic
+    from pipelines.infra import atomic
 
     atomic.write_bytes(url, zstandard.ZstdCompressor().compress(text.encode()))
 
 
 def _store_output(s3_server, out: str) -> dict:
-    from pipelines import storage
+    from pipelines.infra import storage
 
     with environment(s3_server.env):
         return {k.rsplit("/", 1)[1]: storage.read_bytes(k) for k, _ in storage.list_files(out)

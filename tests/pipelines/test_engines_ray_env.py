@@ -25,8 +25,8 @@ def test_a_job_without_storage_settings_says_how_to_pass_them(monkeypatch):
     """``export AWS_...`` in the shell, then ``ray job submit``: the job has none of them, and
     its one line says the three ways that do reach it."""
     from pipelines.engines.ray_engine import _in_job_hint
-    from pipelines.storage import StorageError
-    from pipelines.storage.filesystems import _ENV
+    from pipelines.infra.storage import StorageError
+    from pipelines.infra.storage.filesystems import _ENV
 
     for key in _ENV:
         monkeypatch.delenv(key, raising=False)

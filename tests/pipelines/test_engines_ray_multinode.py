@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 import pipelines
-from pipelines import atomic, storage
+from pipelines.infra import atomic, storage
 from tests.pipelines.conftest import english_records
 from tests.pipelines.object_stores import (Store, environment, s3_auth_server,  # noqa: F401
                                            s3_server)
@@ -56,7 +56,7 @@ def cluster(s3_server, keys):
 def corpus(s3_server, tmp_path_factory):
     """16 JSON-lines objects (~25 units) and a tokenizer.json on the store; the same
     tokenizer as a local file (which only the driver has); the local engine's run of it."""
-    from pipelines.tokenizer import load_tokenizer
+    from pipelines.infra.tokenizer import load_tokenizer
 
     recs = [json.dumps({"text": f"{k} {r['text']}"}) + "\n" for k in range(2)
             for r in english_records(160)]
@@ -169,16 +169,19 @@ def test_node_lost_mid_run_then_rerun(cluster, s3_server, corpus, tmp_path):
                 killed = True
                 break
             time.sleep(0.2)
-    log, _ = run.communicate(timeout=240)
+    try:
+        log, _ = run.communicate(timeout=240)
+    finally:  # the next tests get a live second node whatever happened here
+        cluster.nodes.remove(node)
+        node.stop()
+        cluster.add_node(num_cpus=1, private=True)
     assert killed, f"the second node tokenized no unit before the run ended:\n{log[-2000:]}"
     if run.returncode != 0:
         errors = [line for line in log.splitlines() if line.startswith("fewtrunc run: error:")]
         assert len(errors) == 1 and "ray.stall_timeout" in errors[0], log[-3000:]
-    else:
-        assert "lost its worker" in log, log[-2000:]
-    cluster.nodes.remove(node)
-    node.stop()
-    cluster.add_node(num_cpus=1, private=True)
+    # else: it finished on the head. Whether the pool had to hand an item of the lost node to
+    # another actor ("lost its worker") depends on the node holding one at the kill: a unit
+    # takes milliseconds, so that is a race; test_engines_ray_cluster kills a busy actor.
     again = _start(cluster, s3_server, cfg, tmp_path, "lost")
     log, _ = again.communicate(timeout=240)
     assert again.returncode == 0, log[-3000:]

@@ -12,15 +12,15 @@ import time
 
 import numpy as np
 
-from pipelines.atomic import scratch_dir, sweep_scratch, write_bytes
+from pipelines.infra.atomic import scratch_dir, sweep_scratch, write_bytes
 from pipelines.steps.gather import SpillStore, release_copies
 from pipelines.steps.spill import SUFFIX, unit_path
-from pipelines.storage.paths import as_path
+from pipelines.infra.storage.paths import as_path
 
 _KILLED = """
 import os, tempfile
-from pipelines.atomic import scratch_dir, temp_name, write_bytes
-from pipelines.storage.reading import local_copy
+from pipelines.infra.atomic import scratch_dir, temp_name, write_bytes
+from pipelines.infra.storage.reading import local_copy
 scratch = tempfile.gettempdir()
 d = scratch_dir("spill")
 open(os.path.join(d, "unit-00001.tokens16"), "wb").write(b"copy of a spill file")

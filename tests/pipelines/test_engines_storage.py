@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 import pipelines
-from pipelines import atomic
+from pipelines.infra import atomic
 from tests.pipelines.object_stores import (Store, environment, gcs_server,  # noqa: F401
                                            object_store, s3_server)
 from tests.pipelines.test_pl_storage_output import (cli, corpus, local_run,  # noqa: F401

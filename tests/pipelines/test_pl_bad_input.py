@@ -8,7 +8,7 @@ import pytest
 import zstandard
 
 import pipelines
-from pipelines.errors import ConfigError, InputError
+from pipelines.infra.errors import ConfigError, InputError
 from tests.pipelines.conftest import base_overrides, english_records
 
 GOOD = [r["text"] for r in english_records(5)]

@@ -3,7 +3,7 @@ import pytest
 
 from pipelines.cli import main
 from pipelines.config import RunConfig, load_run_config
-from pipelines.errors import ConfigError
+from pipelines.infra.errors import ConfigError
 
 DEMO = "configs/demo.yaml"
 

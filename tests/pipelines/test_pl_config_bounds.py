@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pipelines.config import load_run_config
-from pipelines.errors import ConfigError
+from pipelines.infra.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = "configs/demo.yaml"

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import pipelines
-from pipelines.errors import InputError
+from pipelines.infra.errors import InputError
 from pipelines.steps.verify import verify_dir
 from tests.pipelines.conftest import base_overrides, english_records, file_bytes, write_jsonl
 
@@ -86,7 +86,7 @@ def test_under_on_error_fail_the_first_duplicate_stops_the_run(tmp_path, corpus)
 
 
 def test_verify_checks_the_dropped_tokens(tmp_path, corpus):
-    from pipelines.steps.verify import manifest_seal
+    from pipelines.infra.manifest import manifest_seal
 
     root, _ = corpus
     _run(tmp_path / "o", f"{root}/*.jsonl")

@@ -137,7 +137,7 @@ def test_explicit_backends(tokenizer):
     assert choose_encoder(tokenizer, "tokenizers", True)[0].name == "tokenizers"
     fast, ref, _ = choose_encoder(tokenizer, "fastokens", True)
     assert fast.name == "fastokens" and ref.name == "tokenizers"
-    from pipelines.errors import ConfigError
+    from pipelines.infra.errors import ConfigError
 
     with pytest.raises(ConfigError, match="tokenizer.backend"):
         choose_encoder(tokenizer, "sentencepiece", True)
@@ -277,7 +277,7 @@ def test_backends_write_identical_shards_and_share_the_fingerprint(tmp_path):
 
 def test_guard_fraction_below_one_percent_is_refused():
     from pipelines.config import load_run_config
-    from pipelines.errors import ConfigError
+    from pipelines.infra.errors import ConfigError
 
     with pytest.raises(ConfigError, match="guard_fraction"):
         load_run_config(None, ["input.paths=x", "tokenizer.guard_fraction=0.001"])

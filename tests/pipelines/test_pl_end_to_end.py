@@ -149,7 +149,7 @@ def test_pyarrow_and_datasets_open_a_shard(tmp_path, corpus):
 
 def test_torch_dataset_view_of_a_shard(tmp_path, corpus):
     torch = pytest.importorskip("torch")
-    from pipelines.shard_format import open_shard
+    from pipelines.infra.shard_format import open_shard
 
     out = tmp_path / "out"
     pipelines.run(None, base_overrides(out, str(corpus)))

@@ -6,6 +6,7 @@ the real call and lets it through.)"""
 import gzip
 import json
 import os
+from contextlib import ExitStack
 
 import numpy as np
 import pyarrow as pa
@@ -180,7 +181,7 @@ def test_documents_without_tokens_are_recorded_rejects(tmp_path):
 # --- verify -----------------------------------------------------------------------------------
 
 def _table(ids, lens, doc_ids, chunks):
-    from pipelines.shard_format import SCHEMA
+    from pipelines.infra.shard_format import SCHEMA
 
     return pa.Table.from_pydict({"input_ids": ids, "doc_lens": lens, "doc_ids": doc_ids,
                                  "chunk_index": chunks}, schema=SCHEMA)
@@ -203,7 +204,8 @@ def test_verify_checks_every_row_after_the_length_check():
 
 
 def test_verify_compares_tokens_in_with_tokens_out(tmp_path, corpus):
-    from pipelines.steps.verify import manifest_seal, verify_dir
+    from pipelines.infra.manifest import manifest_seal
+    from pipelines.steps.verify import verify_dir
 
     out = tmp_path / "o"
     _run(out, corpus)
@@ -241,18 +243,17 @@ def test_finalize_refuses_an_output_that_lost_a_shard(tmp_path, corpus):
     from pipelines.config import load_run_config
     from pipelines import driver
     from pipelines.finish import finalize_stats
-    from pipelines.output_lock import release_output
     from pipelines.partitions import run_totals
     from pipelines.row_plan import unit_markers
-    from pipelines.errors import FatalError
+    from pipelines.infra.errors import FatalError
 
     out = tmp_path / "o"
     args = base_overrides(out, str(corpus), **{"output.rows_per_shard": 8,
                                                 "output.keep_work": "true"})
     pipelines.run(None, args)
     (out / "manifest.json").unlink()  # unfinished again, every marker kept
-    plan, _, finished = driver.prepare(load_run_config(None, args))
-    try:
+    with ExitStack() as lock:
+        plan, _, finished = driver.prepare(load_run_config(None, args), lock)
         assert finished is None
         stats, n_rows, n_shards = run_totals(plan)
         shards = driver.shard_entries(plan, n_shards)
@@ -260,12 +261,10 @@ def test_finalize_refuses_an_output_that_lost_a_shard(tmp_path, corpus):
         with pytest.raises(FatalError, match="conservation broken"):
             finalize_stats(plan, stats, n_rows, unit_markers(plan), shards[:-1], {})
         assert not (out / "manifest.json").exists()
-    finally:
-        release_output(out)
 
 
 def test_an_input_that_changed_size_is_another_input(tmp_path, corpus):
-    from pipelines.errors import ConfigError
+    from pipelines.infra.errors import ConfigError
 
     _run(tmp_path / "o", corpus)
     with open(corpus, "a") as f:
@@ -279,7 +278,6 @@ def test_rejects_stream_from_the_unit_markers_in_unit_order(tmp_path):
     keeps carry counts only (its memory is O(units), not O(rejected documents))."""
     from pipelines import driver
     from pipelines.config import load_run_config
-    from pipelines.output_lock import release_output
     from pipelines.row_plan import unit_markers
 
     paths = []
@@ -296,10 +294,8 @@ def test_rejects_stream_from_the_unit_markers_in_unit_order(tmp_path):
     assert [(r["file"], r["line"]) for r in rejects] == [
         (p, i + 1) for p in paths for i in range(30) if i % 3 == 0]
     (out / "manifest.json").unlink()
-    plan, _, _ = driver.prepare(load_run_config(None, args))
-    try:
+    with ExitStack() as lock:
+        plan, _, _ = driver.prepare(load_run_config(None, args), lock)
         markers = unit_markers(plan)
         assert [m["rejected"] for m in markers] == [10, 10, 10]
         assert all("rejects" not in m for m in markers)
-    finally:
-        release_output(out)

@@ -11,8 +11,8 @@ import tempfile
 import pytest
 
 import pipelines
-from pipelines.errors import FatalError, OutputError
-from pipelines.shard_format import list_shards, open_shard
+from pipelines.infra.errors import FatalError, OutputError
+from pipelines.infra.shard_format import list_shards, open_shard
 from pipelines.steps.verify import verify_dir
 from tests.pipelines.conftest import base_overrides, english_records, file_bytes, write_jsonl
 from tests.pipelines.object_stores import gcs_server, object_store, s3_server  # noqa: F401
@@ -101,7 +101,7 @@ def test_scratch_copies_of_store_objects_are_removed(object_store, tmp_path, mon
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from pipelines import atomic
+    from pipelines.infra import atomic
 
     recs = [{"text": r["text"], "id": i % 30} for i, r in enumerate(english_records(50))]
     local = tmp_path / "in"
@@ -125,7 +125,7 @@ def test_scratch_copies_of_store_objects_are_removed(object_store, tmp_path, mon
 def test_file_localhost_urls_are_the_local_paths(tmp_path, small):
     from urllib.parse import quote
 
-    from pipelines.storage import as_path, local_path
+    from pipelines.infra.storage import as_path, local_path
 
     assert local_path("file://localhost/tmp/a%20b/c") == "/tmp/a b/c"
     assert local_path("file:///tmp/a%20b/c") == local_path("/tmp/a b/c") == "/tmp/a b/c"

@@ -10,7 +10,7 @@ import zstandard
 
 import pipelines
 from pipelines.config import load_run_config
-from pipelines.errors import InputError
+from pipelines.infra.errors import InputError
 from pipelines.steps.plan import plan_units
 from pipelines.steps.read import Reader
 from tests.pipelines.conftest import ENGLISH, base_overrides
@@ -144,7 +144,7 @@ def test_zstd_damage_in_a_later_frame_keeps_the_frames_and_blocks_before(tmp_pat
     ends in the same decompress call: that call raises, and the previous block's line comes
     only from the salvage, which decodes the second frame again from its own start (on a store:
     a stream that cannot seek, read forward) and skips what was given."""
-    from pipelines import atomic
+    from pipelines.infra import atomic
     from pipelines.steps.read_zstd import FEED
 
     raw = zstandard.ZstdDecompressor().decompress(ENGLISH.read_bytes())

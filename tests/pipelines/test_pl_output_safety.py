@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 import pipelines
-from pipelines import atomic, storage
-from pipelines.errors import OutputError
+from pipelines.infra import atomic, storage
+from pipelines.infra.errors import OutputError
 from tests.pipelines.conftest import base_overrides, english_records, write_jsonl
 from tests.pipelines.object_stores import gcs_server, object_store, s3_server  # noqa: F401
 

@@ -15,7 +15,7 @@ import pytest
 
 import pipelines
 from pipelines.config import PackConfig
-from pipelines.errors import ConfigError
+from pipelines.infra.errors import ConfigError
 from pipelines.partition_layout import choose_partitions
 from pipelines.steps.pack import plan_rows
 from pipelines.steps.stats import merge_stats, run_stats, stats_piece

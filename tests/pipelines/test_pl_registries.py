@@ -14,8 +14,8 @@ from packing.registry import register as register_algorithm
 from packing.registry import unregister as unregister_algorithm
 from pipelines.cli import main
 from pipelines.config import load_run_config
-from pipelines.errors import ConfigError
-from pipelines.shard_format import list_shards, open_shard
+from pipelines.infra.errors import ConfigError
+from pipelines.infra.shard_format import list_shards, open_shard
 from pipelines.steps.formats import FORMATS, InputFormat, register, unregister
 from pipelines.steps.read import stable_id
 from pipelines.steps.sources import Record

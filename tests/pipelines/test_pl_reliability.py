@@ -8,7 +8,7 @@ import sys
 import pytest
 
 import pipelines
-from pipelines.errors import InputError
+from pipelines.infra.errors import InputError
 from tests.pipelines.conftest import base_overrides, english_records
 
 GOOD = [r["text"] for r in english_records(5)]
@@ -200,7 +200,7 @@ def _small_run(small, out, **extra):
 
 
 def test_rerun_over_damaged_shards_refuses_without_work_files(tmp_path, small):
-    from pipelines.errors import OutputError
+    from pipelines.infra.errors import OutputError
     from tests.pipelines.conftest import file_bytes
 
     out = tmp_path / "o"
@@ -261,7 +261,7 @@ def test_where_the_output_is_written_is_not_part_of_the_fingerprint(tmp_path, sm
     moved = tmp_path / "moved"
     out.rename(moved)
     assert _small_run(small, moved)["status"] == "already complete"
-    from pipelines.errors import ConfigError
+    from pipelines.infra.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"finished run with another config "
                        r"\(pack\.seq_len: 256 -> 512\)"):
@@ -269,7 +269,7 @@ def test_where_the_output_is_written_is_not_part_of_the_fingerprint(tmp_path, sm
 
 
 def test_output_inside_an_input_is_refused_before_any_work(tmp_path, small):
-    from pipelines.errors import ConfigError
+    from pipelines.infra.errors import ConfigError
     from tests.pipelines.conftest import write_jsonl
 
     data = tmp_path / "data"
@@ -288,7 +288,7 @@ def test_output_inside_an_input_is_refused_before_any_work(tmp_path, small):
 
 
 def test_one_run_at_a_time_per_output_dir(tmp_path, small):
-    from pipelines.errors import OutputError
+    from pipelines.infra.errors import OutputError
 
     out = tmp_path / "o"
     out.mkdir()
@@ -333,7 +333,7 @@ def test_corrupt_manifest_is_one_clear_line(tmp_path, small, capsys):
 
 
 def test_non_empty_directory_that_is_not_a_run_is_refused(tmp_path, small):
-    from pipelines.errors import OutputError
+    from pipelines.infra.errors import OutputError
 
     out = tmp_path / "o"
     out.mkdir()
@@ -474,7 +474,8 @@ def test_corrupt_parquet_row_group_rejects_only_that_group(tmp_path):
 
 
 def test_verify_catches_edits_of_the_manifest_and_of_every_output_file(tmp_path, small):
-    from pipelines.steps.verify import manifest_seal, verify_dir
+    from pipelines.infra.manifest import manifest_seal
+    from pipelines.steps.verify import verify_dir
 
     out = tmp_path / "o"
     bad = tmp_path / "bad.jsonl"
@@ -517,7 +518,7 @@ def test_verify_catches_edits_of_the_manifest_and_of_every_output_file(tmp_path,
 def test_seq_len_beyond_the_packer_is_refused_before_any_work(tmp_path, small):
     from packing import pack
     from packing.validate import MAX_CAPACITY, check_capacity
-    from pipelines.errors import ConfigError
+    from pipelines.infra.errors import ConfigError
 
     for seq_len in (100_000_000, 3_000_000_000, 10**23):
         with pytest.raises(ConfigError, match=r"pack\.seq_len = [\d,]+ exceeds the packer's"):
@@ -543,7 +544,7 @@ def test_null_text_is_named_null(tmp_path):
 
 
 def test_the_same_input_listed_twice_is_refused(tmp_path):
-    from pipelines.errors import ConfigError
+    from pipelines.infra.errors import ConfigError
     from tests.pipelines.conftest import write_jsonl
 
     (tmp_path / "d").mkdir()
@@ -558,7 +559,7 @@ def test_the_same_input_listed_twice_is_refused(tmp_path):
 
 
 def test_missing_local_path_with_format_hf_is_an_error(tmp_path, monkeypatch):
-    from pipelines.errors import ConfigError
+    from pipelines.infra.errors import ConfigError
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "data").mkdir()
@@ -655,7 +656,7 @@ def test_private_ray_dies_with_a_killed_driver(tmp_path):
 def test_pack_change_over_an_unfinished_run_reuses_its_tokens(tmp_path, small):
     import signal
 
-    from pipelines.errors import ConfigError
+    from pipelines.infra.errors import ConfigError
     from tests.pipelines.conftest import file_bytes
 
     out = tmp_path / "o"

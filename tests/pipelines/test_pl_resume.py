@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 import pipelines
-from pipelines.errors import ConfigError
+from pipelines.infra.errors import ConfigError
 from tests.pipelines.conftest import english_records, file_bytes, write_jsonl
 
 

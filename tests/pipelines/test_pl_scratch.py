@@ -10,11 +10,11 @@ import sys
 import tempfile
 import time
 
-from pipelines.atomic import sweep_scratch, temp_name
+from pipelines.infra.atomic import sweep_scratch, temp_name
 
 _WRITER = """
 import os, tempfile
-from pipelines.atomic import temp_name
+from pipelines.infra.atomic import temp_name
 for name in ("unit-00001.tokens16", "shard-00002.arrow"):
     path = os.path.join(tempfile.gettempdir(), temp_name(name).name)
     with open(path, "wb") as f:

@@ -20,9 +20,9 @@ import pytest
 
 import pipelines
 from pipelines.config import load_run_config
-from pipelines.errors import ConfigError, InputError
-from pipelines.storage.errors import StorageError
-from pipelines.storage.redact import SECRET_PARAMS, redact_text
+from pipelines.infra.errors import ConfigError, InputError
+from pipelines.infra.storage.errors import StorageError
+from pipelines.infra.storage.redact import SECRET_PARAMS, redact_text
 from tests.pipelines.conftest import base_overrides, english_records, write_jsonl
 from tests.pipelines.object_stores import s3_server  # noqa: F401
 
@@ -57,7 +57,7 @@ def corpus(tmp_path: Path) -> Path:
 @pytest.fixture
 def tokenizer_server(tmp_path):
     """GPT-2's tokenizer.json over HTTP, only for basic auth user:PASSWORD."""
-    from pipelines.tokenizer import load_tokenizer
+    from pipelines.infra.tokenizer import load_tokenizer
 
     body = load_tokenizer().to_str().encode()
     wanted = "Basic " + base64.b64encode(f"user:{PASSWORD}".encode()).decode()

@@ -12,7 +12,7 @@ import socket
 import pytest
 
 import pipelines
-from pipelines.errors import ConfigError, InputError
+from pipelines.infra.errors import ConfigError, InputError
 from tests.pipelines.conftest import base_overrides
 
 pytestmark = [pytest.mark.timeout(60),

@@ -146,7 +146,7 @@ def test_one_frame_files_read_the_same_with_or_without_size_or_with_damage(corpu
 def test_pieces_on_a_store_read_the_records_of_the_whole_object(corpus, object_store):
     """On S3 a piece reads its own bytes (ranged requests; a Parquet piece its row groups); on
     GCS a text piece streams from the object's start and skips, and Parquet is not cut."""
-    from pipelines import atomic
+    from pipelines.infra import atomic
 
     _, paths, biggest = corpus
     urls = [object_store.url("in", Path(p).name) for p in paths]

@@ -1,4 +1,4 @@
-"""pipelines.storage and the publish calls of pipelines.atomic on real S3 and GCS protocol servers
+"""pipelines.infra.storage and the publish calls of pipelines.infra.atomic on real S3 and GCS protocol servers
 (moto, gcp-storage-emulator, on 127.0.0.1): listing, globs, reads, publishing, markers and the one
 error line for a missing bucket or object and an unreachable endpoint."""
 from __future__ import annotations
@@ -7,7 +7,7 @@ import gzip
 
 import pytest
 
-from pipelines import atomic, storage
+from pipelines.infra import atomic, storage
 from tests.pipelines.object_stores import (free_port, gcs_server, object_store,  # noqa: F401
                                            s3_server)
 
@@ -109,11 +109,12 @@ def test_memory_and_file_urls():
 def test_the_storage_section_sets_timeouts_and_retries_for_the_run(tmp_path, monkeypatch):
     """``storage:`` in the config reaches the store's client (the driver's here; each stage's
     setup applies it on its worker), and leaves the run's fingerprint alone."""
+    from contextlib import ExitStack
+
     from pipelines import driver
     from pipelines.config import load_run_config
-    from pipelines.errors import ConfigError
-    from pipelines.output_lock import release_output
-    from pipelines.storage import filesystems
+    from pipelines.infra.errors import ConfigError
+    from pipelines.infra.storage import filesystems
     from tests.pipelines.conftest import base_overrides
 
     data = tmp_path / "a.jsonl"
@@ -123,8 +124,8 @@ def test_the_storage_section_sets_timeouts_and_retries_for_the_run(tmp_path, mon
     for extra in ([], ["storage.connect_timeout=2", "storage.request_timeout=5",
                        "storage.retry_attempts=1", "storage.retry_seconds=7"]):
         cfg = load_run_config(None, base_overrides(tmp_path / "o", str(data)) + extra)
-        plan, _, _ = driver.prepare(cfg)
-        release_output(plan.out)
+        with ExitStack() as lock:  # the lock, released at once
+            plan, _, _ = driver.prepare(cfg, lock)
         plans.append(plan)
     assert filesystems._SETTINGS == {"connect_timeout": 2.0, "request_timeout": 5.0,
                                      "retry_attempts": 1, "retry_seconds": 7.0}

@@ -22,10 +22,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from pipelines import atomic, storage
-from pipelines.errors import OutputError
+from pipelines.infra import atomic, storage
+from pipelines.infra.errors import OutputError
 from pipelines.output_lock import LOCK, _parse, lock_output, release_output
-from pipelines.storage.paths import UrlPath
+from pipelines.infra.storage.paths import UrlPath
 from tests.pipelines.conftest import base_overrides
 from tests.pipelines.object_stores import Store, s3_auth_server, s3_server  # noqa: F401
 
@@ -165,7 +165,7 @@ def s3(s3_server, monkeypatch):
 def _contend(base: str, fingerprints: list[str], barrier, results) -> None:
     """One run per round: take the lock of ``base/ROUND`` with that round's fingerprint at the
     moment every other contender does."""
-    from pipelines.storage.locking import conditional_object
+    from pipelines.infra.storage.locking import conditional_object
 
     conditional_object(f"{base}/warm").read()  # the client made before the race, not in it
     for rnd, fp in enumerate(fingerprints):
@@ -183,7 +183,7 @@ def test_runs_of_different_configs_starting_at_once_one_proceeds(s3):
     """Four runs race for each output.dir: with four configs exactly one takes the lock, the
     others are refused naming it; with two configs run twice each, both runs of one config
     proceed (the same run, restarted elsewhere) and the other config's are refused."""
-    from pipelines.storage.locking import conditional_object
+    from pipelines.infra.storage.locking import conditional_object
 
     assert conditional_object(s3.url("x")).exclusive  # S3: the conditional PUT, not a stat
     n, distinct, paired = 4, 4, 3

@@ -14,8 +14,8 @@ import tempfile
 import pytest
 
 import pipelines
-from pipelines import atomic, storage
-from pipelines.errors import FewtruncError
+from pipelines.infra import atomic, storage
+from pipelines.infra.errors import FewtruncError
 from tests.pipelines.conftest import base_overrides, english_records, write_jsonl
 from tests.pipelines.object_stores import gcs_server, object_store, s3_server  # noqa: F401
 
@@ -116,7 +116,7 @@ def test_killed_on_s3_resumes_to_the_same_bytes(s3, corpus, local_run):
 
 def test_another_run_on_the_same_url_is_refused(s3, corpus):
     """A lock object of another fingerprint: refused before any work, naming its holder."""
-    from pipelines import atomic
+    from pipelines.infra import atomic
 
     out = s3.url("busy")
     atomic.write_json(f"{out}/.fewtrunc.lock", {"fingerprint": "other", "holder": "pid 1 on x"})
@@ -148,7 +148,7 @@ def test_training_reads_shards_on_a_store(object_store, corpus, tmp_path):
 
 
 def test_an_output_dir_inside_an_input_prefix_is_refused(s3, corpus):
-    from pipelines.errors import ConfigError
+    from pipelines.infra.errors import ConfigError
 
     atomic.write_bytes(s3.url("in", "a.jsonl.gz"), (corpus / "a.jsonl.gz").read_bytes())
     with pytest.raises(ConfigError, match="is inside input.paths"):  # a prefix: a file tree

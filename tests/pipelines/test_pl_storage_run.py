@@ -8,9 +8,9 @@ import pyarrow.parquet as pq
 import pytest
 
 import pipelines
-from pipelines import atomic, storage
-from pipelines.errors import ConfigError
-from pipelines.shard_format import list_shards, open_shard
+from pipelines.infra import atomic, storage
+from pipelines.infra.errors import ConfigError
+from pipelines.infra.shard_format import list_shards, open_shard
 from tests.pipelines.conftest import base_overrides, english_records, write_jsonl
 from tests.pipelines.object_stores import gcs_server, object_store, s3_server  # noqa: F401
 
@@ -47,7 +47,7 @@ def test_input_paths_on_a_store_plan_like_their_local_copy(object_store, tmp_pat
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     """Local files: jsonl.gz, jsonl.zst and Parquet with an id field, a file tree, a tokenizer."""
-    from pipelines.tokenizer import load_tokenizer
+    from pipelines.infra.tokenizer import load_tokenizer
 
     root = tmp_path_factory.mktemp("corpus")
     recs = [{"text": r["text"], "id": i} for i, r in enumerate(english_records(60))]
@@ -98,7 +98,7 @@ def test_a_file_tree_on_a_store_packs_as_its_local_copy(object_store, corpus, tm
 
 
 def test_a_missing_tokenizer_object_is_a_config_error_naming_it(object_store):
-    from pipelines.tokenizer import load_tokenizer
+    from pipelines.infra.tokenizer import load_tokenizer
 
     url = object_store.url("tok/missing.json")
     with pytest.raises(ConfigError, match=rf"tokenizer.path '{url}': no such object"):

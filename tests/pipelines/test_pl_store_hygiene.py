@@ -14,8 +14,8 @@ import urllib.request
 import pytest
 
 import pipelines
-from pipelines import atomic, storage
-from pipelines.errors import ConfigError, OutputError
+from pipelines.infra import atomic, storage
+from pipelines.infra.errors import ConfigError, OutputError
 from tests.pipelines.conftest import base_overrides, english_records, write_jsonl
 from tests.pipelines.object_stores import gcs_server, object_store, s3_server  # noqa: F401
 

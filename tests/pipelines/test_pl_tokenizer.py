@@ -36,7 +36,7 @@ def test_bos_and_no_eos():
 
 
 def test_unknown_special_token_is_a_config_error():
-    from pipelines.errors import ConfigError
+    from pipelines.infra.errors import ConfigError
 
     with pytest.raises(ConfigError, match="eos_token"):
         Tokenize(TokenizerConfig(eos_token="<nope>"))

@@ -7,7 +7,7 @@ import pytest
 
 from pipelines.config import load_run_config
 from pipelines.unit_stream import tokenize_units
-from pipelines.errors import InputError
+from pipelines.infra.errors import InputError
 from pipelines.steps import spill
 from pipelines.steps.plan import plan_units
 from pipelines.steps.read import Reader

@@ -12,7 +12,8 @@ import pytest
 
 import pipelines
 from pipelines.cli import main as cli_main
-from pipelines.steps.verify import manifest_seal, verify_dir
+from pipelines.infra.manifest import manifest_seal
+from pipelines.steps.verify import verify_dir
 from tests.pipelines.object_stores import Store, gcs_server  # noqa: F401
 
 DEMO = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
@@ -60,7 +61,7 @@ def test_batch_rows_that_differ_from_the_shard_fail_verify(run, tmp_path, capsys
 
 
 def _upload(directory: Path, url: str) -> str:
-    from pipelines.storage.filesystems import resolve
+    from pipelines.infra.storage.filesystems import resolve
 
     for path in sorted(directory.iterdir()):
         loc = resolve(f"{url}/{path.name}")

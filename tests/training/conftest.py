@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from packing import pack_token_lists
-from pipelines.shard_format import shard_name, write_shard
+from pipelines.infra.shard_format import shard_name, write_shard
 from pipelines.steps.write import packed_rows_table
-from pipelines.tokenizer import load_tokenizer
+from pipelines.infra.tokenizer import load_tokenizer
 
 SEQ_LEN = 64
 TINY = ["data.batch_size=4", "data.vocab_limit=256", "model.n_layers=2", "model.d_model=32",

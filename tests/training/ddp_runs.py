@@ -84,8 +84,8 @@ def group_worker(rank: int, world: int, port: int, jobs: list, results: str) -> 
                       MASTER_PORT=str(port))
     import torch
 
-    from pipelines.configio import load_config
-    from pipelines.errors import FewtruncError
+    from pipelines.infra.configio import load_config
+    from pipelines.infra.errors import FewtruncError
     from training.config import TrainRunConfig
     from training.distributed import Dist
     from training.trainer import Trainer

@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from packing import pack_token_lists
-from pipelines.shard_format import shard_name, write_shard_batches
-from pipelines.steps.verify import manifest_seal
+from pipelines.infra.shard_format import shard_name, write_shard_batches
+from pipelines.infra.manifest import manifest_seal
 from pipelines.steps.write import packed_rows_table
-from pipelines.tokenizer import load_tokenizer
+from pipelines.infra.tokenizer import load_tokenizer
 
 FIELDS = ("input_ids", "doc_lens", "doc_ids", "chunk_index")
 
@@ -94,7 +94,7 @@ def copy_run(src: Path, dst: Path) -> Path:
 
 def upload(directory: Path, url: str) -> str:
     """Every file of ``directory`` to the prefix ``url`` on the store the environment names."""
-    from pipelines.storage.filesystems import resolve
+    from pipelines.infra.storage.filesystems import resolve
 
     for path in sorted(directory.iterdir()):
         loc = resolve(f"{url}/{path.name}")

@@ -15,7 +15,7 @@ import pyarrow.ipc as ipc
 import pytest
 
 from pipelines.cli import main as cli
-from pipelines.errors import InputError
+from pipelines.infra.errors import InputError
 from training.data import ShardDataset
 from training.shard_checks import ShardError
 

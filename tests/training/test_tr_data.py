@@ -2,8 +2,8 @@ import numpy as np
 import pyarrow.ipc as ipc
 import pytest
 
-from pipelines.errors import ConfigError
-from pipelines.shard_format import list_shards
+from pipelines.infra.errors import ConfigError
+from pipelines.infra.shard_format import list_shards
 from training.data import IGNORE_INDEX, DocumentCollator, ShardDataset, mask_documents
 
 

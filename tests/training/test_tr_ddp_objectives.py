@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from pipelines.configio import load_config
+from pipelines.infra.configio import load_config
 from pruning_data import tie_key
 from pruning_data.ent import ent_drop_mask, sequence_groups
 from training.config import TrainRunConfig

@@ -230,7 +230,7 @@ def test_streaming_rows_feed_the_trainer_on_every_rank(runs):
 
 
 def test_a_resume_with_another_global_batch_is_refused(runs, tmp_path):
-    from pipelines.errors import ConfigError
+    from pipelines.infra.errors import ConfigError
 
     _continue_from(runs["work"] / "a1", tmp_path, RESUME_AT)
     with pytest.raises(ConfigError, match="global batch of 8 rows, this run has 4"):

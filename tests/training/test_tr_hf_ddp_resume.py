@@ -18,7 +18,7 @@ from accelerate.data_loader import BatchSamplerShard, SkipBatchSampler  # noqa: 
 from torch.utils.data import BatchSampler  # noqa: E402
 from transformers import TrainerControl, TrainerState  # noqa: E402
 
-from pipelines.errors import ConfigError  # noqa: E402
+from pipelines.infra.errors import ConfigError  # noqa: E402
 from pruning_data import DynamicPruner  # noqa: E402
 from training.hf import PruningCallback, PruningSampler  # noqa: E402
 from training.hf.schedule import StepLayout  # noqa: E402

@@ -8,7 +8,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from pipelines.errors import InputError  # noqa: E402
+from pipelines.infra.errors import InputError  # noqa: E402
 from training.hf import PackedCollator  # noqa: E402
 
 GOOD = {"input_ids": [1, 2, 3], "doc_lens": [1, 2]}

@@ -24,7 +24,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 import torch.nn.functional as F  # noqa: E402
 
-from pipelines.errors import ConfigError  # noqa: E402
+from pipelines.infra.errors import ConfigError  # noqa: E402
 from training.data import ShardDataset, vocab_map  # noqa: E402
 from training.hf import PackedCollator  # noqa: E402
 

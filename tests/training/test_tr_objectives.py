@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 import training.evaluate as evaluate
-from pipelines.configio import load_config
+from pipelines.infra.configio import load_config
 from pruning_data import DynamicPruner, el2n, error_norm
 from training.config import LossConfig, TrainRunConfig
 from training.data import IGNORE_INDEX, DocumentCollator, ShardDataset

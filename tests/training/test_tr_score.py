@@ -6,7 +6,7 @@ import pyarrow.ipc as ipc
 import torch
 
 from pipelines.cli import main as cli
-from pipelines.configio import from_dict
+from pipelines.infra.configio import from_dict
 from pruning_data import error_norm
 from training.checkpoint import latest_checkpoint, load_checkpoint
 from training.config import ModelConfig

@@ -7,7 +7,7 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 import pytest
 
-from pipelines.shard_format import SCHEMA
+from pipelines.infra.shard_format import SCHEMA
 from training.shard_checks import ShardError, decode_batch, open_shard_file, read_batch
 
 GOOD = {"input_ids": ([0, 3, 5], [7, 8, 9, 10, 11]), "doc_lens": ([0, 2, 3], [1, 2, 2]),

@@ -10,9 +10,9 @@ import tempfile
 import numpy as np
 import pytest
 
-from pipelines.storage.errors import StorageError
-from pipelines.storage import filesystems
-from pipelines.storage.filesystems import configure, resolve
+from pipelines.infra.storage.errors import StorageError
+from pipelines.infra.storage import filesystems
+from pipelines.infra.storage.filesystems import configure, resolve
 from tests.pipelines.object_stores import Store, gcs_server  # noqa: F401
 from tests.training.streaming_shards import same_row, shared_blocks, shared_run, upload
 from training.data import ShardDataset

@@ -12,7 +12,7 @@ from urllib.parse import parse_qs
 
 import pytest
 
-from pipelines.storage.errors import StorageError
+from pipelines.infra.storage.errors import StorageError
 from tests.pipelines.object_stores import free_port
 from training.streaming.gcs import _metadata_token, _Token
 

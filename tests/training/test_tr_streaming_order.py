@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipelines.errors import ConfigError
+from pipelines.infra.errors import ConfigError
 from tests.training.streaming_shards import shared_blocks
 from training.streaming import GlobalOrder, ShardIndex, StreamingShardDataset, rank_share
 

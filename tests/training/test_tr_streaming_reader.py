@@ -200,7 +200,7 @@ def test_write_shard_batches_reports_the_rows_of_each_record_batch_written(block
     """A table of several chunks is written as several record batches: each is reported."""
     import pyarrow as pa
 
-    from pipelines.shard_format import write_shard_batches
+    from pipelines.infra.shard_format import write_shard_batches
 
     with ipc.open_file(str(blocks / "shard-00000.arrow")) as f:
         table = f.read_all()  # one chunk per record batch of the file
@@ -211,7 +211,7 @@ def test_write_shard_batches_reports_the_rows_of_each_record_batch_written(block
 
 
 def test_a_marker_whose_batch_rows_do_not_add_up_stops_the_manifest():
-    from pipelines.errors import FatalError
+    from pipelines.infra.errors import FatalError
     from pipelines.steps.manifest import build_manifest
 
     shard = {"file": "shard-00000.arrow", "rows": 10, "tokens": 5, "bytes": 1, "sha256": "",

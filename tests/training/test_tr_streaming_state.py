@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from torch.utils.data import DataLoader
 
-from pipelines.errors import ConfigError
+from pipelines.infra.errors import ConfigError
 from tests.training.streaming_shards import block_shards, shared_blocks
 from training.data import DocumentCollator
 from training.streaming import ShardIndex, StreamingMapView, StreamingSampler, StreamingShardDataset

@@ -56,7 +56,7 @@ def test_rows_from_s3_are_the_local_rows(s3, run):
 
 def test_a_shard_missing_on_s3_is_one_line(s3, run):
     url = upload(run, s3.url("missing"))
-    from pipelines.storage.filesystems import resolve
+    from pipelines.infra.storage.filesystems import resolve
 
     loc = resolve(f"{url}/shard-00001.arrow")
     loc.fs.delete_file(loc.path)

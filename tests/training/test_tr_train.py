@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from pipelines.cli import main as cli
-from pipelines.configio import load_config
+from pipelines.infra.configio import load_config
 from pruning_data import error_norm
 from training.checkpoint import latest_checkpoint, list_checkpoints
 from training.config import TrainRunConfig

@@ -27,8 +27,8 @@ def main(args) -> int:
 
     import torch
 
-    from pipelines.configio import from_dict, load_config
-    from pipelines.errors import ConfigError
+    from pipelines.infra.configio import from_dict, load_config
+    from pipelines.infra.errors import ConfigError
     from training import checkpoint as ckpt
     from training.config import ModelConfig, TrainRunConfig
     from training.data import DocumentCollator, ShardDataset

@@ -38,8 +38,8 @@ def add_arguments(parser) -> None:
 
 
 def main(args) -> int:
-    from pipelines.configio import load_config
-    from pipelines.errors import FewtruncError
+    from pipelines.infra.configio import load_config
+    from pipelines.infra.errors import FewtruncError
     from training.config import TrainRunConfig
     from training.distributed import DEFAULT_TIMEOUT_S, CollectiveError, Dist
     from training.runtime import wants_cuda
@@ -76,7 +76,7 @@ def _stop(exc, dist) -> int:
     """An error every rank agreed on: the rank it came from says it, then all exit together."""
     import sys
 
-    from pipelines.storage.redact import redact_text
+    from pipelines.infra.storage.redact import redact_text
     from training.distributed import Stopped
 
     if not isinstance(exc, Stopped):

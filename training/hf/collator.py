@@ -49,7 +49,7 @@ import numpy as np
 import torch
 
 from packing.split import positions_within
-from pipelines.errors import ConfigError, InputError
+from pipelines.infra.errors import ConfigError, InputError
 
 IGNORE_INDEX = -100
 LAYOUTS = ("flatten", "stack")
@@ -207,9 +207,10 @@ def _gather(rows, n_ids: int | None = None):
     row_lens = np.fromiter((a.size for a in ids), dtype=np.int64, count=len(ids))
     segs_per_row = np.fromiter((a.size for a in lens), dtype=np.int64, count=len(lens))
     seg_lens = np.concatenate(lens).astype(np.int64, copy=False)
-    if seg_lens.size and seg_lens.min() < 1:
-        b = int(np.searchsorted(np.cumsum(segs_per_row), int(np.argmin(seg_lens)), side="right"))
-        raise RowError(_where(rows, b), f"doc_lens must be positive, got {int(seg_lens.min())}")
+    if seg_lens.size and seg_lens.min() < 1:  # name the first bad length, not the smallest
+        k = int(np.flatnonzero(seg_lens < 1)[0])
+        b = int(np.searchsorted(np.cumsum(segs_per_row), k, side="right"))
+        raise RowError(_where(rows, b), f"doc_lens must be positive, got {int(seg_lens[k])}")
     ends = np.concatenate([[0], np.cumsum(seg_lens)])
     bounds = np.concatenate([[0], np.cumsum(segs_per_row)])
     sums = ends[bounds[1:]] - ends[bounds[:-1]]
@@ -220,9 +221,10 @@ def _gather(rows, n_ids: int | None = None):
                                         " (an empty row, or doc_lens that do not describe input_ids)")
     flat = np.concatenate(ids).astype(np.int64, copy=False)
     low, high = int(flat.min()), int(flat.max())
-    if low < 0 or (n_ids is not None and high >= n_ids):
-        token = int(np.argmin(flat)) if low < 0 else int(np.argmax(flat))
+    if low < 0 or (n_ids is not None and high >= n_ids):  # name the first bad id, not the extreme
+        bad = (flat < 0) if n_ids is None else (flat < 0) | (flat >= n_ids)
+        token = int(np.flatnonzero(bad)[0])
         b = int(np.searchsorted(np.cumsum(row_lens), token, side="right"))
-        what = "negative" if low < 0 else f"not below the token_map's {n_ids} entries"
+        what = "negative" if flat[token] < 0 else f"not below the token_map's {n_ids} entries"
         raise RowError(_where(rows, b), f"token id {int(flat[token])} is {what}")
     return flat, row_lens, seg_lens, segs_per_row

@@ -43,7 +43,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from pipelines.errors import ConfigError
+from pipelines.infra.errors import ConfigError
 from pruning_data import LossTruncation, ent_loss
 from training.hf.checkpoint_state import CheckpointedCallback
 from training.hf.collator import IGNORE_INDEX

@@ -127,10 +127,10 @@ def _check_ids(ids) -> None:
         return
     flat = values.to_numpy()
     if kind == pa.uint64() and int(flat.max()) > np.iinfo(np.int64).max:
-        k = int(np.argmax(flat))
+        k = int(np.flatnonzero(flat > np.iinfo(np.int64).max)[0])  # the first, not the largest
         raise RowError(f"row {row_of(k)} of the dataset", f"token id {int(flat[k])} is above 2**63 - 1")
     if pa.types.is_signed_integer(kind) and int(flat.min()) < 0:
-        k = int(np.argmin(flat))
+        k = int(np.flatnonzero(flat < 0)[0])  # the first, not the most negative
         raise RowError(f"row {row_of(k)} of the dataset", f"token id {int(flat[k])} is negative")
 
 

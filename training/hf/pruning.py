@@ -39,7 +39,7 @@ import torch
 from torch.utils.data import Sampler
 from transformers import Trainer
 
-from pipelines.errors import ConfigError
+from pipelines.infra.errors import ConfigError
 from pruning_data import DynamicPruner, el2n
 from training.hf.checkpoint_state import CheckpointedCallback
 from training.hf.collator import IGNORE_INDEX, PackedCollator

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipelines.errors import ConfigError
+from pipelines.infra.errors import ConfigError
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,8 @@ import glob
 import os
 from pathlib import Path
 
-from pipelines.errors import ConfigError
-from pipelines.shard_format import SHARD_GLOB, list_shards
+from pipelines.infra.errors import ConfigError
+from pipelines.infra.shard_format import SHARD_GLOB, list_shards
 from training.data import ShardDataset
 from training.shard_checks import open_shard_file, read_batch
 

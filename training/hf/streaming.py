@@ -22,7 +22,7 @@ the same number of steps.
 """
 from __future__ import annotations
 
-from pipelines.errors import ConfigError
+from pipelines.infra.errors import ConfigError
 from training.hf.checkpoint_state import CheckpointedCallback
 from training.hf.schedule import StepLayout
 from training.streaming import StreamingMapView, StreamingSampler

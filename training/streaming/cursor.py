@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipelines.errors import ConfigError
+from pipelines.infra.errors import ConfigError
 from training.streaming.order import GlobalOrder, allowed_digest, check_world
 
 STATE_VERSION = 1

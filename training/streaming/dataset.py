@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 from torch.utils.data import IterableDataset, get_worker_info
 
-from pipelines.errors import ConfigError
+from pipelines.infra.errors import ConfigError
 from training.streaming.cursor import EpochCursor
 from training.streaming.index import ShardIndex
 from training.streaming.order import GlobalOrder

@@ -23,10 +23,10 @@ import shutil
 import threading
 import weakref
 
-from pipelines.atomic import scratch_dir
-from pipelines.storage.filesystems import resolve
-from pipelines.storage.listing import guarded
-from pipelines.storage.reading import BUFFER, open_input
+from pipelines.infra.atomic import scratch_dir
+from pipelines.infra.storage.filesystems import resolve
+from pipelines.infra.storage.listing import guarded
+from pipelines.infra.storage.reading import BUFFER, open_input
 from training.shard_checks import ShardError
 from training.streaming.gcs import GcsObject, is_gcs
 

@@ -9,7 +9,7 @@ the tests) answers one connection at a time: it stays blocked writing the first 
 socket buffers (any object over ~100 KB) and never accepts the second request, so ``read_at``
 hangs. GCS itself answers both, but each open still starts a download of the whole shard.
 
-Where: ``STORAGE_EMULATOR_HOST`` when it is set (anonymous, as ``pipelines.storage.filesystems``
+Where: ``STORAGE_EMULATOR_HOST`` when it is set (anonymous, as ``pipelines.infra.storage.filesystems``
 uses it), else ``https://storage.googleapis.com`` with an OAuth access token: google-auth's
 application-default credentials when google-auth is installed (``GOOGLE_APPLICATION_CREDENTIALS``,
 gcloud's login, the VM's service account), else the VM's metadata server. Timeouts and how long
@@ -26,9 +26,9 @@ import threading
 import time
 from urllib.parse import quote, urlsplit
 
-from pipelines.storage import filesystems
-from pipelines.storage.errors import StorageError
-from pipelines.storage.urls import split
+from pipelines.infra.storage import filesystems
+from pipelines.infra.storage.errors import StorageError
+from pipelines.infra.storage.urls import split
 
 GCS = "https://storage.googleapis.com"
 SCOPE = "https://www.googleapis.com/auth/devstorage.read_only"

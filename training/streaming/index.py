@@ -22,10 +22,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipelines.errors import ConfigError, OutputError
-from pipelines.steps.verify import SHARD_FILE, load_manifest, manifest_seal
-from pipelines.storage.listing import list_files
-from pipelines.storage.urls import join
+from pipelines.infra.errors import ConfigError, OutputError
+from pipelines.infra.manifest import SHARD_FILE, load_manifest, manifest_seal
+from pipelines.infra.storage.listing import list_files
+from pipelines.infra.storage.urls import join
 from training.shard_checks import ShardError
 
 log = logging.getLogger(__name__)

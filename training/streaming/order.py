@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipelines.errors import ConfigError
+from pipelines.infra.errors import ConfigError
 
 
 def _mix(x: np.ndarray) -> np.ndarray:

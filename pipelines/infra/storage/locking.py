@@ -5,22 +5,23 @@ version read.
 - ``s3://``: S3's conditional PUT (``If-None-Match: *`` creates, ``If-Match: ETAG`` replaces; the
   store answers 412 when the condition fails, and of two racing writes exactly one succeeds).
   pyarrow.fs cannot send these headers, so this goes through botocore (``boto3``, in the
-  ``cloud`` extra), set up from the same environment as ``filesystems.py`` (``s3_settings``).
+  ``cloud`` extra; the client of ``s3_client.py``, set up from the same environment as
+  ``filesystems.py``).
 - anything else, and S3 without boto3: best effort, a stat then a write (GCS has
   ``ifGenerationMatch``, but gcp-storage-emulator ignores it, so it could not be tested).
 
-Errors are ``StorageError`` lines naming the URL, as everywhere in ``pipelines.storage``."""
+Errors are ``StorageError`` lines naming the URL, as everywhere in ``pipelines.infra.storage``."""
 from __future__ import annotations
 
 import logging
-import threading
-from contextlib import contextmanager
 
-from pipelines.storage.errors import translate
-from pipelines.storage.urls import split
+from pipelines.infra.storage.guard import translated
+from pipelines.infra.storage.listing import stat
+from pipelines.infra.storage.reading import read_bytes
+from pipelines.infra.storage.s3_client import s3_client
+from pipelines.infra.storage.urls import split
+from pipelines.infra.storage.writing import put_object
 
-_CLIENTS: dict = {}
-_LOCK = threading.Lock()
 _LOST = ("PreconditionFailed", "ConditionalRequestConflict")  # another write won (412, 409)
 _GONE = ("NoSuchKey",)
 _WARNED: set = set()
@@ -45,7 +46,8 @@ def conditional_object(url: str):
 
 
 class BestEffortObject:
-    """A stat, then a write: two writers within the same moment can both create."""
+    """A stat, then a write: two writers within the same moment can both create. An object of a
+    store only (a local output directory is locked with flock)."""
 
     exclusive = False
 
@@ -53,8 +55,6 @@ class BestEffortObject:
         self.url = url
 
     def create(self, data: bytes) -> bool:
-        from pipelines.storage.listing import stat
-
         if stat(self.url) is not None:
             return False
         self._write(data)
@@ -62,9 +62,6 @@ class BestEffortObject:
 
     def read(self):
         """(bytes, version) of the object, None when there is none (version: None here)."""
-        from pipelines.storage.listing import stat
-        from pipelines.storage.reading import read_bytes
-
         if stat(self.url) is None:
             return None
         try:
@@ -79,9 +76,7 @@ class BestEffortObject:
         return True
 
     def _write(self, data: bytes) -> None:
-        from pipelines.atomic import write_bytes
-
-        write_bytes(self.url, data)
+        put_object(self.url, data)
 
 
 class S3Object:
@@ -126,43 +121,3 @@ class S3Object:
                     return None
                 raise
 
-
-@contextmanager
-def translated(url: str):
-    """botocore's errors (not OSErrors) as ``StorageError`` lines naming the URL."""
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    try:
-        yield
-    except (BotoCoreError, ClientError, OSError) as exc:
-        raise translate(exc, url) from None
-
-
-def s3_client(bucket: str, url: str):
-    """A botocore S3 client for ``bucket``, from the environment (cached like the filesystems:
-    per environment and settings, and per bucket when its region was asked of it). Also used to
-    delete objects without directory markers (``deleting.py``)."""
-    from pipelines.storage.filesystems import cache_key, s3_settings
-
-    key = cache_key("s3")
-    with _LOCK:
-        client = _CLIENTS.get(key) or _CLIENTS.get(key + (bucket,))
-    if client is not None:
-        return client
-    import boto3
-    from botocore.config import Config
-
-    s = s3_settings(bucket, url)
-    config = Config(connect_timeout=s["connect_timeout"], read_timeout=s["request_timeout"],
-                    retries={"max_attempts": s["attempts"], "mode": "standard"},
-                    # as pyarrow's client: path-style addressing on an S3-compatible endpoint,
-                    # which may also not know the checksums botocore now sends by default
-                    **({"s3": {"addressing_style": "path"},
-                        "request_checksum_calculation": "when_required",
-                        "response_checksum_validation": "when_required"}
-                       if s["endpoint"] else {}))
-    client = boto3.session.Session().client("s3", region_name=s["region"],
-                                            endpoint_url=s["endpoint"], config=config)
-    with _LOCK:
-        _CLIENTS[key + ((bucket,) if s["per_bucket"] else ())] = client
-    return client

@@ -22,8 +22,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
-from pipelines.atomic import atomic_path
-from pipelines.hashing import sha256_file
+from pipelines.infra.atomic import atomic_path
+from pipelines.infra.hashing import sha256_file
 
 SCHEMA_VERSION = 1
 SCHEMA = pa.schema(
@@ -72,12 +72,15 @@ def write_shard_batches(batches, path: str | Path, compression: str = "zstd") ->
 
 
 def open_shard(path: str | Path) -> pa.Table:
-    """Memory-map one shard (zero-copy when uncompressed); a shard on a store is read whole."""
-    from pipelines.storage import is_url, read_bytes
+    """Memory-map one shard (zero-copy when uncompressed); a shard on a store is read whole.
+    ``path``: a str, ``Path``, ``UrlPath`` or ``Location``."""
+    from pipelines.infra.storage import read_bytes
+    from pipelines.infra.storage.location import Location
 
-    if is_url(path):
-        return open_shard_bytes(read_bytes(path))
-    source = pa.memory_map(str(path), "r")
+    where = Location.of(path)
+    if where.remote:
+        return open_shard_bytes(read_bytes(where.text))
+    source = pa.memory_map(where.local_path, "r")
     return ipc.open_file(source).read_all()
 
 
@@ -88,6 +91,6 @@ def open_shard_bytes(data: bytes) -> pa.Table:
 
 def list_shards(directory: str | Path) -> list[Path]:
     """The shards of a run directory, sorted (``UrlPath``s when it is a URL)."""
-    from pipelines.storage.paths import as_path
+    from pipelines.infra.storage.paths import as_path
 
     return sorted(as_path(directory).glob(SHARD_GLOB))

@@ -10,8 +10,8 @@ import hashlib
 
 
 def sha256_file(path, block: int = 1 << 22) -> str:
-    """sha256 of a local file or an object (``pipelines.storage``)."""
-    from pipelines.storage import open_input
+    """sha256 of a local file or an object (``pipelines.infra.storage``)."""
+    from pipelines.infra.storage import open_input
 
     h = hashlib.sha256()
     with open_input(path) as f:

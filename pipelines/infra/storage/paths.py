@@ -1,14 +1,14 @@
 """``as_path``: a local path stays a ``pathlib.Path``; a URL becomes a ``UrlPath``, which answers the
 few ``Path`` calls a run makes on its output and work directories (``/``, ``name``, ``exists``,
 ``is_file``, ``is_dir``, ``mkdir``, ``iterdir``, ``glob``, ``read_text``, ``read_bytes``, ``stat``,
-``unlink``) through ``pipelines.storage``. Local runs keep ``pathlib`` and ``os``: nothing of a
+``unlink``) through ``pipelines.infra.storage``. Local runs keep ``pathlib`` and ``os``: nothing of a
 local run goes through pyarrow."""
 from __future__ import annotations
 
 import fnmatch
 from pathlib import Path
 
-from pipelines.storage.urls import is_url, join, local_path
+from pipelines.infra.storage.urls import is_url, join, local_path
 
 
 def as_path(path):
@@ -53,7 +53,7 @@ class UrlPath:
         return UrlPath(self.url.rsplit("/", 1)[0])
 
     def _stat(self):
-        from pipelines.storage.listing import stat
+        from pipelines.infra.storage.listing import stat
 
         return stat(self.url)
 
@@ -81,20 +81,20 @@ class UrlPath:
     def iterdir(self) -> list["UrlPath"]:
         """Files and prefixes right below this one, sorted (from a recursive listing: some
         stores, GCS among them, list the prefixes a key implies only recursively)."""
-        from pipelines.storage.listing import _listing
+        from pipelines.infra.storage.listing import _listing
 
         names = sorted({rel.split("/", 1)[0] for _, rel, _ in _listing(self.url, True)})
         return [self / n for n in names]
 
     def glob(self, pattern: str) -> list["UrlPath"]:
         """Files right below this prefix whose name matches ``pattern`` (one level only), sorted."""
-        from pipelines.storage.listing import _listing
+        from pipelines.infra.storage.listing import _listing
 
         return [UrlPath(url) for url, rel, st in _listing(self.url, False)
                 if not st.is_dir and "/" not in rel and fnmatch.fnmatchcase(rel, pattern)]
 
     def read_bytes(self) -> bytes:
-        from pipelines.storage.reading import read_bytes
+        from pipelines.infra.storage.reading import read_bytes
 
         return read_bytes(self.url)
 
@@ -103,7 +103,7 @@ class UrlPath:
 
     def unlink(self, missing_ok: bool = False) -> None:
         """Delete the object (on S3 without leaving a ``prefix/`` marker: ``deleting.py``)."""
-        from pipelines.storage.deleting import remove_object
+        from pipelines.infra.storage.deleting import remove_object
 
         if not remove_object(self.url) and not missing_ok:
             raise FileNotFoundError(self.url)
@@ -126,7 +126,7 @@ def remove_tree(path) -> None:
 
         shutil.rmtree(local_path(path), ignore_errors=True)
         return
-    from pipelines.storage.deleting import remove_objects
-    from pipelines.storage.listing import list_files
+    from pipelines.infra.storage.deleting import remove_objects
+    from pipelines.infra.storage.listing import list_files
 
     remove_objects([url for url, _ in list_files(str(path))])

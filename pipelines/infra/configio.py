@@ -17,7 +17,7 @@ from typing import Any, Mapping, Sequence, TypeVar
 
 import yaml
 
-from pipelines.errors import SHOWN, ConfigError, clip, show
+from pipelines.infra.errors import SHOWN, ConfigError, clip, show
 
 T = TypeVar("T")
 MAX_ALIAS_VALUES = 100_000  # values that expanding a document's aliases may add to it

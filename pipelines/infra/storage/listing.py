@@ -1,17 +1,17 @@
-"""Stat, list, glob and remove on local paths and URLs: listings are sorted, so every engine and
-every attempt sees the inputs and markers in the same order."""
+"""Stat, list and glob on local paths and URLs: listings are sorted, so every engine and every
+attempt sees the inputs and markers in the same order (deleting is ``deleting.py``)."""
 from __future__ import annotations
 
 import fnmatch
 import glob as _glob
 import os
 import stat as _st
-from contextlib import contextmanager
 from typing import NamedTuple
 
-from pipelines.storage.errors import StorageError, translate
-from pipelines.storage.filesystems import resolve
-from pipelines.storage.urls import is_url, local_path
+from pipelines.infra.storage.errors import StorageError
+from pipelines.infra.storage.filesystems import resolve
+from pipelines.infra.storage.guard import check_bucket, guarded
+from pipelines.infra.storage.urls import is_url, local_path
 
 _GLOB_CHARS = set("*?[")
 
@@ -20,22 +20,6 @@ class FileStat(NamedTuple):
     size: int
     mtime_ns: int  # modification time (an object's last write); 0 when the store has none
     is_dir: bool = False  # a directory, or a prefix that other objects' keys continue
-
-
-@contextmanager
-def guarded(url: str, loc=None):
-    """Any OSError raised inside becomes a ``StorageError`` naming ``url``; with ``loc`` (its
-    ``resolve``), an object that is not found is told apart from a bucket that is not there."""
-    try:
-        yield
-    except OSError as exc:
-        error = translate(exc, url)
-        if loc is not None and getattr(error, "kind", "") == "missing":
-            try:
-                _check_bucket(loc, url)
-            except OSError as missing:
-                raise missing from None
-        raise error from None
 
 
 def stat(path) -> FileStat | None:
@@ -55,23 +39,11 @@ def stat(path) -> FileStat | None:
     with guarded(path):
         info = loc.fs.get_file_info(loc.path)
         if info.type == pfs.FileType.NotFound:
-            _check_bucket(loc, path)
+            check_bucket(loc, path)
             return None
     if info.type == pfs.FileType.Directory:
         return FileStat(0, 0, True)
     return FileStat(info.size or 0, info.mtime_ns or 0, False)
-
-
-def _check_bucket(loc, url: str) -> None:
-    """Nothing at ``url``: raise when its bucket is what is missing (S3 and GCS answer a key in a
-    missing bucket as not found)."""
-    import pyarrow.fs as pfs
-
-    if not loc.scheme or hasattr(loc.fs, "handler"):
-        return
-    bucket = loc.path.split("/", 1)[0]
-    if bucket != loc.path and loc.fs.get_file_info(bucket).type == pfs.FileType.NotFound:
-        raise StorageError(url, f"bucket {bucket!r} does not exist", "missing bucket")
 
 
 _SPECIAL = ((_st.S_ISFIFO, "a FIFO"), (_st.S_ISCHR, "a character device"),
@@ -145,7 +117,7 @@ def _listing(url: str, recursive: bool) -> list[tuple[str, str, FileStat]]:
     loc = resolve(url)
     with guarded(url):
         if loc.fs.get_file_info(loc.path).type == pfs.FileType.NotFound:
-            _check_bucket(loc, url)
+            check_bucket(loc, url)
             return []
         infos = loc.fs.get_file_info(pfs.FileSelector(loc.path, recursive=recursive,
                                                       allow_not_found=True))
@@ -206,25 +178,3 @@ def makedirs(path) -> None:
     if not is_url(path):
         os.makedirs(local_path(path), exist_ok=True)
 
-
-def remove(path) -> bool:
-    """Delete a file or object; False when there was none (not an error: markers are removed
-    by retried attempts too)."""
-    path = str(path)
-    if not is_url(path):
-        try:
-            os.unlink(local_path(path))
-            return True
-        except FileNotFoundError:
-            return False
-    from pipelines.storage import deleting
-
-    if deleting._s3(path):  # pyarrow would leave a zero-byte "directory" object behind
-        return deleting.remove_object(path)
-    loc = resolve(path)
-    with guarded(path):
-        try:
-            loc.fs.delete_file(loc.path)
-        except FileNotFoundError:
-            return False
-    return True

@@ -1,7 +1,7 @@
 """Load the tokenizer: a ``tokenizer.json`` (a local path or an ``s3://``/``gs://``/``http(s)://``
-URL, read through ``pipelines.storage``) when given, else GPT-2's pretrained BPE built offline.
+URL, read through ``pipelines.infra.storage``) when given, else GPT-2's pretrained BPE built offline.
 An ``http://user:pass@host/`` URL is read with its user info (basic auth); every message and
-record of it is redacted (``pipelines.storage.redact``).
+record of it is redacted (``pipelines.infra.storage.redact``).
 
 A run ships the tokenizer's JSON to its workers inside the run plan (``RunPlan.tokenizer_json``):
 a plan unpickled on a worker ``give``s it for its path, so ``load_tokenizer(path)`` there builds
@@ -20,8 +20,8 @@ import threading
 from functools import lru_cache
 from pathlib import Path
 
-from pipelines.errors import ConfigError, clip, show
-from pipelines.storage.urls import is_url, local_path
+from pipelines.infra.errors import ConfigError, clip, show
+from pipelines.infra.storage.location import Location
 
 GPT2_EOS = "<|endoftext|>"
 
@@ -70,8 +70,9 @@ def _load(path: str | None):
     from tokenizers.models import BPE
 
     if path:
-        if is_url(path):  # s3://, gs://: read through pipelines.storage
-            from pipelines.storage import StorageError, read_bytes
+        where = Location.of(path)  # tokenizer.path as the config (or a manifest) gives it
+        if where.remote:  # s3://, gs://: read through pipelines.infra.storage
+            from pipelines.infra.storage import StorageError, read_bytes
 
             try:
                 data = read_bytes(path)
@@ -79,7 +80,7 @@ def _load(path: str | None):
                 raise ConfigError(f"tokenizer.path {show(path)}: {exc.reason}") from None
             build = lambda: Tokenizer.from_str(data.decode("utf-8"))  # noqa: E731
         else:
-            p = Path(local_path(path))  # file:///a/tokenizer.json is /a/tokenizer.json
+            p = Path(where.local_path)  # file:///a/tokenizer.json is /a/tokenizer.json
             if not p.is_file():
                 raise ConfigError(f"tokenizer.path {show(path)} does not exist or is not a file")
             build = lambda: Tokenizer.from_file(str(p))  # noqa: E731

@@ -13,9 +13,11 @@ import tempfile
 from contextlib import contextmanager
 from typing import Iterator
 
-from pipelines.storage.filesystems import resolve
-from pipelines.storage.listing import guarded, kind_of, not_regular
-from pipelines.storage.urls import is_url, local_path
+from pipelines.infra.storage.filesystems import resolve
+from pipelines.infra.storage.guard import guarded
+from pipelines.infra.storage.listing import kind_of, not_regular
+from pipelines.infra.storage.scratch import scratch_prefix
+from pipelines.infra.storage.urls import is_url, local_path
 
 BUFFER = 8 << 20  # bytes asked of a store per request: each read is a ranged GET (8 MiB, as
 # AWS advises for throughput; 1 MiB reads ran at 16 MiB/s against moto, 8 MiB at 134 MiB/s)
@@ -81,8 +83,7 @@ def local_copy(path) -> Iterator[str]:
     if not is_url(path):
         yield local_path(path)
         return
-    from pipelines.atomic import scratch_prefix  # named so the sweep finds a killed reader's
-
+    # named by ``scratch_prefix``, so that the sweep finds a killed reader's
     fd, tmp = tempfile.mkstemp(prefix=scratch_prefix("copy"), suffix="-" + path.rsplit("/", 1)[-1])
     try:
         with os.fdopen(fd, "wb") as out, open_input(path) as f:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from pipelines.atomic import atomic_path
+from pipelines.infra.atomic import atomic_path
 
 
 def pyplot():

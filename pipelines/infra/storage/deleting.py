@@ -5,15 +5,20 @@ pyarrow's ``S3FileSystem.delete_file`` re-creates the deleted key's parent as a 
 existing), and ``create_dir`` writes such objects too. A finished run on S3 then left ``out/``,
 ``out/_work/`` and ``out/_work/part-N/plan/`` behind, and a refused run ``out/`` (its lock's
 removal). On S3 keys are therefore deleted through botocore (``DeleteObject``/``DeleteObjects``
-touch nothing but the keys named; the client of ``locking.py``); without boto3 installed, through
+touch nothing but the keys named; the client of ``s3_client.py``); without boto3 installed, through
 pyarrow, with a warning that markers may remain. GCS's client creates no markers when it
-deletes, and local paths are ``os.unlink``: both go through ``listing.remove``.
+deletes, and local paths are ``os.unlink``: both go through ``remove``.
 """
 from __future__ import annotations
 
 import logging
+import os
 
-from pipelines.storage.urls import is_url, split
+from pipelines.infra.storage.errors import StorageError
+from pipelines.infra.storage.filesystems import resolve
+from pipelines.infra.storage.guard import guarded, translated
+from pipelines.infra.storage.s3_client import s3_client
+from pipelines.infra.storage.urls import is_url, local_path, split
 
 _WARNED: set = set()
 BATCH = 1000  # keys per DeleteObjects request (S3's limit)
@@ -39,12 +44,8 @@ def remove_object(url) -> bool:
     """Delete one file or object; False when there was none. On S3 no marker is created."""
     url = str(url)
     if not is_url(url) or not _s3(url):
-        from pipelines.storage.listing import remove
-
         return remove(url)
     from botocore.exceptions import ClientError
-
-    from pipelines.storage.locking import s3_client, translated
 
     bucket, _, key = split(url)[1].partition("/")
     with translated(url):
@@ -62,8 +63,6 @@ def remove_object(url) -> bool:
 def remove_objects(urls: list) -> None:
     """Delete every one of ``urls`` (absent ones included, without error); on S3 in batches of
     ``BATCH`` keys per request, without markers."""
-    from pipelines.storage.listing import remove
-
     by_bucket: dict = {}
     for url in map(str, urls):
         if is_url(url) and _s3(url):
@@ -71,9 +70,6 @@ def remove_objects(urls: list) -> None:
             by_bucket.setdefault(bucket, []).append((url, key))
         else:
             remove(url)
-    from pipelines.storage.errors import StorageError
-    from pipelines.storage.locking import s3_client, translated
-
     for bucket, items in by_bucket.items():
         for i in range(0, len(items), BATCH):
             chunk = items[i : i + BATCH]
@@ -87,3 +83,24 @@ def remove_objects(urls: list) -> None:
                 raise StorageError(f"s3://{bucket}/{first.get('Key', '')}",
                                    f"could not delete it ({first.get('Code')}: "
                                    f"{first.get('Message')}; {len(errors)} keys not deleted)")
+
+
+def remove(path) -> bool:
+    """Delete a file or object; False when there was none (not an error: markers are removed
+    by retried attempts too)."""
+    path = str(path)
+    if not is_url(path):
+        try:
+            os.unlink(local_path(path))
+            return True
+        except FileNotFoundError:
+            return False
+    if _s3(path):  # pyarrow would leave a zero-byte "directory" object behind
+        return remove_object(path)
+    loc = resolve(path)
+    with guarded(path):
+        try:
+            loc.fs.delete_file(loc.path)
+        except FileNotFoundError:
+            return False
+    return True

@@ -21,8 +21,8 @@ import threading
 from dataclasses import dataclass
 from datetime import timedelta
 
-from pipelines.storage.errors import StorageError
-from pipelines.storage.urls import local_path, scheme_of, split
+from pipelines.infra.storage.errors import StorageError
+from pipelines.infra.storage.urls import local_path, scheme_of, split
 
 _ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION",
         "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
@@ -34,7 +34,7 @@ _LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
-class Location:
+class Resolved:
     fs: object  # a pyarrow.fs.FileSystem
     path: str  # the path inside ``fs`` (``bucket/key`` for S3 and GCS)
     scheme: str  # "" for a local path
@@ -69,7 +69,7 @@ def configure(*, connect_timeout: float | None = None, request_timeout: float | 
             _CACHE.clear()
 
 
-def resolve(path) -> Location:
+def resolve(path) -> Resolved:
     """The filesystem and inner path of a local path or URL (no request is made, except the one
     that finds an S3 bucket's region when no region or endpoint is configured)."""
     path = str(path)
@@ -77,7 +77,7 @@ def resolve(path) -> Location:
     if scheme in ("", "file"):
         import pyarrow.fs as pfs
 
-        return Location(pfs.LocalFileSystem(), os.path.abspath(local_path(path)), "")
+        return Resolved(pfs.LocalFileSystem(), os.path.abspath(local_path(path)), "")
     _, inner = split(path)
     bucket = inner.split("/", 1)[0]
     if not bucket:
@@ -90,8 +90,8 @@ def resolve(path) -> Location:
         with _LOCK:
             _CACHE[key + ((bucket,) if per_bucket else ())] = fs
     if hasattr(fs, "handler"):
-        return Location(fs, fs.handler.fs._strip_protocol(path), scheme)
-    return Location(fs, inner, scheme)
+        return Resolved(fs, fs.handler.fs._strip_protocol(path), scheme)
+    return Resolved(fs, inner, scheme)
 
 
 def _make(scheme: str, bucket: str, url: str):
@@ -134,7 +134,7 @@ def s3_settings(bucket: str, url: str) -> dict:
         try:
             region = pfs.resolve_s3_region(bucket)
         except OSError as exc:
-            from pipelines.storage.errors import translate
+            from pipelines.infra.storage.errors import translate
 
             raise translate(exc, url) from None
         per_bucket = True

@@ -8,8 +8,8 @@ from __future__ import annotations
 import os
 import re
 
-from pipelines.errors import FewtruncError
-from pipelines.storage.redact import redact_text
+from pipelines.infra.errors import FewtruncError
+from pipelines.infra.storage.redact import redact_text
 
 
 class StorageError(FewtruncError, OSError):

@@ -13,13 +13,13 @@ retried by the engine's own mechanism (restarted actors, retried tasks, replayed
 is safe because every file is written under a private temporary name and renamed to a fixed one;
 anything else ends the run, and the next run resumes from the completion markers.
 
-Every message is redacted when the error is made (``pipelines.storage.redact``): a URL's user
+Every message is redacted when the error is made (``pipelines.infra.storage.redact``): a URL's user
 info and signature query values never reach a terminal, a log or ``rejects.jsonl``. ``show``
 bounds what a message quotes of a value (a config's, a record's) to ~200 characters.
 """
 import reprlib
 
-from pipelines.storage.redact import redact_text
+from pipelines.infra.storage.redact import redact_text
 
 SHOWN = 200  # characters of a value that a message quotes at most
 

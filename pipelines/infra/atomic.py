@@ -10,21 +10,22 @@ shares it; on an error it is removed, so nothing half-written is left under any 
 stands for a shorter file, even after a power loss). Temporaries are ``.NAME.tmp-*`` files, which
 a resumed run removes.
 
-Object stores (``s3://``, ``gs://``; any URL, see ``pipelines.storage``) have no rename. The same
+Object stores (``s3://``, ``gs://``; any URL, see ``pipelines.infra.storage``) have no rename. The same
 calls write the file under a private temporary name on this machine's scratch disk
-(``tempfile.gettempdir()``, i.e. ``TMPDIR``) and then upload it to its final key in one request:
-one PUT, or one multipart upload that the store completes only after the last part. Until then no
-reader sees the key; a killed writer leaves at most an incomplete multipart upload, which is
-never visible (a bucket lifecycle rule ``AbortIncompleteMultipartUpload`` reclaims its parts). No
-temporary ever exists on the store, so attempts cannot collide there; a killed writer's scratch
-file is removed by the next worker that sets up on the machine (``sweep_scratch``); two attempts
-that both finish write the same bytes to the same key, and either one is the file.
+(``tempfile.gettempdir()``, i.e. ``TMPDIR``) and then upload it to its final key in one request
+(``pipelines.infra.storage.writing``): one PUT, or one multipart upload that the store completes only
+after the last part. Until then no reader sees the key; a killed writer leaves at most an
+incomplete multipart upload, which is never visible (a bucket lifecycle rule
+``AbortIncompleteMultipartUpload`` reclaims its parts). No temporary ever exists on the store, so
+attempts cannot collide there; a killed writer's scratch file is removed by the next worker that
+sets up on the machine (``sweep_scratch``); two attempts that both finish write the same bytes to
+the same key, and either one is the file.
 
 Every other scratch file or folder fewtrunc makes is named ``fewtrunc-KIND-PID-RANDOM``
-(``scratch_prefix``, ``scratch_dir``: a writer's copies of spill files, a Parquet input's local
-copy, ...), so the same sweep finds those of killed processes too. A call returns
-only once the store has the object, so a marker published after it is never seen before its data
-(S3 and GCS are read-after-write consistent).
+(``scratch_prefix`` of ``pipelines.infra.storage.scratch``, ``scratch_dir``: a writer's copies of spill
+files, a Parquet input's local copy, ...), so the same sweep finds those of killed processes too.
+A call returns only once the store has the object, so a marker published after it is never seen
+before its data (S3 and GCS are read-after-write consistent).
 """
 from __future__ import annotations
 
@@ -38,21 +39,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from pipelines.storage.listing import guarded
-from pipelines.storage.urls import is_url, local_path
+from pipelines.infra.storage.scratch import SCRATCH_NAME, scratch_prefix
+from pipelines.infra.storage.location import Location
+from pipelines.infra.storage.writing import put_object, upload_file
 
 TMP_GLOB = ".*.tmp-*"
 # what fewtrunc publishes through local scratch: a run's files and work files, by name
 _OURS = (r"(?:unit|shard|part)-\d+\..+|(?:docs|rows)\.\w+\.npy|run\.json|partitions\.json"
          r"|duplicates\.(?:npy|jsonl)|manifest\.json|stats\.json|config\.yaml|timings\.json"
          r"|rejects\.jsonl|report\.html|(?:lengths|truncation|fill|overhead)\.png")
-_SCRATCH = re.compile(rf"\.(?:{_OURS})\.tmp-(\d+)-[0-9a-f]{{8}}(?:\.\w+)?|fewtrunc-[a-z]+-(\d+)-.+")
-
-
-def scratch_prefix(kind: str) -> str:
-    """``fewtrunc-KIND-PID-``: the prefix of a scratch file or folder of this process (``kind``:
-    lowercase letters), which ``sweep_scratch`` removes once the process is gone."""
-    return f"fewtrunc-{kind}-{os.getpid()}-"
+_SCRATCH = re.compile(rf"\.(?:{_OURS})\.tmp-(\d+)-[0-9a-f]{{8}}(?:\.\w+)?|{SCRATCH_NAME}")
 
 
 def scratch_dir(kind: str) -> str:
@@ -124,7 +120,8 @@ def atomic_path(path: str | Path, *, sync: bool = False, suffix: str = "") -> It
     ``p`` may be a URL: ``tmp`` is then a private file on local scratch, uploaded to ``p`` in one
     request when the block ends (``sync`` is implied: the store has the object when this returns).
     """
-    if is_url(path):
+    where = Location.of(path)
+    if where.uploads_whole:
         tmp = Path(tempfile.gettempdir()) / temp_name(str(path).rsplit("/", 1)[-1], suffix).name
         try:
             yield tmp
@@ -132,7 +129,7 @@ def atomic_path(path: str | Path, *, sync: bool = False, suffix: str = "") -> It
         finally:
             tmp.unlink(missing_ok=True)
         return
-    path = Path(local_path(path))
+    path = Path(where.local_path)
     tmp = temp_name(path, suffix)
     try:
         yield tmp
@@ -147,34 +144,18 @@ def atomic_path(path: str | Path, *, sync: bool = False, suffix: str = "") -> It
 def publish_file(src: str | Path, path: str | Path, *, sync: bool = False) -> None:
     """Make the complete local file ``src`` the file at ``path``: a rename on the same local disk
     (``src`` is gone afterwards), else one upload (``src`` stays; the caller removes it)."""
-    if not is_url(path):
+    where = Location.of(path)
+    if not where.uploads_whole:
         if sync:
             fsync_path(src)
-        os.replace(src, local_path(path))
+        os.replace(src, where.local_path)
         return
-    if not os.path.getsize(src):  # nothing to map
-        write_bytes(path, b"")
-        return
-    import pyarrow as pa
-
-    from pipelines.storage.filesystems import resolve
-
-    loc = resolve(path)
-    # the whole file is mapped and handed over in one write: nothing of this process runs
-    # between the first byte and the completing close, so no exception of ours can complete a
-    # partial upload (a failed part makes the close fail, and the upload is never completed)
-    with guarded(str(path), loc), pa.memory_map(str(src)) as data, \
-            loc.fs.open_output_stream(loc.path, compression=None) as out:
-        out.write(data.read_buffer())
+    upload_file(src, str(path))
 
 
 def write_bytes(path: str | Path, data: bytes, *, sync: bool = False) -> None:
-    if is_url(path):
-        from pipelines.storage.filesystems import resolve
-
-        loc = resolve(path)
-        with guarded(str(path), loc), loc.fs.open_output_stream(loc.path, compression=None) as out:
-            out.write(data)
+    if Location.of(path).uploads_whole:
+        put_object(str(path), data)
         return
     with atomic_path(path, sync=sync) as tmp:
         tmp.write_bytes(data)

@@ -83,6 +83,11 @@ STORE_VARS = ("AWS_", "STORAGE_EMULATOR_HOST", "GOOGLE_APPLICATION_CREDENTIALS")
 
 def mount_namespace_problem() -> str:
     """Why this machine cannot start a node in a mount namespace of its own ("" when it can)."""
+    tmp = os.path.realpath("/tmp")  # what the node mounts over (below)
+    for what, path in (("this Python", sys.prefix), ("this checkout", str(Path(__file__).parent))):
+        if os.path.commonpath([tmp, os.path.realpath(path)]) == tmp:
+            return (f"{what} lives in {tmp}, which a node of its own replaces with an empty "
+                    "private one")
     try:
         proc = subprocess.run(["unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
                                "mount -t tmpfs tmpfs /tmp"], capture_output=True, text=True,

@@ -16,9 +16,10 @@ file). Before the mutants, the guards run once on the unmutated tree: they must 
 marked ``equivalent`` change no behaviour (the reason is given); they are listed and not run or
 counted. The mutants are listed by area in ``mutants_core.py`` (``packing/``, its compiled
 kernel, whose mutants are compiled in the tree, and ``pruning_data/``), ``mutants_run.py`` (the
-driver, resume, partitions, duplicates, work directory, atomic writes, ``pipelines/infra/storage/``),
-``mutants_steps.py`` (``pipelines/steps/``) and ``mutants_training.py``; their guards are named
-in ``mutation_guards.py``.
+driver, resume, partitions, duplicates, work directory, atomic writes,
+``pipelines/infra/storage/``), ``mutants_steps.py`` (``pipelines/steps/`` and the manifest
+checks of ``pipelines/infra/manifest.py``) and ``mutants_training.py``; their guards are named
+in ``mutation_guards.py``. The table's areas follow the mutated module's path (``AREAS``).
 
     python benchmarks/mutation_check.py                 # every mutant of the committed tree
     python benchmarks/mutation_check.py --worktree      # the working tree (uncommitted tests too)
@@ -29,7 +30,7 @@ in ``mutation_guards.py``.
     python benchmarks/mutation_check.py --list
 
 The compiled BFD kernel (``packing/_bfd_kernel*.so``, not tracked) is copied into the tree from
-this checkout, so the tests run as a user's would. The whole set takes about 50 minutes on 2
+this checkout, so the tests run as a user's would. The whole set takes 25-50 minutes on 2
 shared cores: run it by hand (``nice``, one ``--area`` at a time), outside CI, after changing a
 core module. Target: at least 90% caught.
 """

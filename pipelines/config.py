@@ -226,6 +226,7 @@ class BeamConfig:
     runner: str = "DirectRunner"  # DirectRunner (local, multi-process) | DataflowRunner | ...
     num_workers: int = 2  # DirectRunner: direct_num_workers
     running_mode: Literal["multi_processing", "multi_threading", "in_memory"] = "multi_processing"
+    warm_workers: bool = True  # DirectRunner multi_processing: start the workers while planning
     options: tuple[str, ...] = ()  # more PipelineOptions flags, e.g. --project=P --region=R
 
     def __post_init__(self):

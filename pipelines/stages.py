@@ -64,15 +64,16 @@ class TokenizeUnits:
     name, gather, threaded, marker = "tokenize", False, True, UNIT
 
     def work_size(self, items) -> tuple[int, str]:
-        """For a progress bar: the input bytes of these units."""
-        units = {u.index: u for u in self.plan.units}
+        """For a progress bar (and the Beam DirectRunner's deal): the input bytes of these units
+        (unit ``i`` is ``plan.units[i]``)."""
+        units = self.plan.units
         return sum(units[i].bytes for i in items), "B"
 
     def done_size(self, items, names) -> int:
         """For a progress bar polled while an engine runs: the input bytes of these units whose
         marker is there (``names(dir, pattern)``: its file names that match, from one listing
         per poll)."""
-        units = {u.index: u for u in self.plan.units}
+        units = self.plan.units
         return sum(units[i].bytes for i in done_among(self.plan.work, self.marker, items, names))
 
     def setup(self, threads: int):

@@ -4,18 +4,23 @@
                   | ToList    | ParDo(StageDoFn(pack))      (a gather stage: one call, a barrier)
                   | Reshuffle | ParDo(StageDoFn(write))
 
+(on the DirectRunner the units are dealt to its workers by size instead of reshuffled, and the
+plan is read from a scratch file instead of a side input: ``beam_direct``)
+
 ``StageDoFn.setup`` sets the stage up once per DoFn instance (``beam.num_workers`` single-threaded
 workers: the workers are the parallelism); each stage's outputs are the next one's items. One
 pipeline, not one per stage: each costs the start of every worker process. Results stay in the
 stages' markers, so nothing is collected: a replayed bundle rewrites the same fixed file names;
 the progress bars poll them (``progress.MarkerProgress``) while the pipeline runs.
-The inputs, ``output.dir`` and its ``_work/`` may be ``s3://`` or ``gs://`` URLs, read and written
-by the same code on every worker (``pipelines.infra.storage``), so a Dataflow job needs no shared file
-system; a local output directory must be visible to every worker. The DirectRunner's workers
-inherit the driver's environment (credentials, ``AWS_ENDPOINT_URL``, ``STORAGE_EMULATOR_HOST``).
+The inputs, ``output.dir`` and its ``_work/`` may be ``s3://`` or ``gs://`` URLs, read and
+written by the same code on every worker (``pipelines.infra.storage``), so a Dataflow job needs no
+shared file system; a local output directory must be visible to every worker. The DirectRunner's
+workers inherit the driver's environment (credentials, ``AWS_ENDPOINT_URL``,
+``STORAGE_EMULATOR_HOST``).
 
 Runners: ``DirectRunner`` (default) runs Beam's portable FnApiRunner directly, in
-``beam.running_mode`` (multi_processing) with ``beam.num_workers`` processes. Beam's own
+``beam.running_mode`` (multi_processing) with ``beam.num_workers`` processes, started warm
+while the driver plans (``beam.warm_workers``: ``beam_warm``). Beam's own
 DirectRunner first tries the PrismRunner, which downloads a binary; fewtrunc skips that, and an
 explicit ``--runner PrismRunner`` without a local binary is refused with a clear message.
 Command-line flags fewtrunc does not know (``--project``, ``--region``, ``--temp_location``,
@@ -92,7 +97,7 @@ class BeamEngine(EngineBase):
     def __init__(self, bcfg, engine_args=(), bars=None):
         self.bcfg, self.engine_args = bcfg, tuple(engine_args)
         self.bars = bars  # where the progress bars go (the terminal, past ``quiet_stderr``)
-        self.options = self.runner = None
+        self.options = self.runner = self.pool = self.scratch = None
 
     @classmethod
     def from_config(cls, cfg, engine_args=()):
@@ -107,33 +112,63 @@ class BeamEngine(EngineBase):
             yield cls(cfg.beam, engine_args, bars)
 
     def __enter__(self):
+        from pipelines.engines import beam_direct
+        from pipelines.infra.atomic import scratch_dir
+
         self.options = pipeline_options(self.bcfg, self.engine_args)
         self.runner = make_runner(self.options)
+        if beam_direct.is_direct(self.runner):  # its workers are on this machine
+            self.scratch = scratch_dir("beam")
+            if self.bcfg.warm_workers:
+                runner, self.pool = beam_direct.warm_runner(self.options, self.scratch)
+                self.runner = runner or self.runner
         return self
+
+    def __exit__(self, *exc) -> None:
+        import shutil
+
+        if self.pool is not None:
+            self.pool.close()
+        if self.scratch is not None:
+            shutil.rmtree(self.scratch, ignore_errors=True)
 
     def run_stages(self, stages: list, items: list, progress: bool) -> dict:
         import apache_beam as beam
 
+        from pipelines.engines.beam_direct import deal, parcel_file, stage_weight, worker_count
         from pipelines.engines.beam_dofn import StageDoFn
         from pipelines.engines.beam_watch import run_watched
         from pipelines.engines.parcel import split
         from pipelines.progress import MarkerProgress
 
+        direct = self.scratch is not None  # the DirectRunner: see ``beam_direct``
         p = beam.Pipeline(runner=self.runner, options=self.options)
-        # no reshuffle of its own: the first stage's ``Reshuffle`` spreads the items
-        pcoll, plans = p | "Items" >> beam.Create(items, reshuffle=False), {}
-        for stage in stages:
+        if direct and stages and not stages[0].gather:  # dealt: a group of items per worker
+            weights = [stage_weight(stages[0], item) for item in items]
+            dealt = deal(items, weights, worker_count(self.options))
+            pcoll = (p | "Items" >> beam.Create(dealt, reshuffle=False)
+                     | "Deal" >> beam.GroupByKey() | "Dealt" >> beam.FlatMap(lambda kv: kv[1]))
+        else:  # no reshuffle of its own: the first stage's ``Reshuffle`` spreads the items
+            pcoll = p | "Items" >> beam.Create(items, reshuffle=False)
+        plans = {}
+        for i, stage in enumerate(stages):
             name = stage.name.capitalize()
-            before = beam.combiners.ToList() if stage.gather else beam.Reshuffle()
-            shell, parcel = split(stage)  # the plan goes once, as a side input
-            side = ()
-            if parcel is not None:
+            shell, parcel = split(stage)  # the plan goes once, as a side input or a file
+            key, side, path = None if parcel is None else parcel.key, (), None
+            if parcel is not None and direct:
+                path = parcel_file(self.scratch, parcel)
+            elif parcel is not None:
                 if parcel.key not in plans:
                     plans[parcel.key] = p | f"Plan{len(plans)}" >> beam.Create(
                         [parcel.blob]).with_output_types(bytes)
                 side = (beam.pvalue.AsSingleton(plans[parcel.key]),)
-            dofn = StageDoFn(shell, None if parcel is None else parcel.key)
-            pcoll = pcoll | f"Before{name}" >> before | name >> beam.ParDo(dofn, *side)
+            if i == 0 and self.pool is not None:  # set up on the warm workers while Beam starts
+                self.pool.ahead(shell, key, path)
+            if stage.gather:
+                pcoll = pcoll | f"Before{name}" >> beam.combiners.ToList()
+            elif i > 0 or not direct:  # (the first stage's items were dealt already)
+                pcoll = pcoll | f"Before{name}" >> beam.Reshuffle()
+            pcoll = pcoll | name >> beam.ParDo(StageDoFn(shell, key, path), *side)
         with MarkerProgress(stages, items, progress, self.bars):  # bars from the markers
             state = run_watched(p)  # a worker process that dies ends it with one line
         if str(state).split(".")[-1] not in ("DONE", "UNKNOWN"):

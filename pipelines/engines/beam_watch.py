@@ -22,7 +22,7 @@ from pipelines.infra.errors import FatalError
 _DEATHS = ("Worker subprocess exited with return code", "Channel closed prematurely")
 _RUNNER_THREADS = ("run_worker", "beam_control_read", "read_grpc_client_inputs")
 SETTLE_S = 5.0  # at most, for the stopped workers and the runner's threads that served them
-WORKER_CMD = b"sdk_worker_main"
+WORKER_CMDS = (b"sdk_worker_main", b"pipelines.engines.beam_warm")  # Beam's, warm (beam_warm)
 DIED = ("Beam: a worker process died mid-run ({}: killed, or out of memory?); the work done "
         "is kept (its markers): rerun the same command to resume")
 
@@ -80,9 +80,9 @@ def settle(pids: list[int]) -> None:
 
 
 def stop_workers() -> list[int]:
-    """SIGTERM this process's Beam worker processes still alive (those the runner started: its
-    children running ``sdk_worker_main``, and theirs), so none waits for a runner that gave up;
-    returns their pids."""
+    """SIGTERM this process's Beam worker processes still alive (its children running
+    ``sdk_worker_main``, a warm worker or its launcher, and theirs), so none waits for a runner
+    that gave up; returns their pids."""
     me, kids, stopped = os.getpid(), {}, []
     for entry in Path("/proc").glob("[0-9]*"):
         try:
@@ -93,7 +93,8 @@ def stop_workers() -> list[int]:
             continue
     for child in kids.get(me, []):
         try:
-            if WORKER_CMD not in Path(f"/proc/{child}/cmdline").read_bytes():
+            cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+            if not any(cmd in cmdline for cmd in WORKER_CMDS):
                 continue
         except OSError:
             continue

@@ -32,6 +32,13 @@ def make_corpus(root: Path) -> list[str]:
     return [str(path), str(bad), "{stdlib}/email", "{stdlib}/json", "{stdlib}/asyncio"]
 
 
+def local_reference(root: Path) -> tuple[Path, list[str], Path]:
+    """(root, the corpus made in ``root``, the local engine's output of it: ``root/local``)."""
+    paths = make_corpus(root)
+    pipelines.run(job_config(paths, root / "local"))
+    return root, paths, root / "local"
+
+
 def job_config(paths: list[str], out: Path, **sections) -> dict:
     cfg = {
         "input": {"paths": paths, "include": ["*.py"], "unit_bytes": 300_000},

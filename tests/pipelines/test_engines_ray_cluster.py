@@ -19,7 +19,7 @@ import pipelines
 from tests.pipelines.object_stores import Store, environment, s3_server  # noqa: F401
 from tests.ray_cluster import STORE_VARS, LocalRayCluster
 from tests.pipelines.test_engines_equivalence import (assert_same_output, job_config,
-                                                      make_corpus, write_config)
+                                                      local_reference, write_config)
 
 pytestmark = pytest.mark.slow
 
@@ -37,11 +37,7 @@ def cluster(s3_server):
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ray-cluster")
-    paths = make_corpus(root)
-    want = root / "local"
-    pipelines.run(job_config(paths, want))
-    return root, paths, want
+    return local_reference(tmp_path_factory.mktemp("ray-cluster"))
 
 
 def test_cluster_is_loopback_only(cluster):

@@ -68,11 +68,11 @@ class _NotInMemory(logging.Filter):
 
 def parcel_file(folder: str, parcel: Parcel) -> str:
     """The parcel's bytes in ``folder`` (written once per plan), for the workers to read."""
+    from pipelines.infra.atomic import write_bytes
+
     path = os.path.join(folder, f"plan-{parcel.key[:16]}.parcel")
     if not os.path.exists(path):
-        with open(path + ".tmp", "wb") as f:
-            f.write(parcel.blob)
-        os.replace(path + ".tmp", path)
+        write_bytes(path, parcel.blob)
     return path
 
 

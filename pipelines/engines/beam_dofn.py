@@ -14,13 +14,13 @@ def set_up_ahead(shell, key: str | None, path: str | None) -> None:
     """Set the stage up in this worker before its first item comes (a warm worker does, on a
     thread, while the runner still starts: ``beam_warm``); the first DoFn of the stage takes
     the result instead of setting it up again."""
-    from pipelines.engines.parcel import join
+    from pipelines.engines.parcel import from_file, join
 
     done: Future = Future()
     with _AHEAD_LOCK:
         _AHEAD[(shell.name, key)] = done
     try:
-        done.set_result(join(shell, key, lambda: _read(path)).setup(1))
+        done.set_result(join(shell, key, lambda: from_file(path)).setup(1))
     except BaseException as exc:  # noqa: BLE001 - raised where the DoFn takes it
         done.set_exception(exc)
 
@@ -46,16 +46,10 @@ class StageDoFn(beam.DoFn):
             if ahead is not None:
                 self.call = ahead.result()
             else:
-                from pipelines.engines.parcel import from_blob, join
+                from pipelines.engines.parcel import from_blob, from_file, join
 
-                stage = join(self.shell, self.key,
-                             lambda: from_blob(blob) if self.path is None else _read(self.path))
+                stage = join(self.shell, self.key, lambda: from_blob(blob) if self.path is None
+                             else from_file(self.path))
                 self.call = stage.setup(1)  # the workers are the parallelism
         yield from self.call(item if self.shell.gather else [item])
 
-
-def _read(path: str):
-    from pipelines.engines.parcel import from_blob
-
-    with open(path, "rb") as f:
-        return from_blob(f.read())

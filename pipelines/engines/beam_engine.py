@@ -142,8 +142,9 @@ class BeamEngine(EngineBase):
         from pipelines.progress import MarkerProgress
 
         direct = self.scratch is not None  # the DirectRunner: see ``beam_direct``
+        dealt_first = direct and bool(stages) and not stages[0].gather
         p = beam.Pipeline(runner=self.runner, options=self.options)
-        if direct and stages and not stages[0].gather:  # dealt: a group of items per worker
+        if dealt_first:  # a group of items per worker
             weights = [stage_weight(stages[0], item) for item in items]
             dealt = deal(items, weights, worker_count(self.options))
             pcoll = (p | "Items" >> beam.Create(dealt, reshuffle=False)
@@ -166,7 +167,7 @@ class BeamEngine(EngineBase):
                 self.pool.ahead(shell, key, path)
             if stage.gather:
                 pcoll = pcoll | f"Before{name}" >> beam.combiners.ToList()
-            elif i > 0 or not direct:  # (the first stage's items were dealt already)
+            elif i > 0 or not dealt_first:
                 pcoll = pcoll | f"Before{name}" >> beam.Reshuffle()
             pcoll = pcoll | name >> beam.ParDo(StageDoFn(shell, key, path), *side)
         with MarkerProgress(stages, items, progress, self.bars):  # bars from the markers

@@ -117,7 +117,10 @@ def serve(path: str, parent: int) -> None:
                 os._exit(0)
     listener.close()
     os.unlink(path)
-    env = json.loads(_read_line(conn))
+    env = _line(conn.makefile("rb"))
+    if env is None:
+        raise SystemExit("fewtrunc beam worker: the launcher left before saying anything")
+    env = json.loads(env)
     os.environ.clear()
     os.environ.update(env)
     conn.sendall(b"ok\n")  # from here on, this worker's end is its launcher's
@@ -159,14 +162,10 @@ def _exit_with(conn: socket.socket) -> None:
     os._exit(1)
 
 
-def _read_line(conn: socket.socket) -> str:
-    data = b""
-    while not data.endswith(b"\n"):
-        chunk = conn.recv(1 << 16)
-        if not chunk:
-            raise SystemExit("fewtrunc beam worker: the launcher left before saying anything")
-        data += chunk
-    return data.decode()
+def _line(reader) -> str | None:
+    """One line of the other side (``socket.makefile``), None when it is gone first."""
+    data = reader.readline()
+    return data.decode().strip() if data.endswith(b"\n") else None
 
 
 # --- the launcher ---------------------------------------------------------------------------
@@ -183,10 +182,11 @@ def launch(pool: str) -> int:
             continue  # claimed by another launcher
         conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         conn.settimeout(CLAIM_WAIT_S)
+        reader = conn.makefile("rb")
         try:
             _in_folder(pool, lambda: conn.connect(name))
             conn.sendall((json.dumps(dict(os.environ)) + "\n").encode())
-            taken = _read_reply(conn) == "ok"
+            taken = _line(reader) == "ok"
         except OSError:
             taken = False
         if not taken:
@@ -194,7 +194,7 @@ def launch(pool: str) -> int:
             continue  # it died before taking the work: try the next
         conn.settimeout(None)
         try:
-            reply = _read_reply(conn)
+            reply = _line(reader)
         except OSError:
             reply = None
         if reply is None:
@@ -202,17 +202,6 @@ def launch(pool: str) -> int:
             return 1
         return int(reply)
     os.execv(sys.executable, [sys.executable, *STOCK])
-
-
-def _read_reply(conn: socket.socket) -> str | None:
-    """One short line from the worker (byte by byte: its next line comes later); None at EOF."""
-    data = b""
-    while not data.endswith(b"\n"):
-        chunk = conn.recv(1)
-        if not chunk:
-            return None
-        data += chunk
-    return data.decode().strip()
 
 
 def _in_folder(folder: str, act):

@@ -55,6 +55,12 @@ def from_blob(blob: bytes) -> Parcel:
     return Parcel(hashlib.sha256(blob).hexdigest(), blob)
 
 
+def from_file(path: str) -> Parcel:
+    """A parcel from the file its bytes were written to (``beam_direct.parcel_file``)."""
+    with open(path, "rb") as f:
+        return from_blob(f.read())
+
+
 def join(shell, key: str | None, fetch: Callable[[], Parcel] | None = None):
     """The whole stage again: ``shell`` with the plan of parcel ``key`` (opened once per
     process; ``fetch()`` gives the parcel when this process has not opened it yet)."""
